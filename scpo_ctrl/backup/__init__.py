@@ -1,0 +1,1 @@
+"""Backup controllers and their target sets."""

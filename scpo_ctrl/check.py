@@ -1,0 +1,119 @@
+"""``scpo-ctrl check``: is the plant file sound, and is the backup safe where we want to adapt?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .config.plant_spec import load_plant_spec
+from .policy.expert import expert_function
+from .problem import ControlProblem, build_problem
+from .sim.rollout import REACH_ROW, RolloutEngine, SafetyEvaluation
+
+
+@dataclass(frozen=True)
+class RowMargin:
+    """Worst value of one safety row over the validation set (<= 0 safe)."""
+
+    name: str
+    description: str
+    worst: float
+    violating_states: int
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``check`` found; every field is plain data (JSON-ready via :meth:`to_dict`)."""
+
+    plant: str
+    source: str
+    nx: int
+    nu: int
+    dt: float
+    states: list
+    inputs: list
+    dynamics: str
+    dynamics_affine: bool
+    x_eq: list
+    u_eq: list
+    A: list
+    B: list
+    K: list
+    P: list
+    closed_loop_eigenvalues: list
+    closed_loop_spectral_radius: float
+    target_level: float
+    target_binding: str
+    target_exact: bool
+    target_levels: list
+    validation_states: int
+    horizon: int
+    backup_margins: list
+    backup_safe: bool
+    expert_margins: list | None
+    expert_safe: bool | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_check(path: str) -> CheckReport:
+    """Load, build and check the plant file at ``path``."""
+    spec = load_plant_spec(path)
+    problem = build_problem(spec)
+    backup_eval = _closed_loop(problem, problem.backup.function())
+    expert = expert_function(spec)
+    expert_eval = _closed_loop(problem, expert) if expert is not None else None
+    backup = problem.backup
+    eigenvalues = backup.closed_loop_eigenvalues
+    return CheckReport(
+        plant=spec.name,
+        source=spec.source,
+        nx=spec.nx,
+        nu=spec.nu,
+        dt=spec.dt,
+        states=[{"name": v.name, "unit": v.unit, "min": v.min, "max": v.max} for v in spec.states],
+        inputs=[{"name": v.name, "unit": v.unit, "min": v.min, "max": v.max} for v in spec.inputs],
+        dynamics=spec.dynamics.kind,
+        dynamics_affine=problem.model.dynamics_affine,
+        x_eq=spec.x_eq.tolist(),
+        u_eq=spec.u_eq.tolist(),
+        A=backup.linear.A.tolist(),
+        B=backup.linear.B.tolist(),
+        K=backup.K.tolist(),
+        P=backup.P.tolist(),
+        closed_loop_eigenvalues=[[float(z.real), float(z.imag)] for z in eigenvalues],
+        closed_loop_spectral_radius=float(np.max(np.abs(eigenvalues))),
+        target_level=problem.target.c,
+        target_binding=problem.target.binding,
+        target_exact=problem.target.exact,
+        target_levels=[
+            {"name": l.name, "level": l.level, "method": l.method, "searched_up_to": l.searched_up_to}
+            for l in problem.target.levels
+        ],
+        validation_states=int(problem.x0.shape[0]),
+        horizon=spec.safety.horizon,
+        backup_margins=[asdict(m) for m in _margins(problem, backup_eval)],
+        backup_safe=backup_eval.safe,
+        expert_margins=None if expert_eval is None else [asdict(m) for m in _margins(problem, expert_eval)],
+        expert_safe=None if expert_eval is None else expert_eval.safe,
+    )
+
+
+def _closed_loop(problem: ControlProblem, policy) -> SafetyEvaluation:
+    # A check rolls out few states: CasADi's virtual machine beats a JIT compile here.
+    engine = RolloutEngine(problem.model, policy, problem.spec.safety.horizon, jit=False)
+    _, evaluation = engine.evaluate(problem.x0, problem.target.c, problem.target.P, problem.target.x_eq)
+    return evaluation
+
+
+def _margins(problem: ControlProblem, evaluation: SafetyEvaluation) -> list:
+    descriptions = {row.name: row.description for row in problem.model.rows}
+    descriptions[REACH_ROW] = f"V(x_H) <= c within {problem.spec.safety.horizon} steps"
+    worst = evaluation.worst
+    counts = evaluation.violating_states()
+    return [
+        RowMargin(name, descriptions[name], float(worst[i]), int(counts[i]))
+        for i, name in enumerate(evaluation.names)
+    ]

@@ -1,0 +1,133 @@
+"""``scpo-ctrl``: the command line. Thin: parse, call the library, print.
+
+Exit codes: 0 success; 1 the check ran and found the artefact unsafe; 2 bad
+input or usage (one message on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from typing import Any
+
+from . import __version__
+from .errors import ScpoError
+
+EXIT_OK, EXIT_UNSAFE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.handler(args)
+    except ScpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scpo-ctrl", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"scpo-ctrl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details on stderr")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    check = verbs.add_parser("check", help="validate a plant file, design the backup, check it on the validation set")
+    check.add_argument("plant", help="plant YAML file (schema scpo-plant/1)")
+    check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import run_check
+
+    report = run_check(args.plant)
+    if args.json:
+        print(json.dumps(_json_safe(report.to_dict()), indent=2))
+    else:
+        print(_format_check(report))
+    return EXIT_OK if report.backup_safe else EXIT_UNSAFE
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats (not valid JSON) by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _format_matrix(rows: list, indent: str) -> str:
+    return "\n".join(indent + "[" + ", ".join(f"{v: .6g}" for v in row) + "]" for row in rows)
+
+
+def _bounds(variable: dict) -> str:
+    lo = "-inf" if variable["min"] is None else f"{variable['min']:g}"
+    hi = "inf" if variable["max"] is None else f"{variable['max']:g}"
+    unit = f" {variable['unit']}" if variable["unit"] else ""
+    return f"{variable['name']} in [{lo}, {hi}]{unit}"
+
+
+def _format_check(report) -> str:
+    lines = [
+        f"plant {report.plant} ({report.source})",
+        f"  dimensions    nx={report.nx} nu={report.nu} dt={report.dt:g} s, dynamics: {report.dynamics}"
+        f" ({'affine' if report.dynamics_affine else 'nonlinear'})",
+        "  states        " + "; ".join(_bounds(v) for v in report.states),
+        "  inputs        " + "; ".join(_bounds(v) for v in report.inputs),
+        f"  equilibrium   x={report.x_eq} u={report.u_eq}: ok",
+        "  LQR gain K (u = u_eq - K (x - x_eq)):",
+        _format_matrix(report.K, "    "),
+        "  closed-loop eigenvalues (linearisation): "
+        + ", ".join(_complex(re, im) for re, im in report.closed_loop_eigenvalues)
+        + f"  (spectral radius {report.closed_loop_spectral_radius:.4f})",
+        f"  target set    V(x) = (x - x_eq)' P (x - x_eq) <= c = {report.target_level:.6g}"
+        f"  (set by {report.target_binding}; {'exact' if report.target_exact else 'ray search + NLP, see docs'})",
+    ]
+    for level in report.target_levels:
+        if math.isfinite(level["level"]):
+            shown = f"c <= {level['level']:.6g}"
+        elif math.isfinite(level["searched_up_to"]):
+            shown = f"c up to {level['searched_up_to']:.6g} (no violation found below)"
+        else:
+            shown = "any c"
+        lines.append(f"    {level['name']:<22} allows {shown:<18} ({level['method']})")
+    lines.append(
+        f"  validation    {report.validation_states} initial states, horizon {report.horizon} steps;"
+        " backup worst value per constraint (<= 0 safe):"
+    )
+    lines.extend(_margin_lines(report.backup_margins))
+    if report.expert_margins is not None:
+        lines.append("  expert (task, for information) closed loop from the same states:")
+        lines.extend(_margin_lines(report.expert_margins))
+    verdict = "SAFE" if report.backup_safe else "UNSAFE"
+    lines.append(f"backup: {verdict} from every validation state" if report.backup_safe else
+                 f"backup: {verdict}: it violates a constraint from some validation states; SCPO cannot start feasible")
+    return "\n".join(lines)
+
+
+def _margin_lines(margins: list) -> list:
+    out = []
+    for margin in margins:
+        status = "ok" if margin["worst"] <= 0 else f"VIOLATED from {margin['violating_states']} state(s)"
+        out.append(f"    {margin['name']:<22} {margin['worst']: .6g}  {status}  ({margin['description']})")
+    return out
+
+
+def _complex(re: float, im: float) -> str:
+    return f"{re:.4f}" if abs(im) < 1e-12 else f"{re:.4f}{im:+.4f}j"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""YAML -> validated frozen dataclasses."""

@@ -1,0 +1,497 @@
+"""The plant file (schema ``scpo-plant/1``) as a validated, frozen :class:`PlantSpec`.
+
+Everything a later stage needs is checked here, at the key that is wrong:
+types, dimensions, finite numbers, names, expressions (parsed, never
+``eval``-ed), boxes inside limits. Checks that need the model (equilibrium,
+stabilisability, backup safety) happen where the model is built and report
+through the same :class:`~scpo_ctrl.errors.SpecError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import keyword
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+from ..plant.expr import FUNCTIONS, Expression, ExpressionError, parse_expression
+from .fields import Field
+from .yaml_source import read_yaml
+
+SCHEMA = "scpo-plant/1"
+BACKUP_TYPES = ("lqr", "mpc")
+TASK_TYPES = ("imitation", "closed_loop_cost")
+ACTIVATIONS = ("tanh",)
+MAX_EXPERT_ROWS = 1_000_000
+
+_PLANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOP_KEYS = (
+    "schema", "name", "description", "dt", "states", "inputs", "params", "dynamics", "equilibrium",
+    "constraints", "backup", "safety", "task", "policy", "scpo",
+)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A state or an input: name, unit, and optional bounds (``None`` = unbounded)."""
+
+    name: str
+    unit: str
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
+class DynamicsSpec:
+    """How x advances.
+
+    Attributes
+    ----------
+    kind : {'ode', 'next', 'linear'}
+    expressions : tuple of Expression
+        ``ode``: dx/dt per state [state unit / s]; ``next``: x+ per state.
+    A, B : ndarray or None
+        ``linear`` only, shapes ``(nx, nx)`` and ``(nx, nu)``.
+    continuous : bool
+        ``linear`` only: A, B are continuous-time (discretised exactly, ZOH).
+    integrator : {'rk4', 'euler'}
+        ``ode`` only.
+    substeps : int
+        ``ode`` only: integration steps per control period.
+    """
+
+    kind: str
+    expressions: tuple
+    A: np.ndarray | None
+    B: np.ndarray | None
+    continuous: bool
+    integrator: str
+    substeps: int
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """An extra safety constraint ``expression(x, u) <= 0`` at every step."""
+
+    name: str
+    expression: Expression
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    """The trusted backup controller: type and quadratic weights ``Q (nx, nx)``, ``R (nu, nu)``."""
+
+    type: str
+    Q: np.ndarray
+    R: np.ndarray
+    horizon: int | None
+
+
+@dataclass(frozen=True)
+class InitialStateSpec:
+    """The validation set: ``count`` low-discrepancy points in ``box (nx, 2)`` or explicit ``points (N, nx)``."""
+
+    box: np.ndarray | None
+    count: int
+    seed: int
+    points: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class SafetySpec:
+    """Rollout length [steps] and the validation initial states."""
+
+    horizon: int
+    initial_states: InitialStateSpec
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """The (untrusted) expert to imitate.
+
+    Exactly one form is set: ``expressions`` (one per input, in the states),
+    ``K (nu, nx)`` with ``u = u_eq - K (x - x_eq)``, or ``data (N, nx + nu)``
+    read from the CSV at ``data_path`` (columns ordered states then inputs).
+    """
+
+    kind: str
+    expressions: tuple
+    K: np.ndarray | None
+    data_path: str | None
+    data: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The objective: imitation of ``expert`` or the closed-loop cost with ``Q``, ``R``."""
+
+    type: str
+    expert: ExpertSpec | None
+    Q: np.ndarray | None
+    R: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The residual network: hidden layer widths and activation."""
+
+    hidden: tuple
+    activation: str
+
+
+@dataclass(frozen=True)
+class ScpoSettings:
+    """Optimizer defaults from the file (the command line may override them)."""
+
+    iterations: int
+    step_size: float
+    trust_radius: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class PlantSpec:
+    """A validated plant file. Arrays are read-only; units are the file's."""
+
+    name: str
+    description: str
+    dt: float
+    states: tuple
+    inputs: tuple
+    params: dict
+    dynamics: DynamicsSpec
+    x_eq: np.ndarray
+    u_eq: np.ndarray
+    constraints: tuple
+    backup: BackupSpec
+    safety: SafetySpec
+    task: TaskSpec
+    policy: PolicyConfig
+    scpo: ScpoSettings
+    source: str
+    text_sha256: str
+
+    @property
+    def nx(self) -> int:
+        return len(self.states)
+
+    @property
+    def nu(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def state_names(self) -> tuple:
+        return tuple(v.name for v in self.states)
+
+    @property
+    def input_names(self) -> tuple:
+        return tuple(v.name for v in self.inputs)
+
+
+def load_plant_spec(path: str | Path) -> PlantSpec:
+    """Read and validate a plant file.
+
+    Raises
+    ------
+    SpecError
+        Naming the file, the key path, the line and what was expected.
+    """
+    path = Path(path)
+    document = read_yaml(path, str(path))
+    root = Field(document.data, (), document)
+    return _build(root, path)
+
+
+def _build(root: Field, path: Path) -> PlantSpec:
+    root.mapping(_TOP_KEYS, required=("schema", "name", "dt", "states", "inputs", "dynamics", "equilibrium", "backup", "safety"))
+    schema = root.child("schema").text()
+    if schema != SCHEMA:
+        raise root.child("schema").error(f"unsupported schema {schema!r}; expected {SCHEMA!r}")
+    name = root.child("name").text()
+    if not _PLANT_NAME.match(name):
+        raise root.child("name").error(f"{name!r} is not a valid plant name; use [a-z][a-z0-9_]* (it prefixes C symbols)")
+    description = root.child("description").text(default="")
+    dt = root.child("dt").number(positive=True)
+
+    states = _variables(root.child("states"), "state")
+    inputs = _variables(root.child("inputs"), "input")
+    for field, variable in zip(root.child("inputs").elements(), inputs):
+        if variable.min is None and variable.max is None:
+            raise field.error(f"input {variable.name!r} needs at least one bound (the backup saturates it)")
+    params = _params(root.child("params"))
+    _check_unique_names(root, states, inputs, params)
+
+    nx, nu = len(states), len(inputs)
+    symbols = {v.name: v.name for v in states + inputs}  # any non-float marks a symbol
+    symbols.update(params)
+    state_symbols = {v.name: v.name for v in states}
+    state_symbols.update(params)
+
+    dynamics = _dynamics(root.child("dynamics"), states, inputs, symbols)
+    x_eq, u_eq = _equilibrium(root.child("equilibrium"), nx, nu)
+    constraints = _constraints(root.child("constraints"), symbols)
+    backup = _backup(root.child("backup"), nx, nu)
+    safety = _safety(root.child("safety"), states)
+    task = _task(root.child("task"), states, inputs, state_symbols, backup, path)
+    policy = _policy(root.child("policy"))
+    scpo = _scpo(root.child("scpo"))
+    return PlantSpec(
+        name=name, description=description, dt=dt, states=states, inputs=inputs, params=params,
+        dynamics=dynamics, x_eq=x_eq, u_eq=u_eq, constraints=constraints, backup=backup,
+        safety=safety, task=task, policy=policy, scpo=scpo, source=root.document.source, text_sha256=root.document.sha256,
+    )
+
+
+def _variables(field: Field, kind: str) -> tuple:
+    out = []
+    for element in field.elements(min_count=1):
+        element.mapping(("name", "unit", "min", "max"), required=("name",))
+        name = element.child("name").text()
+        if not _IDENTIFIER.match(name):
+            raise element.child("name").error(f"{kind} name {name!r} is not an identifier")
+        unit = element.child("unit").text(default="")
+        lo = element.child("min").number(default=None)
+        hi = element.child("max").number(default=None)
+        if lo is not None and hi is not None and lo >= hi:
+            raise element.error(f"min ({lo:g}) must be below max ({hi:g})")
+        out.append(Variable(name, unit, lo, hi))
+    return tuple(out)
+
+
+def _params(field: Field) -> dict:
+    if field.value is None:
+        return {}
+    return {key: value.number() for key, value in field.items()}
+
+
+def _check_unique_names(root: Field, states, inputs, params) -> None:
+    seen: dict[str, str] = {}
+    groups = [("states", [v.name for v in states]), ("inputs", [v.name for v in inputs]), ("params", list(params))]
+    for group, names in groups:
+        for index, name in enumerate(names):
+            where = root.child(group).child(name if group == "params" else index)
+            if name in FUNCTIONS or keyword.iskeyword(name):
+                raise where.error(f"name {name!r} is reserved (a function or keyword)")
+            if name in seen:
+                raise where.error(f"name {name!r} is already used in {seen[name]}")
+            seen[name] = group
+
+
+def _expression(field: Field, names: dict) -> Expression:
+    try:
+        return parse_expression(field.value, names)
+    except ExpressionError as exc:
+        raise field.error(f"{exc} in {field.value!r}") from None
+
+
+def _dynamics(field: Field, states, inputs, symbols) -> DynamicsSpec:
+    field.mapping(("ode", "next", "linear", "integrator", "substeps"))
+    forms = [key for key in ("ode", "next", "linear") if field.has(key)]
+    if len(forms) != 1:
+        raise field.error(f"expected exactly one of ode, next, linear; got {', '.join(forms) or 'none'}")
+    kind = forms[0]
+    nx, nu = len(states), len(inputs)
+    integrator = field.child("integrator").text(default="rk4", choices=("rk4", "euler"))
+    substeps = field.child("substeps").integer(minimum=1, maximum=10_000, default=1)
+    if kind != "ode" and (field.has("integrator") or field.has("substeps")):
+        raise field.error("integrator and substeps apply to 'ode' dynamics only")
+    if kind in ("ode", "next"):
+        exprs_field = field.child(kind)
+        names = [v.name for v in states]
+        exprs_field.mapping(names, required=names)
+        expressions = tuple(_expression(exprs_field.child(name), symbols) for name in names)
+        return DynamicsSpec(kind, expressions, None, None, False, integrator, substeps)
+    linear = field.child("linear").mapping(("A", "B", "continuous"), required=("A", "B"))
+    A = linear.child("A").matrix(nx, nx)
+    B = linear.child("B").matrix(nx, nu)
+    continuous = linear.child("continuous").boolean(default=False)
+    return DynamicsSpec(kind, (), A, B, continuous, integrator, substeps)
+
+
+def _equilibrium(field: Field, nx: int, nu: int) -> tuple:
+    field.mapping(("x", "u"), required=("x", "u"))
+    return field.child("x").vector(nx), field.child("u").vector(nu)
+
+
+def _constraints(field: Field, symbols) -> tuple:
+    if field.value is None:
+        return ()
+    out = []
+    names = set()
+    for element in field.elements():
+        element.mapping(("name", "expr"), required=("name", "expr"))
+        name = element.child("name").text()
+        if not _IDENTIFIER.match(name):
+            raise element.child("name").error(f"constraint name {name!r} is not an identifier")
+        if name in names:
+            raise element.child("name").error(f"constraint name {name!r} is used twice")
+        names.add(name)
+        out.append(ConstraintSpec(name, _expression(element.child("expr"), symbols)))
+    return tuple(out)
+
+
+def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
+    field.mapping(("type", "Q", "R", "horizon"), required=("type", "Q", "R"))
+    kind = field.child("type").text(choices=BACKUP_TYPES)
+    Q = field.child("Q").weight_matrix(nx, definite=False)
+    R = field.child("R").weight_matrix(nu, definite=True)
+    horizon = field.child("horizon").integer(minimum=1, maximum=1000, default=None)
+    if kind != "mpc" and horizon is not None:
+        raise field.child("horizon").error("horizon applies to the mpc backup only")
+    return BackupSpec(kind, Q, R, horizon)
+
+
+def _safety(field: Field, states) -> SafetySpec:
+    field.mapping(("horizon", "initial_states"), required=("horizon", "initial_states"))
+    horizon = field.child("horizon").integer(minimum=1, maximum=100_000)
+    initial = field.child("initial_states").mapping(("box", "count", "seed", "points"))
+    has_box, has_points = initial.has("box"), initial.has("points")
+    if has_box == has_points:
+        raise initial.error("expected exactly one of box (with count) or points")
+    seed = initial.child("seed").integer(minimum=0, default=0)
+    nx = len(states)
+    if has_points:
+        if initial.has("count"):
+            raise initial.child("count").error("count applies to box only; points are used as given")
+        points = initial.child("points").matrix(cols=nx)
+        for row, point in zip(initial.child("points").elements(), points):
+            _inside_limits(row, point, states)
+        return SafetySpec(horizon, InitialStateSpec(None, len(points), seed, points))
+    box_field = initial.child("box")
+    names = [v.name for v in states]
+    box_field.mapping(names, required=names)
+    box = np.zeros((nx, 2))
+    for index, variable in enumerate(states):
+        interval = box_field.child(variable.name)
+        lo, hi = interval.vector(2)
+        if lo > hi:
+            raise interval.error(f"lower end {lo:g} is above upper end {hi:g}")
+        if (variable.min is not None and lo < variable.min) or (variable.max is not None and hi > variable.max):
+            raise interval.error(
+                f"[{lo:g}, {hi:g}] is outside the state limits [{_bound(variable.min)}, {_bound(variable.max)}]"
+            )
+        box[index] = lo, hi
+    box.setflags(write=False)
+    count = initial.child("count").integer(minimum=1, maximum=1_000_000)
+    return SafetySpec(horizon, InitialStateSpec(box, count, seed, None))
+
+
+def _bound(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:g}"
+
+
+def _inside_limits(field: Field, point: np.ndarray, states) -> None:
+    for value, variable in zip(point, states):
+        if (variable.min is not None and value < variable.min) or (variable.max is not None and value > variable.max):
+            raise field.error(f"{variable.name} = {value:g} is outside the state limits")
+
+
+def _task(field: Field, states, inputs, state_symbols, backup: BackupSpec, path: Path) -> TaskSpec:
+    nx, nu = len(states), len(inputs)
+    if field.value is None:
+        return TaskSpec("closed_loop_cost", None, backup.Q, backup.R)
+    field.mapping(("type", "expert", "closed_loop_cost"), required=("type",))
+    kind = field.child("type").text(choices=TASK_TYPES)
+    if kind == "imitation":
+        if not field.has("expert"):
+            raise field.error("an imitation task needs an 'expert'")
+        if field.has("closed_loop_cost"):
+            raise field.child("closed_loop_cost").error("closed_loop_cost applies to type closed_loop_cost only")
+        return TaskSpec(kind, _expert(field.child("expert"), states, inputs, state_symbols, path), None, None)
+    if field.has("expert"):
+        raise field.child("expert").error("expert applies to type imitation only")
+    cost = field.child("closed_loop_cost")
+    if cost.value is None:
+        return TaskSpec(kind, None, backup.Q, backup.R)
+    cost.mapping(("Q", "R"))
+    Q = cost.child("Q").weight_matrix(nx, definite=False) if cost.has("Q") else backup.Q
+    R = cost.child("R").weight_matrix(nu, definite=False) if cost.has("R") else backup.R
+    return TaskSpec(kind, None, Q, R)
+
+
+def _expert(field: Field, states, inputs, state_symbols, path: Path) -> ExpertSpec:
+    field.mapping(("u", "K", "data"))
+    forms = [key for key in ("u", "K", "data") if field.has(key)]
+    if len(forms) != 1:
+        raise field.error(f"expected exactly one of u, K, data; got {', '.join(forms) or 'none'}")
+    nx, nu = len(states), len(inputs)
+    if forms[0] == "u":
+        u = field.child("u")
+        items = u.elements(min_count=1) if isinstance(u.value, list) else [u]
+        if len(items) != nu:
+            raise u.error(f"expected {nu} expression(s), one per input; got {len(items)}")
+        expressions = tuple(_expression(item, state_symbols) for item in items)
+        return ExpertSpec("expressions", expressions, None, None, None)
+    if forms[0] == "K":
+        return ExpertSpec("gain", (), field.child("K").matrix(nu, nx), None, None)
+    data_field = field.child("data")
+    relative = data_field.text()
+    data_path = (path.parent / relative) if not Path(relative).is_absolute() else Path(relative)
+    columns = [v.name for v in states] + [v.name for v in inputs]
+    data = _read_expert_csv(data_field, data_path, columns)
+    return ExpertSpec("data", (), None, str(data_path), data)
+
+
+def _read_expert_csv(field: Field, data_path: Path, columns: list) -> np.ndarray:
+    try:
+        text = data_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise field.error(f"expert data file {str(data_path)!r} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise field.error(f"cannot read expert data file {str(data_path)!r}: {exc}") from None
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise field.error(f"expert data file {str(data_path)!r} is empty") from None
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise field.error(f"expert data file {str(data_path)!r} lacks column(s) {', '.join(missing)}")
+    index = [header.index(name) for name in columns]
+    rows = []
+    for line_number, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(rows) >= MAX_EXPERT_ROWS:
+            raise field.error(f"expert data file has more than {MAX_EXPERT_ROWS} rows")
+        try:
+            values = [float(row[i]) for i in index]
+        except (ValueError, IndexError):
+            raise field.error(f"expert data file {str(data_path)!r} line {line_number}: expected numbers") from None
+        if not np.all(np.isfinite(values)):
+            raise field.error(f"expert data file {str(data_path)!r} line {line_number}: non-finite value")
+        rows.append(values)
+    if not rows:
+        raise field.error(f"expert data file {str(data_path)!r} has no data rows")
+    data = np.array(rows, dtype=float)
+    data.setflags(write=False)
+    return data
+
+
+def _policy(field: Field) -> PolicyConfig:
+    if field.value is None:
+        return PolicyConfig((32, 32), "tanh")
+    field.mapping(("hidden", "activation"))
+    hidden = (32, 32)
+    if field.has("hidden"):
+        hidden = tuple(e.integer(minimum=1, maximum=4096) for e in field.child("hidden").elements(min_count=1))
+    activation = field.child("activation").text(default="tanh", choices=ACTIVATIONS)
+    return PolicyConfig(hidden, activation)
+
+
+def _scpo(field: Field) -> ScpoSettings:
+    if field.value is None:
+        field = Field({}, field.path, field.document)
+    field.mapping(("iterations", "step_size", "trust_radius", "seed"))
+    return ScpoSettings(
+        iterations=field.child("iterations").integer(minimum=0, maximum=1_000_000, default=200),
+        step_size=field.child("step_size").number(positive=True, default=0.05),
+        trust_radius=field.child("trust_radius").number(positive=True, default=0.5),
+        seed=field.child("seed").integer(minimum=0, default=0),
+    )

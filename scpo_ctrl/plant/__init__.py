@@ -1,0 +1,1 @@
+"""Plant models: expression parser, CasADi dynamics, linearisation."""

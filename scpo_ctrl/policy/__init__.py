@@ -1,0 +1,1 @@
+"""Policies as CasADi functions of (x, theta)."""

@@ -1,0 +1,1 @@
+"""Batched closed-loop simulation and safety metrics."""

@@ -1,0 +1,38 @@
+"""Shared fixtures: the shipped models, built once per test session."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scpo_ctrl.config.plant_spec import load_plant_spec
+from scpo_ctrl.problem import build_problem
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+MODEL_FILES = sorted(MODELS.glob("*.yaml"))
+MODEL_NAMES = [path.stem for path in MODEL_FILES]
+
+
+@functools.lru_cache(maxsize=None)
+def problem_for(name: str):
+    """The ControlProblem of ``models/<name>.yaml`` (built once)."""
+    return build_problem(load_plant_spec(MODELS / f"{name}.yaml"))
+
+
+@pytest.fixture(params=MODEL_NAMES)
+def model_name(request) -> str:
+    return request.param
+
+
+def model_dict(name: str) -> dict:
+    """The YAML of a shipped model as a dict, to mutate in tests."""
+    return yaml.safe_load((MODELS / f"{name}.yaml").read_text())
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
