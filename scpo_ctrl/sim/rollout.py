@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 
 import casadi as ca
@@ -86,6 +87,27 @@ def compiler_available() -> bool:
     return shutil.which("gcc") is not None
 
 
+def compile_function(name: str, inputs: list, outputs: list, input_names: list, output_names: list,
+                     jit: bool) -> tuple[ca.Function, bool]:
+    """A CasADi function, JIT-compiled to C (gcc -O2) in a private temporary directory if ``jit``.
+
+    Falls back to CasADi's virtual machine, with a warning, when compilation
+    fails. Returns the function and whether it was compiled.
+    """
+    if jit:
+        with tempfile.TemporaryDirectory(prefix="scpo-jit-") as directory:
+            options = {
+                "jit": True, "compiler": "shell", "jit_cleanup": False,
+                "jit_options": {"flags": ["-O2", "-w"], "verbose": False, "directory": directory, "cleanup": False},
+            }
+            try:
+                # The shared object is loaded during construction; the directory may go afterwards.
+                return ca.Function(name, inputs, outputs, input_names, output_names, options), True
+            except RuntimeError as exc:
+                log.warning("JIT compilation of %s failed (%s); using CasADi's virtual machine", name, exc)
+    return ca.Function(name, inputs, outputs, input_names, output_names), False
+
+
 class RolloutEngine:
     """Simulates ``x+ = f(x, pi(x, theta))`` from many initial states at once.
 
@@ -110,10 +132,10 @@ class RolloutEngine:
         self.n_theta = policy.size1_in(1)
         self.threads = threads or default_threads()
         self.jit = compiler_available() if jit is None else jit
-        self._single = self._build_single()
+        self._single, self.jit = self._build_single()
         self._mapped: dict[int, ca.Function] = {}
 
-    def _build_single(self) -> ca.Function:
+    def _build_single(self) -> tuple[ca.Function, bool]:
         nx, nu = self.model.nx, self.model.nu
         x = ca.SX.sym("x", nx)
         theta = ca.SX.sym("theta", self.n_theta)
@@ -130,20 +152,7 @@ class RolloutEngine:
             ca.horzcat(U, u_last),
             ca.horzcat(G, self.model.g(x_last, u_last)),
         ]
-        options = {}
-        if self.jit:
-            options = {
-                "jit": True, "compiler": "shell",
-                "jit_options": {"flags": ["-O2"], "verbose": False},
-            }
-        try:
-            return ca.Function("rollout", [x0, theta_mx], outputs, ["x0", "theta"], ["X", "U", "G"], options)
-        except RuntimeError as exc:
-            if not self.jit:
-                raise
-            log.warning("JIT compilation of the rollout failed (%s); using CasADi's virtual machine", exc)
-            self.jit = False
-            return ca.Function("rollout", [x0, theta_mx], outputs, ["x0", "theta"], ["X", "U", "G"])
+        return compile_function("rollout", [x0, theta_mx], outputs, ["x0", "theta"], ["X", "U", "G"], self.jit)
 
     def _batched(self, batch: int) -> ca.Function:
         if batch not in self._mapped:
