@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import casadi as ca
 import numpy as np
 
+from ..jit import compile_function, compiler_available
 from ..plant.model import PlantModel
 
 log = logging.getLogger(__name__)
@@ -81,31 +80,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def compiler_available() -> bool:
-    return shutil.which("gcc") is not None
-
-
-def compile_function(name: str, inputs: list, outputs: list, input_names: list, output_names: list,
-                     jit: bool) -> tuple[ca.Function, bool]:
-    """A CasADi function, JIT-compiled to C (gcc -O2) in a private temporary directory if ``jit``.
-
-    Falls back to CasADi's virtual machine, with a warning, when compilation
-    fails. Returns the function and whether it was compiled.
-    """
-    if jit:
-        with tempfile.TemporaryDirectory(prefix="scpo-jit-") as directory:
-            options = {
-                "jit": True, "compiler": "shell", "jit_cleanup": False,
-                "jit_options": {"flags": ["-O2", "-w"], "verbose": False, "directory": directory, "cleanup": False},
-            }
-            try:
-                # The shared object is loaded during construction; the directory may go afterwards.
-                return ca.Function(name, inputs, outputs, input_names, output_names, options), True
-            except RuntimeError as exc:
-                log.warning("JIT compilation of %s failed (%s); using CasADi's virtual machine", name, exc)
-    return ca.Function(name, inputs, outputs, input_names, output_names), False
 
 
 class RolloutEngine:

@@ -1,0 +1,1 @@
+"""SCPO: constrained policy optimisation by projection onto a sampled, certified region."""
