@@ -11,10 +11,10 @@ import json
 import logging
 import math
 import sys
-from typing import Any
 
 from . import __version__
 from .errors import ScpoError
+from .files import json_safe
 
 EXIT_OK, EXIT_UNSAFE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -43,6 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("plant", help="plant YAML file (schema scpo-plant/1)")
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     check.set_defaults(handler=_check)
+
+    adapt = verbs.add_parser("adapt", help="adapt the residual neural policy with SCPO (or a baseline)")
+    adapt.add_argument("plant", help="plant YAML file")
+    adapt.add_argument("--out", help="run directory (default runs/<plant name>)")
+    adapt.add_argument("--iterations", type=int, help="override scpo.iterations")
+    adapt.add_argument("--seed", type=int, help="override scpo.seed")
+    adapt.add_argument("--method", default="scpo", help="scpo (default) | unconstrained | penalty | lagrangian")
+    adapt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override a setting, e.g. --set scpo.step_size=0.5 (repeatable)")
+    adapt.add_argument("--resume", action="store_true", help="continue an interrupted run in its directory")
+    adapt.add_argument("--force", action="store_true", help="overwrite a finished or interrupted run")
+    adapt.add_argument("--json", action="store_true", help="print adaptation.json on stdout")
+    adapt.add_argument("--quiet", action="store_true", help="no progress bar")
+    adapt.set_defaults(handler=_adapt)
     return parser
 
 
@@ -51,21 +65,37 @@ def _check(args: argparse.Namespace) -> int:
 
     report = run_check(args.plant)
     if args.json:
-        print(json.dumps(_json_safe(report.to_dict()), indent=2))
+        print(json.dumps(json_safe(report.to_dict()), indent=2))
     else:
         print(_format_check(report))
     return EXIT_OK if report.backup_safe else EXIT_UNSAFE
 
 
-def _json_safe(value: Any) -> Any:
-    """Replace non-finite floats (not valid JSON) by None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
+def _adapt(args: argparse.Namespace) -> int:
+    from .adapt import AdaptRequest, run_adapt
+
+    request = AdaptRequest(
+        plant=args.plant, out=args.out, iterations=args.iterations, seed=args.seed, method=args.method,
+        overrides=tuple(args.overrides), resume=args.resume, force=args.force, progress=not args.quiet,
+    )
+    result = run_adapt(request)
+    summary = result.summary
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        ratio = summary["loss_ratio"]
+        print(f"run directory {result.run_dir}")
+        print(f"  method {summary['method']}, {summary['iterations']} iterations ({summary['stop_reason']}), "
+              f"{summary['seconds']:.1f} s")
+        print(f"  loss {summary['initial_loss']:.6g} (backup) -> {summary['final_loss']:.6g}"
+              + (f"  (ratio {ratio:.4f})" if ratio is not None else ""))
+        print(f"  steps: {summary['accepted']} accepted, {summary['rejected']} rejected, {summary['zero_steps']} zero")
+        print(f"  safe at every iteration: {'yes' if summary['feasible_every_iteration'] else 'NO'}"
+              f" ({summary['violating_iterations']} violating iterations, worst g {summary['worst_g']:.4g})")
+    if result.interrupted:
+        print("interrupted: the last accepted iterate is in policy.npz; continue with --resume", file=sys.stderr)
+        return 130
+    return EXIT_OK if summary["final_safe"] else EXIT_UNSAFE
 
 
 def _format_matrix(rows: list, indent: str) -> str:

@@ -60,6 +60,18 @@ class MlpLayout:
                 h = activation(h)
         return h
 
+    def forward_batch(self, X, theta):
+        """The network on the columns of ``X (n_in, M)`` at once (matrix products, for MX)."""
+        activation = ACTIVATIONS[self.activation]
+        layers = self.unpack(theta)
+        H = X
+        columns = X.shape[1]
+        for index, (W, b) in enumerate(layers):
+            H = ca.mtimes(W, H) + ca.repmat(b, 1, columns)
+            if index < len(layers) - 1:
+                H = activation(H)
+        return H
+
     def function(self) -> ca.Function:
         """``phi: (x (n_in,), theta (n_theta,)) -> y (n_out,)``."""
         x = ca.SX.sym("x", self.sizes[0])

@@ -231,8 +231,13 @@ def _scpo_step(problem, state: OptimizerState, settings: OptimizerSettings):
     theta, g0 = state.theta, state.g
 
     t = time.perf_counter()
-    loss, gradient = problem.loss_and_gradient(theta)
-    pieces = problem.gradient_pieces(theta, settings.gradient_pieces) if settings.gradient_pieces > 0 else np.zeros((0, theta.size))
+    if settings.gradient_pieces > 0:
+        # the pieces sum to the gradient (ConstrainedProblem contract): one evaluation serves both
+        pieces = problem.gradient_pieces(theta, settings.gradient_pieces)
+        loss, gradient = state.loss, pieces.sum(axis=0)
+    else:
+        pieces = np.zeros((0, theta.size))
+        loss, gradient = problem.loss_and_gradient(theta)
     timing["gradient"] = time.perf_counter() - t
     raw = _clip(-settings.step_size * gradient, settings.trust_radius)
 

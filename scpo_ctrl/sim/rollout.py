@@ -108,9 +108,12 @@ class RolloutEngine:
         self.jit = compiler_available() if jit is None else jit
         self._single, self.jit = self._build_single()
         self._mapped: dict[int, ca.Function] = {}
+        self._metrics: ca.Function | None = None
+        self._metrics_maps: dict[tuple, ca.Function] = {}
 
-    def _build_single(self) -> tuple[ca.Function, bool]:
-        nx, nu = self.model.nx, self.model.nu
+    def _symbolic(self):
+        """The rollout from one initial state as MX: inputs (x0, theta), outputs X (nx, H+1), U (nu, H+1), G (ng, H+1)."""
+        nx = self.model.nx
         x = ca.SX.sym("x", nx)
         theta = ca.SX.sym("theta", self.n_theta)
         u = self.policy(x, theta)
@@ -121,12 +124,50 @@ class RolloutEngine:
         X, U, G = accumulate(x0, ca.repmat(theta_mx, 1, self.horizon))
         x_last = X[:, -1]
         u_last = self.policy(x_last, theta_mx)
-        outputs = [
-            ca.horzcat(x0, X),
-            ca.horzcat(U, u_last),
-            ca.horzcat(G, self.model.g(x_last, u_last)),
-        ]
-        return compile_function("rollout", [x0, theta_mx], outputs, ["x0", "theta"], ["X", "U", "G"], self.jit)
+        return x0, theta_mx, ca.horzcat(x0, X), ca.horzcat(U, u_last), ca.horzcat(G, self.model.g(x_last, u_last))
+
+    def _build_single(self) -> tuple[ca.Function, bool]:
+        x0, theta, X, U, G = self._symbolic()
+        return compile_function("rollout", [x0, theta], [X, U, G], ["x0", "theta"], ["X", "U", "G"], self.jit)
+
+    def _build_metrics(self) -> ca.Function:
+        """``(x0, theta) -> (safety rows at every step (ng, H+1), x_H (nx,))``."""
+        x0, theta, X, _, G = self._symbolic()
+        function, _ = compile_function("metrics", [x0, theta], [G, X[:, -1]], ["x0", "theta"], ["G", "x_H"], self.jit)
+        return function
+
+    def metrics_batch(self, x0: np.ndarray, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For every parameter vector and initial state: safety rows at every step, and final states.
+
+        Parameters
+        ----------
+        x0 : ndarray, shape (N, nx)
+        thetas : ndarray, shape (n, d)
+
+        Returns
+        -------
+        g : ndarray, shape (n, N, H+1, ng)
+            Each safety row at each step (non-finite -> +inf).
+        x_final : ndarray, shape (n, N, nx)
+
+        The candidates and the initial states are two nested maps of one
+        compiled function; inputs are not repeated, so the call moves only
+        ``n d + N nx`` numbers in.
+        """
+        x0 = np.atleast_2d(np.asarray(x0, dtype=float))
+        thetas = np.atleast_2d(np.asarray(thetas, dtype=float))
+        N, n = x0.shape[0], thetas.shape[0]
+        if self._metrics is None:
+            self._metrics = self._build_metrics()
+        key = (N, n)
+        if key not in self._metrics_maps:
+            inner = self._metrics.map("states", "thread" if self.threads > 1 else "serial", N, [1], [])
+            self._metrics_maps[key] = inner.map("candidates", "serial", n, [0], [])
+        G, x_final = self._metrics_maps[key](x0.T, thetas.T)
+        ng = self.model.g.size1_out(0)
+        G = np.array(G, dtype=float).reshape(ng, n, N, self.horizon + 1).transpose(1, 2, 3, 0)
+        x_final = np.array(x_final, dtype=float).reshape(self.model.nx, n, N).transpose(1, 2, 0)
+        return np.where(np.isfinite(G), G, np.inf), x_final
 
     def _batched(self, batch: int) -> ca.Function:
         if batch not in self._mapped:

@@ -1,0 +1,340 @@
+"""``scpo-ctrl adapt``: run SCPO (or a baseline) on a plant and keep the run directory consistent.
+
+Run directory (``runs/<plant>/`` by default)::
+
+    plant.yaml            the input file, byte for byte
+    config.resolved.yaml  every setting actually used
+    policy.npz            the last accepted iterate (for SCPO: safe on the validation set)
+    checkpoint.npz        the optimizer state after the last finished iteration (for --resume)
+    training.jsonl        one line per iteration
+    adaptation.json       the summary, written when the run ends
+    plots/*.png
+
+Every file is written atomically; ``training.jsonl`` is appended line by
+line and trimmed to the checkpoint on resume. SIGINT and SIGTERM stop the run
+after the iteration in progress, with everything on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config.plant_spec import PlantSpec, load_plant_spec
+from .errors import SpecError, UsageError
+from .files import atomic_write, atomic_write_json, atomic_write_text, json_safe
+from .policy.residual import ResidualPolicy
+from .problem import build_problem
+from .scpo.control import ControlAdaptation, residual_policy
+from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step
+
+log = logging.getLogger(__name__)
+
+STALL_PATIENCE = 40
+OVERRIDABLE = {
+    "scpo.iterations": int, "scpo.step_size": float, "scpo.trust_radius": float, "scpo.seed": int,
+    "scpo.probe_norm": float, "scpo.gradient_pieces": int, "scpo.random_pairs": int,
+    "scpo.curvature_factor": float, "scpo.max_retries": int, "scpo.penalty_weight": float,
+    "scpo.dual_step": float, "scpo.patience": int, "policy.hidden": str,
+}
+
+
+@dataclass(frozen=True)
+class AdaptRequest:
+    """What the command line asked for."""
+
+    plant: str
+    out: str | None = None
+    iterations: int | None = None
+    seed: int | None = None
+    method: str = "scpo"
+    overrides: tuple = ()
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """Where the run went and its summary (the content of ``adaptation.json``)."""
+
+    run_dir: Path
+    summary: dict
+    interrupted: bool
+
+
+def resolve_settings(spec: PlantSpec, request: AdaptRequest) -> tuple[OptimizerSettings, tuple, int]:
+    """Optimizer settings, hidden widths and stall patience: file defaults, then --set, then flags."""
+    values = {
+        "scpo.iterations": spec.scpo.iterations, "scpo.step_size": spec.scpo.step_size,
+        "scpo.trust_radius": spec.scpo.trust_radius, "scpo.seed": spec.scpo.seed,
+        "scpo.patience": STALL_PATIENCE, "policy.hidden": ",".join(str(h) for h in spec.policy.hidden),
+    }
+    for item in request.overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UsageError(f"--set {item!r}: expected key=value")
+        if key not in OVERRIDABLE:
+            raise UsageError(f"--set {key!r}: unknown key; valid keys: {', '.join(sorted(OVERRIDABLE))}")
+        kind = OVERRIDABLE[key]
+        try:
+            value = kind(text)
+        except ValueError:
+            raise UsageError(f"--set {key}={text!r}: expected {kind.__name__}") from None
+        if kind is float and not np.isfinite(value):
+            raise UsageError(f"--set {key}={text!r}: expected a finite number")
+        values[key] = value
+    if request.iterations is not None:
+        values["scpo.iterations"] = request.iterations
+    if request.seed is not None:
+        values["scpo.seed"] = request.seed
+    try:
+        hidden = tuple(int(h) for h in str(values.pop("policy.hidden")).split(","))
+    except ValueError:
+        raise UsageError("--set policy.hidden: expected comma-separated widths, e.g. 32,32") from None
+    if not hidden or min(hidden) < 1:
+        raise UsageError("--set policy.hidden: widths must be >= 1")
+    patience = int(values.pop("scpo.patience"))
+    known = {f.name for f in fields(OptimizerSettings)}
+    kwargs = {key.split(".", 1)[1]: value for key, value in values.items() if key.split(".", 1)[1] in known}
+    if request.method not in METHODS:
+        raise UsageError(f"--method {request.method!r}: valid methods: {', '.join(METHODS)}")
+    settings = OptimizerSettings(method=request.method, **kwargs)
+    for name in ("iterations", "gradient_pieces", "random_pairs", "max_retries"):
+        if getattr(settings, name) < 0:
+            raise UsageError(f"scpo.{name} must be >= 0")
+    for name in ("step_size", "trust_radius"):
+        if getattr(settings, name) <= 0:
+            raise UsageError(f"scpo.{name} must be > 0")
+    return settings, hidden, patience
+
+
+def run_adapt(request: AdaptRequest) -> AdaptResult:
+    """Run (or resume) an adaptation; see the module docstring for what lands on disk."""
+    spec = load_plant_spec(request.plant)
+    settings, hidden, patience = resolve_settings(spec, request)
+    run_dir = Path(request.out) if request.out else Path("runs") / spec.name
+    _prepare_directory(run_dir, request)
+    problem = build_problem(spec)
+    safety = _backup_safety(problem)
+    if safety is not None:
+        raise SpecError(spec.source, "safety.initial_states",
+                        f"the backup itself is unsafe from the validation set ({safety}); SCPO cannot start feasible")
+    policy = residual_policy(problem, hidden, spec.policy.activation)
+    adaptation = ControlAdaptation(problem, policy)
+
+    config = _resolved_config(spec, settings, hidden, patience)
+    jsonl = run_dir / "training.jsonl"
+    if request.resume:
+        state, records = _load_checkpoint(run_dir, settings, jsonl)
+        log.info("resuming at iteration %d", state.iteration)
+    else:
+        atomic_write(run_dir / "plant.yaml", lambda handle: handle.write(Path(request.plant).read_bytes()))
+        atomic_write_text(run_dir / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False))
+        try:
+            state = initial_state(adaptation, policy.initial_theta(settings.seed), settings)
+        except ValueError as exc:
+            raise SpecError(spec.source, "", str(exc)) from None
+        records = []
+        atomic_write_text(jsonl, "")
+        policy.save(run_dir / "policy.npz", state.theta, {"iteration": 0, "method": settings.method})
+        _save_checkpoint(run_dir, state, adaptation.per_constraint(state.g).tolist(), records_loss0=state.loss)
+    loss0 = _initial_loss(run_dir, state)
+
+    stop = _StopFlag()
+    progress = _Progress(settings.iterations, enabled=request.progress)
+    start = time.perf_counter()
+    stall = 0
+    best = state.loss
+    reason = "iterations done"
+    with stop.installed():
+        while state.iteration < settings.iterations:
+            state, record = step(adaptation, state, settings)
+            line = record.to_dict()
+            line["g_max_groups"] = dict(zip(adaptation.group_names, record.g_max_groups))
+            line["l"] = dict(zip(adaptation.group_names, record.l))
+            _append_line(jsonl, json.dumps(json_safe(line)))
+            if record.accepted:
+                policy.save(run_dir / "policy.npz", state.theta, {"iteration": state.iteration, "method": settings.method})
+            _save_checkpoint(run_dir, state, record.g_max_groups, records_loss0=loss0)
+            records.append(line)
+            progress.update(state.iteration, record)
+            if state.loss < best * (1 - 1e-6):
+                best, stall = state.loss, 0
+            else:
+                stall += 1
+            if stop.requested:
+                reason = f"interrupted by {stop.requested}"
+                break
+            if settings.method == "scpo" and patience and stall >= patience:
+                reason = f"stalled: no loss decrease for {patience} iterations"
+                break
+    progress.close()
+    interrupted = stop.requested is not None
+    summary = _summary(spec, settings, adaptation, records, loss0, state, reason, time.perf_counter() - start, run_dir)
+    atomic_write_json(run_dir / "adaptation.json", json_safe(summary))
+    if not interrupted:
+        from .plots import plot_run
+
+        plot_run(run_dir, problem, policy, state.theta, records, adaptation.group_names)
+    return AdaptResult(run_dir, summary, interrupted)
+
+
+def _backup_safety(problem) -> str | None:
+    from .sim.rollout import RolloutEngine
+
+    engine = RolloutEngine(problem.model, problem.backup.function(), problem.spec.safety.horizon, jit=False)
+    _, evaluation = engine.evaluate(problem.x0, problem.target.c, problem.target.P, problem.target.x_eq)
+    if evaluation.safe:
+        return None
+    worst = int(np.argmax(evaluation.worst))
+    return f"{evaluation.names[worst]} reaches {evaluation.worst[worst]:.3g} > 0"
+
+
+def _prepare_directory(run_dir: Path, request: AdaptRequest) -> None:
+    finished = (run_dir / "adaptation.json").exists()
+    started = (run_dir / "checkpoint.npz").exists()
+    if request.resume:
+        if not started:
+            raise UsageError(f"{run_dir}: nothing to resume (no checkpoint.npz)")
+        return
+    if (finished or started) and not request.force:
+        what = "a finished run" if finished else "an interrupted run (use --resume to continue it)"
+        raise UsageError(f"{run_dir} holds {what}; refusing to overwrite without --force")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("adaptation.json", "checkpoint.npz", "training.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _resolved_config(spec: PlantSpec, settings: OptimizerSettings, hidden: tuple, patience: int) -> dict:
+    return {
+        "plant": spec.name, "plant_sha256": spec.text_sha256,
+        "policy": {"hidden": list(hidden), "activation": spec.policy.activation},
+        "optimizer": {**asdict(settings), "probe": settings.probe, "patience": patience},
+        "task": spec.task.type,
+    }
+
+
+def _save_checkpoint(run_dir: Path, state: OptimizerState, groups, records_loss0: float) -> None:
+    arrays = {
+        "iteration": np.array(state.iteration), "theta": state.theta, "g": state.g, "loss": np.array(state.loss),
+        "previous_step": state.previous_step, "l": state.l, "multipliers": state.multipliers,
+        "rng_state": np.array(json.dumps(state.rng_state)), "loss0": np.array(records_loss0),
+    }
+    atomic_write(run_dir / "checkpoint.npz", lambda handle: np.savez(handle, **arrays))
+
+
+def _load_checkpoint(run_dir: Path, settings: OptimizerSettings, jsonl: Path) -> tuple[OptimizerState, list]:
+    with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as data:
+        state = OptimizerState(
+            iteration=int(data["iteration"]), theta=np.array(data["theta"]), g=np.array(data["g"]),
+            loss=float(data["loss"]), previous_step=np.array(data["previous_step"]), l=np.array(data["l"]),
+            multipliers=np.array(data["multipliers"]), rng_state=json.loads(str(data["rng_state"])),
+        )
+    lines = jsonl.read_text().splitlines() if jsonl.exists() else []
+    records = []
+    for text in lines[: state.iteration]:
+        try:
+            records.append(json.loads(text))
+        except json.JSONDecodeError:
+            break
+    atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in records))
+    return state, records
+
+
+def _initial_loss(run_dir: Path, state: OptimizerState) -> float:
+    with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as data:
+        return float(data["loss0"])
+
+
+def _append_line(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+        handle.flush()
+
+
+def _summary(spec, settings, adaptation, records, loss0, state, reason, seconds, run_dir) -> dict:
+    g_max = [r["g_max"] for r in records]
+    accepted = sum(1 for r in records if r["accepted"])
+    zero = sum(1 for r in records if str(r["reason"]).startswith("zero step"))
+    policy_bytes = (run_dir / "policy.npz").read_bytes()
+    import hashlib
+
+    final_groups = dict(zip(adaptation.group_names, adaptation.per_constraint(state.g).tolist()))
+    return {
+        "plant": spec.name, "method": settings.method, "task": spec.task.type,
+        "iterations": len(records), "stop_reason": reason,
+        "feasible_every_iteration": bool(all(g <= 0 for g in g_max)),
+        "violating_iterations": int(sum(1 for g in g_max if g > 0)),
+        "worst_g": float(max(g_max)) if g_max else float(state.g.max()),
+        "initial_loss": loss0, "final_loss": state.loss, "loss_ratio": state.loss / loss0 if loss0 else None,
+        "accepted": accepted, "rejected": len(records) - accepted - zero, "zero_steps": zero,
+        "final_g_per_constraint": final_groups, "final_safe": bool(np.all(state.g <= 0)),
+        "l_final": dict(zip(adaptation.group_names, state.l.tolist())),
+        "validation_states": int(adaptation.n_states), "constraint_rows": int(state.g.size),
+        "weights": int(state.theta.size), "seconds": seconds,
+        "policy_sha256": hashlib.sha256(policy_bytes).hexdigest(),
+        "guarantee": "every accepted iterate satisfies every constraint row on the validation set (initial states "
+                     "listed by the plant file, each step of the horizon, and reaching the target set); nothing is "
+                     "claimed between those initial states: that is verification's job",
+    }
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current iteration."""
+
+    def __init__(self):
+        self.requested: str | None = None
+
+    def _handler(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+
+    def installed(self):
+        flag = self
+
+        class _Context:
+            def __enter__(self):
+                self.previous = {s: signal.signal(s, flag._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+            def __exit__(self, *exc):
+                for s, handler in self.previous.items():
+                    signal.signal(s, handler)
+
+        return _Context()
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a line every 10% when stderr is not a terminal)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total = max(total, 1)
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last_decile = -1
+
+    def update(self, iteration: int, record) -> None:
+        if not self.enabled:
+            return
+        fraction = iteration / self.total
+        bar = "#" * int(30 * fraction)
+        text = (f"[{bar:<30}] {iteration}/{self.total} loss {record.loss:.5g} max g {record.g_max:.3g} "
+                f"{'ok' if record.accepted else 'rejected'}")
+        if self.tty:
+            sys.stderr.write("\r" + text)
+            sys.stderr.flush()
+        elif int(10 * fraction) > self.last_decile:
+            self.last_decile = int(10 * fraction)
+            sys.stderr.write(text + "\n")
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")

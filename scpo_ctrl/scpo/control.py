@@ -1,0 +1,228 @@
+"""SCPO on a plant: the residual policy's loss and its black-box safety metrics (SCPO.md section 3).
+
+Constraint rows: for every validation initial state, each state limit and
+extra constraint at every step of the horizon (one smooth row per step: a
+max over time would have kinks where the argmax moves, and the curvature
+estimate would explode there, SCPO.md section 6), then ``V(x_H) - c``
+(reach the target set). Rows of one constraint share a curvature bound (one
+group per constraint).
+
+Loss states (imitation)
+-----------------------
+For an expert given as a law (expressions or a gain), the loss is the mean
+over ``LOSS_STATES`` states of ``|(pi_theta(x) - sat(expert(x))) / u_scale|^2``.
+The states are drawn (seeded) from the backup's closed-loop trajectories
+started at ``TRAINING_STARTS`` low-discrepancy points of the validation box
+(seed + 1, so not the validation points themselves), keeping only states
+outside the target set: there the gate lets the residual act (inside it the
+policy is the backup by construction, whatever theta). For an expert given as data, the loss is
+taken on the data's states and inputs. The closed-loop cost task averages
+``(dx^T Q dx + du^T R du)`` over the horizon and ``TRAINING_STARTS`` initial
+states (gradient by CasADi AD through the rollout).
+"""
+
+from __future__ import annotations
+
+import casadi as ca
+import numpy as np
+from scipy.stats import qmc
+
+from ..jit import compile_function, compiler_available
+from ..policy.expert import expert_function
+from ..policy.mlp import MlpLayout
+from ..policy.residual import DEFAULT_GATE_RATIO, ResidualPolicy
+from ..problem import ControlProblem
+from ..sim.rollout import REACH_ROW, RolloutEngine
+
+LOSS_STATES = 2048
+TRAINING_STARTS = 256
+COST_STARTS = 64
+MAX_PIECES = 16
+
+
+def residual_policy(problem: ControlProblem, hidden: tuple, activation: str = "tanh",
+                    gate_ratio: float = DEFAULT_GATE_RATIO) -> ResidualPolicy:
+    """The residual policy around the problem's backup, scaled to its validation box and input range."""
+    spec, backup = problem.spec, problem.backup
+    x0 = problem.x0
+    half_width = 0.5 * (x0.max(axis=0) - x0.min(axis=0))
+    x_scale = np.where(half_width > 0, half_width, 1.0)
+    span = np.where(np.isfinite(backup.u_max - backup.u_min), 0.5 * (backup.u_max - backup.u_min), 1.0)
+    return ResidualPolicy(
+        layout=MlpLayout((spec.nx, *hidden, spec.nu), activation), K=backup.K, x_eq=backup.x_eq, u_eq=backup.u_eq,
+        u_min=backup.u_min, u_max=backup.u_max, P=problem.target.P, c=problem.target.c, gate_ratio=gate_ratio,
+        x_scale=x_scale, u_scale=span, plant=spec.name, state_names=spec.state_names,
+        input_names=spec.input_names, dt=spec.dt,
+    )
+
+
+def training_starts(problem: ControlProblem, count: int) -> np.ndarray:
+    """Initial states for the loss, low-discrepancy in the validation box with seed + 1, shape ``(count, nx)``."""
+    lo, hi = problem.x0.min(axis=0), problem.x0.max(axis=0)
+    seed = problem.spec.safety.initial_states.seed + 1
+    return lo + qmc.Halton(d=problem.spec.nx, scramble=True, seed=seed).random(count) * (hi - lo)
+
+
+class ControlAdaptation:
+    """A :class:`~scpo_ctrl.scpo.problem.ConstrainedProblem` for a plant and its residual policy.
+
+    Parameters
+    ----------
+    problem : ControlProblem
+    policy : ResidualPolicy
+    jit : bool or None
+    """
+
+    def __init__(self, problem: ControlProblem, policy: ResidualPolicy, jit: bool | None = None):
+        self.problem = problem
+        self.policy = policy
+        self.dimension = policy.n_theta
+        jit = compiler_available() if jit is None else jit
+        self.jit = jit
+        self.pi = policy.function()
+        self.engine = RolloutEngine(problem.model, self.pi, problem.spec.safety.horizon, jit=jit)
+        names = [row.name for row in problem.model.rows] + [REACH_ROW]
+        self.group_names = tuple(names)
+        self.n_states = problem.x0.shape[0]
+        steps = problem.spec.safety.horizon + 1
+        ng = len(names) - 1
+        # rows ordered state-major: for each state, (step, path row) pairs then the reach row
+        per_state = np.concatenate([np.tile(np.arange(ng), steps), [ng]])
+        self.row_groups = np.tile(per_state, self.n_states)
+        self.task = problem.spec.task.type
+        self._weighted_rows: ca.Function | None = None
+        if self.task == "imitation":
+            self._build_imitation()
+        else:
+            self._build_closed_loop_cost()
+
+    # -- constraints ----------------------------------------------------------
+    def rows_from(self, G: np.ndarray, x_final: np.ndarray) -> np.ndarray:
+        """Constraint rows ``(n, k)`` from :meth:`RolloutEngine.metrics_batch` outputs ``G (n, N, H+1, ng)``."""
+        target = self.problem.target
+        dx = x_final - target.x_eq
+        reach = np.einsum("...i,ij,...j->...", dx, target.P, dx) - target.c
+        reach = np.where(np.isfinite(reach), reach, np.inf)
+        n, N = G.shape[:2]
+        rows = np.concatenate([G.reshape(n, N, -1), reach[..., None]], axis=2)  # (n, N, (H+1) ng + 1)
+        return rows.reshape(n, -1)
+
+    def per_constraint(self, rows: np.ndarray) -> np.ndarray:
+        """The worst value of each constraint group, shape ``(n_groups,)``, from rows ``(k,)``."""
+        out = np.full(len(self.group_names), -np.inf)
+        np.maximum.at(out, self.row_groups, rows)
+        return out
+
+    def constraints(self, thetas: np.ndarray) -> np.ndarray:
+        G, x_final = self.engine.metrics_batch(self.problem.x0, np.atleast_2d(thetas))
+        return self.rows_from(G, x_final)
+
+    def weighted_constraint_gradient(self, theta: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+        """``sum_i w_i g_i`` and its gradient through the rollout (baselines only; SCPO never calls it)."""
+        rollouts = self.engine.simulate(self.problem.x0, theta)
+        N, steps, ng = rollouts.g.shape
+        weights = np.asarray(weights, dtype=float).reshape(N, steps * ng + 1)
+        W = weights[:, :-1].reshape(N, steps, ng)
+        if self._weighted_rows is None:
+            self._weighted_rows = self._build_weighted_rows()
+        value, gradient = self._weighted_rows(
+            self.problem.x0.T, theta, W.transpose(2, 0, 1).reshape(ng, N * steps), weights[:, -1][None, :]
+        )
+        return float(value), np.array(gradient).ravel()
+
+    def _build_weighted_rows(self) -> ca.Function:
+        x0, theta, X, _, G = self.engine._symbolic()
+        W = ca.MX.sym("W", G.shape[0], G.shape[1])
+        w_reach = ca.MX.sym("w_reach")
+        target = self.problem.target
+        dx = X[:, -1] - ca.DM(target.x_eq)
+        value = ca.sum2(ca.sum1(W * G)) + w_reach * (ca.mtimes([dx.T, ca.DM(target.P), dx]) - target.c)
+        single, _ = compile_function("weighted_rows", [x0, theta, W, w_reach], [value, ca.gradient(value, theta)],
+                                     ["x0", "theta", "W", "w_reach"], ["value", "grad"], self.jit)
+        return single.map("weighted_rows_all", "serial", self.n_states, [1], [0, 1])
+
+    # -- loss -------------------------------------------------------------------
+    def _build_imitation(self) -> None:
+        spec = self.problem.spec
+        expert = spec.task.expert
+        if expert.kind == "data":
+            data = np.asarray(expert.data)
+            states, targets = data[:, : spec.nx], data[:, spec.nx:]
+            targets = np.clip(targets, self.policy.u_min, self.policy.u_max)
+        else:
+            backup_engine = RolloutEngine(self.problem.model, self.problem.backup.function(), spec.safety.horizon, jit=False)
+            visited = backup_engine.simulate(training_starts(self.problem, TRAINING_STARTS)).x.reshape(-1, spec.nx)
+            # inside the target set the gate holds the policy at the backup: nothing to learn there
+            visited = visited[self.problem.target.value(visited) > self.problem.target.c]
+            rng = np.random.default_rng(spec.safety.initial_states.seed + 2)
+            take = rng.choice(visited.shape[0], size=min(LOSS_STATES, visited.shape[0]), replace=False)
+            states = visited[np.sort(take)]
+            expert_fn = expert_function(spec)
+            targets = np.array(expert_fn.map(states.shape[0])(states.T, np.zeros((0, 1)))).T
+        self.loss_states = states
+        self.loss_targets = targets
+        # The loss over all M states as matrix products (MX): compact reverse mode; pieces are the
+        # gradients of P weighted sums (P reverse sweeps), never per-sample gradients.
+        M = states.shape[0]
+        theta = ca.MX.sym("theta", self.dimension)
+        U = self.policy.control_batch(ca.DM(states.T), theta)
+        E = (U - ca.DM(targets.T)) / ca.repmat(ca.DM(self.policy.u_scale), 1, M)
+        self._e2 = ca.sum1(E * E)  # (1, M)
+        self._theta = theta
+        self._imitation_loss = ca.Function("imitation_loss", [theta], [ca.sum2(self._e2) / M])
+        self._imitation_pieces: dict[int, ca.Function] = {}
+
+    def _build_closed_loop_cost(self) -> None:
+        spec = self.problem.spec
+        Q, R = np.array(spec.task.Q), np.array(spec.task.R)
+        starts = training_starts(self.problem, COST_STARTS)
+        self.cost_starts = starts
+        x0, theta, X, U, _ = self.engine._symbolic()
+        dX = X - ca.repmat(ca.DM(self.policy.x_eq), 1, X.shape[1])
+        dU = U - ca.repmat(ca.DM(self.policy.u_eq), 1, U.shape[1])
+        cost = (ca.sum2(ca.sum1(dX * ca.mtimes(ca.DM(Q), dX))) + ca.sum2(ca.sum1(dU * ca.mtimes(ca.DM(R), dU)))) / X.shape[1]
+        single, _ = compile_function("cost", [x0, theta], [cost, ca.gradient(cost, theta)], ["x0", "theta"], ["J", "grad"], self.jit)
+        self._cost_single = single
+        w = ca.MX.sym("w", MAX_PIECES)
+        xm, thm = ca.MX.sym("x0", spec.nx), ca.MX.sym("theta", self.dimension)
+        J, gJ = single(xm, thm)
+        weighted = ca.Function("weighted_cost", [xm, w, thm], [w * J, ca.mtimes(gJ, w.T)])
+        mode = "thread" if self.engine.threads > 1 else "serial"
+        self._weighted_cost = weighted.map("cost_weighted", mode, starts.shape[0], [2], [0, 1])
+        self._cost_only = single.map("cost_only", mode, starts.shape[0], [1], [0])
+
+    def _weights(self, count: int) -> np.ndarray:
+        """Weight columns ``(M, MAX_PIECES)``: ``count`` groups of samples (mean-normalised), rest zero."""
+        M = self.loss_states.shape[0] if self.task == "imitation" else self.cost_starts.shape[0]
+        key = self.loss_states[:, 0] if self.task == "imitation" else self.cost_starts[:, 0]
+        W = np.zeros((M, MAX_PIECES))
+        for p, index in enumerate(np.array_split(np.argsort(key, kind="stable"), count)):
+            W[index, p] = 1.0 / M
+        return W
+
+    def _evaluate(self, theta: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        W = self._weights(count)
+        if self.task == "imitation":
+            if count not in self._imitation_pieces:
+                Wc = ca.MX.sym("W", W.shape[0], count)
+                pieces = ca.mtimes(self._e2, Wc).T  # (count, 1): one reverse sweep per piece
+                self._imitation_pieces[count] = ca.Function(
+                    f"imitation_pieces_{count}", [self._theta, Wc], [pieces, ca.jacobian(pieces, self._theta)]
+                )
+            value, jacobian = self._imitation_pieces[count](theta, W[:, :count])
+            return np.array(value).ravel(), np.array(jacobian)
+        value, gradient = self._weighted_cost(self.cost_starts.T, W.T, theta)
+        return np.array(value).ravel()[:count], np.array(gradient).T[:count]
+
+    def loss(self, theta: np.ndarray) -> float:
+        if self.task == "imitation":
+            return float(self._imitation_loss(theta))
+        return float(self._cost_only(self.cost_starts.T, theta)) / self.cost_starts.shape[0]
+
+    def loss_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = self._evaluate(theta, 1)
+        return float(value[0]), gradient[0]
+
+    def gradient_pieces(self, theta: np.ndarray, count: int) -> np.ndarray:
+        return self._evaluate(theta, min(count, MAX_PIECES))[1]
+
