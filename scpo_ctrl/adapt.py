@@ -147,14 +147,12 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
         records = []
         atomic_write_text(jsonl, "")
         policy.save(run_dir / "policy.npz", state.theta, {"iteration": 0, "method": settings.method})
-        _save_checkpoint(run_dir, state, adaptation.per_constraint(state.g).tolist(), records_loss0=state.loss)
-    loss0 = _initial_loss(run_dir, state)
+        _save_checkpoint(run_dir, state, records_loss0=state.loss, best=state.loss, stall=0)
+    loss0, best, stall = _progress_marks(run_dir)
 
     stop = _StopFlag()
     progress = _Progress(settings.iterations, enabled=request.progress)
     start = time.perf_counter()
-    stall = 0
-    best = state.loss
     reason = "iterations done"
     with stop.installed():
         while state.iteration < settings.iterations:
@@ -165,13 +163,13 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
             _append_line(jsonl, json.dumps(json_safe(line)))
             if record.accepted:
                 policy.save(run_dir / "policy.npz", state.theta, {"iteration": state.iteration, "method": settings.method})
-            _save_checkpoint(run_dir, state, record.g_max_groups, records_loss0=loss0)
-            records.append(line)
-            progress.update(state.iteration, record)
             if state.loss < best * (1 - 1e-6):
                 best, stall = state.loss, 0
             else:
                 stall += 1
+            _save_checkpoint(run_dir, state, records_loss0=loss0, best=best, stall=stall)
+            records.append(line)
+            progress.update(state.iteration, record)
             if stop.requested:
                 reason = f"interrupted by {stop.requested}"
                 break
@@ -224,8 +222,9 @@ def _resolved_config(spec: PlantSpec, settings: OptimizerSettings, hidden: tuple
     }
 
 
-def _save_checkpoint(run_dir: Path, state: OptimizerState, groups, records_loss0: float) -> None:
+def _save_checkpoint(run_dir: Path, state: OptimizerState, records_loss0: float, best: float, stall: int) -> None:
     arrays = {
+        "best_loss": np.array(best), "stall": np.array(stall),
         "iteration": np.array(state.iteration), "theta": state.theta, "g": state.g, "loss": np.array(state.loss),
         "previous_step": state.previous_step, "l": state.l, "multipliers": state.multipliers,
         "rng_state": np.array(json.dumps(state.rng_state)), "loss0": np.array(records_loss0),
@@ -251,9 +250,10 @@ def _load_checkpoint(run_dir: Path, settings: OptimizerSettings, jsonl: Path) ->
     return state, records
 
 
-def _initial_loss(run_dir: Path, state: OptimizerState) -> float:
+def _progress_marks(run_dir: Path) -> tuple[float, float, int]:
+    """The backup's loss, the best loss so far and the stall count, from the checkpoint."""
     with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as data:
-        return float(data["loss0"])
+        return float(data["loss0"]), float(data["best_loss"]), int(data["stall"])
 
 
 def _append_line(path: Path, text: str) -> None:

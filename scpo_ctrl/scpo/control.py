@@ -182,14 +182,14 @@ class ControlAdaptation:
         dU = U - ca.repmat(ca.DM(self.policy.u_eq), 1, U.shape[1])
         cost = (ca.sum2(ca.sum1(dX * ca.mtimes(ca.DM(Q), dX))) + ca.sum2(ca.sum1(dU * ca.mtimes(ca.DM(R), dU)))) / X.shape[1]
         single, _ = compile_function("cost", [x0, theta], [cost, ca.gradient(cost, theta)], ["x0", "theta"], ["J", "grad"], self.jit)
-        self._cost_single = single
+        cost_only, _ = compile_function("cost_only", [x0, theta], [cost], ["x0", "theta"], ["J"], self.jit)
         w = ca.MX.sym("w", MAX_PIECES)
         xm, thm = ca.MX.sym("x0", spec.nx), ca.MX.sym("theta", self.dimension)
         J, gJ = single(xm, thm)
         weighted = ca.Function("weighted_cost", [xm, w, thm], [w * J, ca.mtimes(gJ, w.T)])
         mode = "thread" if self.engine.threads > 1 else "serial"
         self._weighted_cost = weighted.map("cost_weighted", mode, starts.shape[0], [2], [0, 1])
-        self._cost_only = single.map("cost_only", mode, starts.shape[0], [1], [0])
+        self._cost_only = cost_only.map("cost_only_all", mode, starts.shape[0], [1], [0])
 
     def _weights(self, count: int) -> np.ndarray:
         """Weight columns ``(M, MAX_PIECES)``: ``count`` groups of samples (mean-normalised), rest zero."""

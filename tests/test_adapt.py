@@ -1,0 +1,114 @@
+"""`scpo-ctrl adapt`: safe at every iterate, better than the backup, interrupt-safe and resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scpo_ctrl.cli import main
+from scpo_ctrl.config.plant_spec import load_plant_spec
+from scpo_ctrl.policy.residual import ResidualPolicy
+from scpo_ctrl.problem import build_problem
+from scpo_ctrl.scpo.control import ControlAdaptation
+
+from .conftest import MODELS
+
+DI = str(MODELS / "double_integrator.yaml")
+
+
+def _lines(run: Path) -> list:
+    return [json.loads(line) for line in (run / "training.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_default_double_integrator_run_is_safe_and_beats_the_backup(tmp_path, capsys):
+    run = tmp_path / "di"
+    assert main(["adapt", DI, "--out", str(run), "--quiet"]) == 0
+    records = _lines(run)
+    assert records and all(r["g_max"] <= 0 for r in records)
+    summary = json.loads((run / "adaptation.json").read_text())
+    assert summary["feasible_every_iteration"] and summary["violating_iterations"] == 0
+    assert summary["final_loss"] < summary["initial_loss"]
+    assert summary["loss_ratio"] < 0.8
+    for name in ("training.png", "rollouts.png", "phase.png"):
+        assert (run / "plots" / name).stat().st_size > 10_000
+    assert (run / "plant.yaml").read_bytes() == Path(DI).read_bytes()
+    # the saved policy is the last accepted iterate and is safe on the validation set
+    policy, theta, metadata = ResidualPolicy.load(run / "policy.npz")
+    problem = build_problem(load_plant_spec(DI))
+    rows = ControlAdaptation(problem, policy).constraints(theta[None, :])[0]
+    assert np.all(rows <= 0)
+
+    # the unconstrained baseline on the same file learns the malicious expert's unsafe behaviour
+    baseline = tmp_path / "unconstrained"
+    code = main(["adapt", DI, "--out", str(baseline), "--method", "unconstrained", "--iterations", "40", "--quiet"])
+    assert code == 1
+    assert any(r["g_max"] > 0 for r in _lines(baseline))
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adaptation.json").write_text("{}")
+    assert main(["adapt", DI, "--out", str(run), "--quiet"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (run / "adaptation.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (["--set", "scpo.nope=1"], "unknown key"),
+    (["--set", "scpo.step_size=fast"], "expected float"),
+    (["--method", "magic"], "valid methods"),
+    (["--set", "policy.hidden=0"], "must be >= 1"),
+])
+def test_bad_settings_exit_2(tmp_path, capsys, bad, fragment):
+    assert main(["adapt", DI, "--out", str(tmp_path / "r"), "--quiet", *bad]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def _run(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "scpo_ctrl.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_a_safe_policy_and_resume_matches(tmp_path, signum):
+    iterations = "24"
+    common = ["--iterations", iterations, "--quiet", "--set", "scpo.patience=0"]
+    reference = tmp_path / "reference"
+    done = _run(["adapt", DI, "--out", str(reference), *common])
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+
+    run = tmp_path / "interrupted"
+    process = _run(["adapt", DI, "--out", str(run), *common])
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        jsonl = run / "training.jsonl"
+        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    process.send_signal(signum)
+    assert process.wait(timeout=300) == 130
+    written = len(_lines(run))
+    assert 4 <= written < int(iterations)
+
+    policy, theta, _ = ResidualPolicy.load(run / "policy.npz")
+    problem = build_problem(load_plant_spec(DI))
+    assert np.all(ControlAdaptation(problem, policy).constraints(theta[None, :])[0] <= 0)
+
+    resumed = _run(["adapt", DI, "--out", str(run), "--resume", *common])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    _, theta_ref, _ = ResidualPolicy.load(reference / "policy.npz")
+    _, theta_res, _ = ResidualPolicy.load(run / "policy.npz")
+    np.testing.assert_allclose(theta_res, theta_ref, rtol=0, atol=1e-12)
+    assert len(_lines(run)) == int(iterations)
