@@ -112,3 +112,15 @@ def test_interrupt_leaves_a_safe_policy_and_resume_matches(tmp_path, signum):
     _, theta_res, _ = ResidualPolicy.load(run / "policy.npz")
     np.testing.assert_allclose(theta_res, theta_ref, rtol=0, atol=1e-12)
     assert len(_lines(run)) == int(iterations)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pendulum", "cartpole", "two_mass_spring"])
+def test_every_other_plant_adapts_safely(tmp_path, name, capsys):
+    """Short runs on the other shipped plants (two nonlinear, one closed-loop-cost linear): safe and improving."""
+    run = tmp_path / name
+    assert main(["adapt", str(MODELS / f"{name}.yaml"), "--out", str(run), "--iterations", "8", "--quiet"]) == 0
+    records = _lines(run)
+    assert len(records) == 8 and all(r["g_max"] <= 0 for r in records)
+    summary = json.loads((run / "adaptation.json").read_text())
+    assert summary["final_loss"] < summary["initial_loss"]

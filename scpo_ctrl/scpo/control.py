@@ -131,7 +131,7 @@ class ControlAdaptation:
         return float(value), np.array(gradient).ravel()
 
     def _build_weighted_rows(self) -> ca.Function:
-        x0, theta, X, _, G = self.engine._symbolic()
+        x0, theta, X, _, G = self.engine.symbolic()
         W = ca.MX.sym("W", G.shape[0], G.shape[1])
         w_reach = ca.MX.sym("w_reach")
         target = self.problem.target
@@ -177,7 +177,7 @@ class ControlAdaptation:
         Q, R = np.array(spec.task.Q), np.array(spec.task.R)
         starts = training_starts(self.problem, COST_STARTS)
         self.cost_starts = starts
-        x0, theta, X, U, _ = self.engine._symbolic()
+        x0, theta, X, U, _ = self.engine.symbolic()
         dX = X - ca.repmat(ca.DM(self.policy.x_eq), 1, X.shape[1])
         dU = U - ca.repmat(ca.DM(self.policy.u_eq), 1, U.shape[1])
         cost = (ca.sum2(ca.sum1(dX * ca.mtimes(ca.DM(Q), dX))) + ca.sum2(ca.sum1(dU * ca.mtimes(ca.DM(R), dU)))) / X.shape[1]

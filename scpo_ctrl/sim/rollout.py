@@ -111,7 +111,7 @@ class RolloutEngine:
         self._metrics: ca.Function | None = None
         self._metrics_maps: dict[tuple, ca.Function] = {}
 
-    def _symbolic(self):
+    def symbolic(self):
         """The rollout from one initial state as MX: inputs (x0, theta), outputs X (nx, H+1), U (nu, H+1), G (ng, H+1)."""
         nx = self.model.nx
         x = ca.SX.sym("x", nx)
@@ -127,12 +127,12 @@ class RolloutEngine:
         return x0, theta_mx, ca.horzcat(x0, X), ca.horzcat(U, u_last), ca.horzcat(G, self.model.g(x_last, u_last))
 
     def _build_single(self) -> tuple[ca.Function, bool]:
-        x0, theta, X, U, G = self._symbolic()
+        x0, theta, X, U, G = self.symbolic()
         return compile_function("rollout", [x0, theta], [X, U, G], ["x0", "theta"], ["X", "U", "G"], self.jit)
 
     def _build_metrics(self) -> ca.Function:
         """``(x0, theta) -> (safety rows at every step (ng, H+1), x_H (nx,))``."""
-        x0, theta, X, _, G = self._symbolic()
+        x0, theta, X, _, G = self.symbolic()
         function, _ = compile_function("metrics", [x0, theta], [G, X[:, -1]], ["x0", "theta"], ["G", "x_H"], self.jit)
         return function
 
