@@ -123,7 +123,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     spec = load_plant_spec(request.plant)
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
-    _prepare_directory(run_dir, request)
+    config = _resolved_config(spec, settings, hidden, patience)
+    _check_directory(run_dir, request, config)
     problem = build_problem(spec)
     safety = _backup_safety(problem)
     if safety is not None:
@@ -132,8 +133,9 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     policy = residual_policy(problem, hidden, spec.policy.activation)
     adaptation = ControlAdaptation(problem, policy)
 
-    config = _resolved_config(spec, settings, hidden, patience)
     jsonl = run_dir / "training.jsonl"
+    if not request.resume:
+        _clear_directory(run_dir)
     if request.resume:
         state, records = _load_checkpoint(run_dir, settings, jsonl)
         log.info("resuming at iteration %d", state.iteration)
@@ -198,16 +200,28 @@ def _backup_safety(problem) -> str | None:
     return f"{evaluation.names[worst]} reaches {evaluation.worst[worst]:.3g} > 0"
 
 
-def _prepare_directory(run_dir: Path, request: AdaptRequest) -> None:
+def _check_directory(run_dir: Path, request: AdaptRequest, config: dict) -> None:
+    """Refuse to overwrite a run without --force; on --resume, insist on the same plant file and settings."""
     finished = (run_dir / "adaptation.json").exists()
     started = (run_dir / "checkpoint.npz").exists()
     if request.resume:
         if not started:
             raise UsageError(f"{run_dir}: nothing to resume (no checkpoint.npz)")
+        try:
+            saved = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"{run_dir}/config.resolved.yaml: cannot read ({exc})") from None
+        if not isinstance(saved, dict) or saved.get("plant_sha256") != config["plant_sha256"]:
+            raise UsageError(f"{run_dir}: the run was made from a different plant file; resume with the same file")
+        if saved.get("optimizer") != config["optimizer"] or saved.get("policy") != config["policy"]:
+            raise UsageError(f"{run_dir}: the settings differ from the run's config.resolved.yaml; resume with the same ones")
         return
     if (finished or started) and not request.force:
         what = "a finished run" if finished else "an interrupted run (use --resume to continue it)"
         raise UsageError(f"{run_dir} holds {what}; refusing to overwrite without --force")
+
+
+def _clear_directory(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("adaptation.json", "checkpoint.npz", "training.jsonl"):
         (run_dir / name).unlink(missing_ok=True)
@@ -217,7 +231,7 @@ def _resolved_config(spec: PlantSpec, settings: OptimizerSettings, hidden: tuple
     return {
         "plant": spec.name, "plant_sha256": spec.text_sha256,
         "policy": {"hidden": list(hidden), "activation": spec.policy.activation},
-        "optimizer": {**asdict(settings), "probe": settings.probe, "patience": patience},
+        "optimizer": json_safe({**asdict(settings), "probe": settings.probe, "patience": patience}),
         "task": spec.task.type,
     }
 

@@ -124,3 +124,12 @@ def test_every_other_plant_adapts_safely(tmp_path, name, capsys):
     assert len(records) == 8 and all(r["g_max"] <= 0 for r in records)
     summary = json.loads((run / "adaptation.json").read_text())
     assert summary["final_loss"] < summary["initial_loss"]
+
+
+def test_resume_refuses_other_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["adapt", DI, "--out", str(run), "--iterations", "1", "--quiet"]) == 0
+    (run / "adaptation.json").unlink()  # pretend it was interrupted after the checkpoint
+    assert main(["adapt", DI, "--out", str(run), "--resume", "--iterations", "1", "--quiet",
+                 "--set", "scpo.step_size=0.3"]) == 2
+    assert "settings differ" in capsys.readouterr().err

@@ -102,13 +102,13 @@ def build_plant(spec: PlantSpec) -> PlantModel:
     f = ca.Function("f", [x, u], [x_next], ["x", "u"], ["x_next"])
     _check_equilibrium(spec, ca.Function("residual", [x, u], [residual]))
 
-    rows, expressions = _state_rows(spec, x)
+    rows, expressions = _bound_rows(spec.states, x, "state")
     for constraint in spec.constraints:
         rows.append(ConstraintRow(constraint.name, "extra", f"{constraint.expression.text} <= 0"))
         expressions.append(constraint.expression.to_casadi(symbols))
     g = ca.Function("g", [x, u], [ca.vertcat(*expressions) if expressions else ca.SX(0, 1)], ["x", "u"], ["g"])
 
-    input_rows, input_expressions = _input_rows(spec, u)
+    input_rows, input_expressions = _bound_rows(spec.inputs, u, "input")
     g_input = ca.Function("g_input", [x, u], [ca.vertcat(*input_expressions)], ["x", "u"], ["g"])
 
     z = ca.vertcat(x, u)
@@ -147,29 +147,17 @@ def _dynamics(spec: PlantSpec, x, u, symbols):
     return x_next, xdot
 
 
-def _state_rows(spec: PlantSpec, x):
+def _bound_rows(variables: tuple, symbols, kind: str):
+    """Rows ``v - max <= 0`` and ``min - v <= 0`` for each bounded state or input."""
     rows, expressions = [], []
-    for i, variable in enumerate(spec.states):
+    for i, variable in enumerate(variables):
         unit = f" {variable.unit}" if variable.unit else ""
         if variable.max is not None:
-            rows.append(ConstraintRow(f"{variable.name}.max", "state", f"{variable.name} <= {variable.max:g}{unit}"))
-            expressions.append(x[i] - variable.max)
+            rows.append(ConstraintRow(f"{variable.name}.max", kind, f"{variable.name} <= {variable.max:g}{unit}"))
+            expressions.append(symbols[i] - variable.max)
         if variable.min is not None:
-            rows.append(ConstraintRow(f"{variable.name}.min", "state", f"{variable.name} >= {variable.min:g}{unit}"))
-            expressions.append(variable.min - x[i])
-    return rows, expressions
-
-
-def _input_rows(spec: PlantSpec, u):
-    rows, expressions = [], []
-    for j, variable in enumerate(spec.inputs):
-        unit = f" {variable.unit}" if variable.unit else ""
-        if variable.max is not None:
-            rows.append(ConstraintRow(f"{variable.name}.max", "input", f"{variable.name} <= {variable.max:g}{unit}"))
-            expressions.append(u[j] - variable.max)
-        if variable.min is not None:
-            rows.append(ConstraintRow(f"{variable.name}.min", "input", f"{variable.name} >= {variable.min:g}{unit}"))
-            expressions.append(variable.min - u[j])
+            rows.append(ConstraintRow(f"{variable.name}.min", kind, f"{variable.name} >= {variable.min:g}{unit}"))
+            expressions.append(variable.min - symbols[i])
     return rows, expressions
 
 
