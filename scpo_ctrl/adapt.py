@@ -22,7 +22,7 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,6 @@ import yaml
 from .config.plant_spec import PlantSpec, load_plant_spec
 from .errors import SpecError, UsageError
 from .files import atomic_write, atomic_write_json, atomic_write_text, json_safe
-from .policy.residual import ResidualPolicy
 from .problem import build_problem
 from .scpo.control import ControlAdaptation, residual_policy
 from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step

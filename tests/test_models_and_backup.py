@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy.linalg import solve_discrete_are
 
 from scpo_ctrl.config.plant_spec import load_plant_spec
 from scpo_ctrl.plant.linear import discretise_zoh, uncontrollable_modes
 from scpo_ctrl.plant.model import build_plant
+from scpo_ctrl.problem import build_problem
 
 from .conftest import MODELS, model_dict, problem_for, write_yaml
 
@@ -82,8 +82,6 @@ def test_pbh_detects_uncontrollable_unstable_mode():
 def test_next_form_dynamics(tmp_path):
     data = model_dict("double_integrator")
     data["dynamics"] = {"next": {"p": "p + 0.1*v + 0.005*a", "v": "v + 0.1*a"}}
-    problem = __import__("scpo_ctrl.problem", fromlist=["build_problem"]).build_problem(
-        load_plant_spec(write_yaml(tmp_path / "p.yaml", data))
-    )
+    problem = build_problem(load_plant_spec(write_yaml(tmp_path / "p.yaml", data)))
     reference = problem_for("double_integrator")
     np.testing.assert_allclose(problem.backup.K, reference.backup.K, rtol=1e-9)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import casadi as ca
 import numpy as np
-import pytest
 
 from .conftest import MODEL_NAMES, problem_for
 

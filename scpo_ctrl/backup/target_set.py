@@ -123,7 +123,7 @@ def _to_state(P: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 def compute_target_set(model: PlantModel, backup: LqrBackup, seed: int = 0) -> TargetSet:
     """Compute the level c of the backup's target set (see the module docstring)."""
-    nx, nu = model.nx, model.nu
+    nx = model.nx
     P, x_eq = backup.P, backup.x_eq
     x = ca.SX.sym("x", nx)
     u_lin = backup.control_unsaturated(x)

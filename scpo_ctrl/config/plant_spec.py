@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError
 from ..plant.expr import FUNCTIONS, Expression, ExpressionError, parse_expression
 from .fields import Field
 from .yaml_source import read_yaml
