@@ -17,6 +17,7 @@ after the iteration in progress, with everything on disk.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import signal
@@ -189,10 +190,7 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
 
 
 def _backup_safety(problem) -> str | None:
-    from .sim.rollout import RolloutEngine
-
-    engine = RolloutEngine(problem.model, problem.backup.function(), problem.spec.safety.horizon, jit=False)
-    _, evaluation = engine.evaluate(problem.x0, problem.target.c, problem.target.P, problem.target.x_eq)
+    _, evaluation = problem.closed_loop(problem.backup.function())
     if evaluation.safe:
         return None
     worst = int(np.argmax(evaluation.worst))
@@ -280,8 +278,6 @@ def _summary(spec, settings, adaptation, records, loss0, state, reason, seconds,
     accepted = sum(1 for r in records if r["accepted"])
     zero = sum(1 for r in records if str(r["reason"]).startswith("zero step"))
     policy_bytes = (run_dir / "policy.npz").read_bytes()
-    import hashlib
-
     final_groups = dict(zip(adaptation.group_names, adaptation.per_constraint(state.g).tolist()))
     return {
         "plant": spec.name, "method": settings.method, "task": spec.task.type,

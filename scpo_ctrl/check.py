@@ -9,7 +9,7 @@ import numpy as np
 from .config.plant_spec import load_plant_spec
 from .policy.expert import expert_function
 from .problem import ControlProblem, build_problem
-from .sim.rollout import REACH_ROW, RolloutEngine, SafetyEvaluation
+from .sim.rollout import REACH_ROW, SafetyEvaluation
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ def run_check(path: str) -> CheckReport:
     """Load, build and check the plant file at ``path``."""
     spec = load_plant_spec(path)
     problem = build_problem(spec)
-    backup_eval = _closed_loop(problem, problem.backup.function())
+    _, backup_eval = problem.closed_loop(problem.backup.function())
     expert = expert_function(spec)
-    expert_eval = _closed_loop(problem, expert) if expert is not None else None
+    expert_eval = problem.closed_loop(expert)[1] if expert is not None else None
     backup = problem.backup
     eigenvalues = backup.closed_loop_eigenvalues
     return CheckReport(
@@ -99,13 +99,6 @@ def run_check(path: str) -> CheckReport:
         expert_margins=None if expert_eval is None else [asdict(m) for m in _margins(problem, expert_eval)],
         expert_safe=None if expert_eval is None else expert_eval.safe,
     )
-
-
-def _closed_loop(problem: ControlProblem, policy) -> SafetyEvaluation:
-    # A check rolls out few states: CasADi's virtual machine beats a JIT compile here.
-    engine = RolloutEngine(problem.model, policy, problem.spec.safety.horizon, jit=False)
-    _, evaluation = engine.evaluate(problem.x0, problem.target.c, problem.target.P, problem.target.x_eq)
-    return evaluation
 
 
 def _margins(problem: ControlProblem, evaluation: SafetyEvaluation) -> list:

@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .policy.expert import expert_function  # noqa: E402
-from .sim.rollout import RolloutEngine  # noqa: E402
 
 ROLLOUT_STATES = 3
 
@@ -60,16 +59,13 @@ def _training(path: Path, records: list, group_names: tuple) -> Path:
 
 
 def _trajectories(problem, policy, theta) -> dict:
-    horizon = problem.spec.safety.horizon
-    x0 = problem.x0
     out = {}
     runs = [("backup", problem.backup.function(), None), ("adapted", policy.function(), theta)]
     expert = expert_function(problem.spec)
     if expert is not None:
         runs.insert(1, ("expert", expert, None))
     for label, function, parameters in runs:
-        engine = RolloutEngine(problem.model, function, horizon, jit=False)
-        out[label] = engine.simulate(x0, parameters)
+        out[label] = problem.closed_loop(function, parameters)[0]
     return out
 
 

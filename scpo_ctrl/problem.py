@@ -12,6 +12,7 @@ from .config.plant_spec import PlantSpec
 from .errors import SpecError
 from .plant.model import PlantModel, build_plant
 from .sim.initial_states import validation_states
+from .sim.rollout import Rollouts, RolloutEngine, SafetyEvaluation
 
 BACKUPS = {"lqr": design_lqr}
 
@@ -35,6 +36,14 @@ class ControlProblem:
     backup: LqrBackup
     target: TargetSet
     x0: np.ndarray
+
+    def closed_loop(self, policy, theta: np.ndarray | None = None) -> tuple[Rollouts, SafetyEvaluation]:
+        """Roll ``policy (x, theta) -> u`` out from the validation states over the safety horizon.
+
+        Uses CasADi's virtual machine: for a few dozen states a JIT compile costs more than it saves.
+        """
+        engine = RolloutEngine(self.model, policy, self.spec.safety.horizon, jit=False)
+        return engine.evaluate(self.x0, self.target.c, self.target.P, self.target.x_eq, theta)
 
 
 def build_problem(spec: PlantSpec) -> ControlProblem:

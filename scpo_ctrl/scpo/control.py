@@ -101,8 +101,7 @@ class ControlAdaptation:
     def rows_from(self, G: np.ndarray, x_final: np.ndarray) -> np.ndarray:
         """Constraint rows ``(n, k)`` from :meth:`RolloutEngine.metrics_batch` outputs ``G (n, N, H+1, ng)``."""
         target = self.problem.target
-        dx = x_final - target.x_eq
-        reach = np.einsum("...i,ij,...j->...", dx, target.P, dx) - target.c
+        reach = target.value(x_final) - target.c
         reach = np.where(np.isfinite(reach), reach, np.inf)
         n, N = G.shape[:2]
         rows = np.concatenate([G.reshape(n, N, -1), reach[..., None]], axis=2)  # (n, N, (H+1) ng + 1)
