@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     adapt.add_argument("--json", action="store_true", help="print adaptation.json on stdout")
     adapt.add_argument("--quiet", action="store_true", help="no progress bar")
     adapt.set_defaults(handler=_adapt)
+
+    export = verbs.add_parser("export", help="write the certified law as ONNX and C99 (RUN_DIR/export/)")
+    export.add_argument("run_dir", help="run directory written by `adapt`")
+    export.add_argument("--precision", default="float32", help="float32 (default) | float64")
+    export.add_argument("--target", default="host", help="host (default) | cortex-m4 (also cross-compiles)")
+    export.add_argument("--json", action="store_true", help="print manifest.json on stdout")
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -96,6 +103,29 @@ def _adapt(args: argparse.Namespace) -> int:
         print("interrupted: the last accepted iterate is in policy.npz; continue with --resume", file=sys.stderr)
         return 130
     return EXIT_OK if summary["final_safe"] else EXIT_UNSAFE
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export.run import ExportRequest, run_export
+
+    result = run_export(ExportRequest(run_dir=args.run_dir, precision=args.precision, target=args.target))
+    manifest = result.manifest
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        print(f"export {result.export_dir} ({manifest['precision']}, target {manifest['target']})")
+        for path, digest in manifest["artefacts"].items():
+            print(f"  {digest[:16]}  {path}")
+        for name, info in manifest["builds"].items():
+            sections = info["sections_bytes"]
+            stack = max(info["stack_bytes"].values(), default=0)
+            print(f"  {name}: text {sections['text']} B, rodata {sections['rodata']} B, data {sections['data']} B, "
+                  f"bss {sections['bss']} B, deepest stack frame {stack} B")
+        for check in manifest["self_check"]:
+            print(f"  self-check {check['implementation']}: {check['states']} states, worst |du| "
+                  f"{check['worst_error']:.3g} ({check['worst_bound_ratio']:.3f} of the tolerance), "
+                  f"branch mismatches {check['branch_mismatches']} -> {'ok' if check['passed'] else 'FAILED'}")
+    return EXIT_OK if result.equivalent else EXIT_UNSAFE
 
 
 def _format_matrix(rows: list, indent: str) -> str:

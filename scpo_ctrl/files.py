@@ -19,6 +19,7 @@ def atomic_write(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would make run directories unreadable to others
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

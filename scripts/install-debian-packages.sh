@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages scpo-ctrl needs. Idempotent: safe to run again.
-#   gcc, libc6-dev : JIT-compiled closed-loop rollouts (CasADi -> C), host C builds
+#   gcc, libc6-dev, binutils : JIT-compiled rollouts (CasADi -> C), host C builds, nm/size
+#   gcc-arm-none-eabi, libnewlib-arm-none-eabi : Cortex-M4F cross builds of the exported C
+#   qemu-system-arm : runs those builds on the mps2-an386 board (PIL, export vectors)
+#   valgrind : callgrind instruction counts of the host C (benchmarks)
 set -euo pipefail
-PACKAGES=(gcc libc6-dev)
+PACKAGES=(gcc libc6-dev binutils gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm valgrind)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive

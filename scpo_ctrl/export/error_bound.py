@@ -1,0 +1,196 @@
+"""A forward rounding-error bound for the exported law evaluated in float32 (or float64).
+
+Each quantity of the C step function is tracked as its exact value ``a``
+(computed in float64) and a bound ``e`` on ``|a_hat - a|``, where ``a_hat`` is
+what the C code computes. Constants carry the exact error of their rounding to
+the C type. With unit roundoff ``r`` (2^-24 for float32) and IEEE operations
+rounded to nearest (``-ffp-contract=off``, the default under ``-std=c99``):
+
+* ``a + b``:  ``e = e_a + e_b + r (|a + b| + e_a + e_b)``
+* ``a * b``:  ``e = |a| e_b + |b| e_a + e_a e_b + r (|a b| + |a| e_b + |b| e_a + e_a e_b)``
+* ``a / b`` (b a constant stored as b~): ``e = e_a / |b~| + |a| |1/b~ - 1/b| + r (...)``
+* ``tanh``: 1-Lipschitz, plus the library's error ``ACTIVATION_ULPS`` ulp of the result;
+* ``min``/``max`` with a limit: 1-Lipschitz, plus the limit's own rounding.
+
+The bound holds for the branch the reference takes; it is not applied where the
+monitor's decision could differ (never, for finite states: the region bounds
+are float32-representable, so both precisions compare the same numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .law import ACTIVATION_ULPS, REASON_OK, DeployedLaw, evaluate
+
+#: tanh error assumed for onnxruntime's float32 kernel [ulp]: it is a rational approximation,
+#: measured at 4 ulp at most on 10^5 points of [-5, 5] (tests check it on every export).
+ONNX_ACTIVATION_ULPS = 8.0
+
+UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
+SMALLEST_SUBNORMAL = {"float32": 2.0 ** -149, "float64": 2.0 ** -1074}
+STORAGE = {"float32": np.float32, "float64": np.float64}
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """Exact values ``a`` (any shape) and bounds ``e >= |computed - a|``, same shape."""
+
+    a: np.ndarray
+    e: np.ndarray
+
+
+class _Arithmetic:
+    """The error rules for one precision (unit roundoff ``r``)."""
+
+    def __init__(self, precision: str):
+        self.r = UNIT_ROUNDOFF[precision]
+        self.tiny = SMALLEST_SUBNORMAL[precision]
+        self.dtype = STORAGE[precision]
+
+    def constant(self, value) -> Tracked:
+        value = np.asarray(value, dtype=float)
+        stored = value.astype(self.dtype).astype(float)
+        with np.errstate(invalid="ignore"):
+            error = np.where(np.isfinite(value), np.abs(stored - value), 0.0)
+        return Tracked(value, error)
+
+    def exact(self, value) -> Tracked:
+        value = np.asarray(value, dtype=float)
+        return Tracked(value, np.zeros_like(value))
+
+    def _rounded(self, a: np.ndarray, e: np.ndarray) -> Tracked:
+        return Tracked(a, e + self.r * (np.abs(a) + e) + self.tiny)
+
+    def add(self, x: Tracked, y: Tracked, sign: float = 1.0) -> Tracked:
+        return self._rounded(x.a + sign * y.a, x.e + y.e)
+
+    def mul(self, x: Tracked, y: Tracked) -> Tracked:
+        return self._rounded(x.a * y.a, np.abs(x.a) * y.e + np.abs(y.a) * x.e + x.e * y.e)
+
+    def div_constant(self, x: Tracked, value) -> Tracked:
+        value = np.asarray(value, dtype=float)
+        stored = value.astype(self.dtype).astype(float)
+        propagated = x.e / np.abs(stored) + np.abs(x.a) * np.abs(1.0 / stored - 1.0 / value)
+        return self._rounded(x.a / value, propagated)
+
+    def tanh(self, x: Tracked, ulps: float) -> Tracked:
+        value = np.tanh(x.a)
+        # ulp(v) <= 2 r |v| for normal v; the library adds ``ulps`` of them.
+        library = ulps * 2.0 * self.r * (np.abs(value) + x.e) + self.tiny
+        return Tracked(value, x.e + library)
+
+    def clip(self, x: Tracked, low, high) -> Tracked:
+        low_t, high_t = self.constant(low), self.constant(high)
+        value = np.minimum(np.maximum(x.a, low_t.a), high_t.a)
+        error = np.maximum(x.e, np.maximum(low_t.e, high_t.e))
+        # Where both the exact and every possible computed value lie beyond a limit, both are clipped:
+        # only the limit's own rounding remains.
+        with np.errstate(invalid="ignore"):
+            above = x.a - x.e > np.maximum(high_t.a, high_t.a + high_t.e)
+            below = x.a + x.e < np.minimum(low_t.a, low_t.a - low_t.e)
+        error = np.where(above, high_t.e, np.where(below, low_t.e, error))
+        return Tracked(value, error)
+
+
+def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32", any_order: bool = False,
+                      activation_ulps: float = ACTIVATION_ULPS) -> np.ndarray:
+    """Bound on ``|u_computed - u_exact|`` per state and input for an evaluation in ``precision``.
+
+    Parameters
+    ----------
+    law : DeployedLaw
+    X : ndarray, shape (N, nx)
+        Finite states, representable in ``precision`` (the evaluation receives them exactly).
+    precision : {'float32', 'float64'}
+    any_order : bool
+        False: the C code's order (sums in index order, no fused multiply-add). True: any
+        summation order and any use of FMA in the matrix products (an ONNX runtime's kernels);
+        each dot product of n terms then gets the classical ``gamma_(n+1) sum |w| |x|``.
+    activation_ulps : float
+        Error of the tanh implementation [ulp of the result].
+
+    Returns
+    -------
+    ndarray, shape (N, nu)
+        The bound [input units]; where the monitor trips (outside the region: the decision is
+        exact in every precision) the bound of the saturated backup.
+    """
+    ar = _Arithmetic(precision)
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    N = len(X)
+    x = ar.exact(X)
+    dx = ar.add(x, ar.constant(np.broadcast_to(law.x_eq, X.shape)), sign=-1.0)
+    dot = _dot_any_order if any_order else _dot
+    backup_sum = dot(ar, dx, law.K, bias=None)
+    u_backup = ar.add(ar.constant(np.broadcast_to(law.u_eq, (N, law.nu))), backup_sum, sign=-1.0)
+    Pdx = dot(ar, dx, law.P, bias=None)
+    products = ar.mul(dx, Pdx)
+    V = _sum_any_order(ar, products) if any_order else _sum(ar, products)
+    level = ar.div_constant(V, law.c)
+    s = ar.div_constant(ar.add(level, ar.exact(np.ones(N)), sign=-1.0), law.gate_ratio - 1.0)
+    s = ar.clip(s, 0.0, 1.0)
+    three_minus = ar.add(ar.exact(np.full(N, 3.0)), ar.mul(ar.exact(np.full(N, 2.0)), s), sign=-1.0)
+    gate = ar.mul(ar.mul(s, s), three_minus)
+    h = ar.div_constant(dx, np.broadcast_to(law.x_scale, X.shape))
+    for index, (W, b) in enumerate(zip(law.weights, law.biases)):
+        h = dot(ar, h, W, bias=b)
+        if index < len(law.weights) - 1:
+            h = ar.tanh(h, activation_ulps)
+    scaled = ar.mul(ar.constant(np.broadcast_to(law.u_scale, (N, law.nu))), h)
+    gate_u = Tracked(np.repeat(gate.a[:, None], law.nu, axis=1), np.repeat(gate.e[:, None], law.nu, axis=1))
+    u = ar.add(u_backup, ar.mul(gate_u, scaled))
+    u = ar.clip(u, law.u_min, law.u_max)
+    fallback = ar.clip(u_backup, law.u_min, law.u_max)
+    tripped = evaluate(law, X).reason != REASON_OK
+    return np.where(tripped[:, None], fallback.e, u.e)
+
+
+def _dot(ar: _Arithmetic, x: Tracked, M: np.ndarray, bias) -> Tracked:
+    """``bias + sum_j M[:, j] x_j`` accumulated in index order (as the C loops); x (N, n_in) -> (N, n_out)."""
+    N = x.a.shape[0]
+    if bias is None:
+        acc = ar.exact(np.zeros((N, M.shape[0])))
+    else:
+        acc = ar.constant(np.broadcast_to(bias, (N, M.shape[0])))
+    for j in range(M.shape[1]):
+        weight = ar.constant(np.broadcast_to(M[:, j], (N, M.shape[0])))
+        xj = Tracked(np.repeat(x.a[:, j:j + 1], M.shape[0], axis=1), np.repeat(x.e[:, j:j + 1], M.shape[0], axis=1))
+        acc = ar.add(acc, ar.mul(weight, xj))
+    return acc
+
+
+def _gamma(ar: _Arithmetic, n: int) -> float:
+    return n * ar.r / (1.0 - n * ar.r)
+
+
+def _dot_any_order(ar: _Arithmetic, x: Tracked, M: np.ndarray, bias) -> Tracked:
+    """As :func:`_dot` for any summation order and FMA use: gamma_(n+1) times the sum of magnitudes."""
+    weight = ar.constant(M)  # (n_out, n_in)
+    stored = np.abs(weight.a) + weight.e
+    value = x.a @ M.T
+    propagated = x.e @ stored.T + np.abs(x.a) @ weight.e.T
+    magnitude = (np.abs(x.a) + x.e) @ stored.T
+    if bias is not None:
+        b = ar.constant(bias)
+        value = value + b.a
+        propagated = propagated + b.e
+        magnitude = magnitude + np.abs(b.a) + b.e
+    n = M.shape[1] + (0 if bias is None else 1)
+    return Tracked(value, propagated + _gamma(ar, n) * magnitude + n * ar.tiny)
+
+
+def _sum_any_order(ar: _Arithmetic, x: Tracked) -> Tracked:
+    n = x.a.shape[-1]
+    value = np.sum(x.a, axis=-1)
+    return Tracked(value, np.sum(x.e, axis=-1) + _gamma(ar, n) * np.sum(np.abs(x.a) + x.e, axis=-1) + n * ar.tiny)
+
+
+def _sum(ar: _Arithmetic, x: Tracked) -> Tracked:
+    """Sum over the last axis in index order, starting from 0."""
+    acc = ar.exact(np.zeros(x.a.shape[:-1]))
+    for j in range(x.a.shape[-1]):
+        acc = ar.add(acc, Tracked(x.a[..., j], x.e[..., j]))
+    return acc

@@ -1,0 +1,208 @@
+"""``scpo-ctrl export RUN_DIR``: write ``RUN_DIR/export/`` (ONNX, C bundle, builds, manifest).
+
+Layout::
+
+    export/policy.onnx                    the law as an ONNX graph (precision of the export)
+    export/<name>_policy.h, .c            the deployable C99 bundle
+    export/host/<name>_policy_batch.c     host-only helper (tests, verification); not deployed
+    export/host/lib<name>_policy.so, .a   host builds (shared: ctypes; static: SIL firmware)
+    export/cortex-m4/lib<name>_policy.a   with --target cortex-m4 (and the object, .su stack file)
+    export/manifest.json                  sha256 of every file above, inputs hash, sizes, self-check
+
+The directory is assembled in a temporary sibling and swapped in at the end,
+so an existing export is replaced only by a complete one. Same inputs ->
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from .. import __version__
+from ..errors import UsageError
+from ..files import atomic_write_json, atomic_write_text, json_safe
+from . import build
+from .c_bundle import PRECISIONS, render_bundle, render_host_batch
+from .campaign import equivalence_campaign
+from .equivalence import compare
+from .error_bound import ONNX_ACTIVATION_ULPS
+from .host_library import HostLaw
+from .law import DeployedLaw, LawOutput, law_digest, law_from_run
+from .onnx_model import IR_VERSION, OPSET, build_model
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "scpo-export/1"
+SELF_CHECK_SCALE = 0.2  # 2,000 states of the equivalence campaign at export time
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the command line asked for."""
+
+    run_dir: str
+    precision: str = "float32"
+    target: str = "host"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went, its manifest, and whether the self-check passed."""
+
+    export_dir: Path
+    manifest: dict
+    equivalent: bool
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inputs_hash(plant_bytes: bytes, law: DeployedLaw, precision: str, target: str) -> str:
+    """sha256 of what determines the export: the plant file, the law's numbers, precision, target."""
+    digest = hashlib.sha256()
+    for part in (hashlib.sha256(plant_bytes).hexdigest(), law_digest(law), precision, target, __version__):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def run_export(request: ExportRequest) -> ExportResult:
+    """Render, build and self-check the export of a run directory."""
+    if request.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {request.precision!r}")
+    if request.target not in build.TARGETS:
+        raise UsageError(f"--target must be one of {', '.join(build.TARGETS)}, not {request.target!r}")
+    run_dir = Path(request.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    law = law_from_run(run_dir)
+    if request.target == "cortex-m4" and not build.tool_available(build.ARM_COMPILER):
+        raise UsageError(f"--target cortex-m4 needs {build.ARM_COMPILER} (run scripts/install-debian-packages.sh)")
+    plant_bytes = (run_dir / "plant.yaml").read_bytes()
+    digest = inputs_hash(plant_bytes, law, request.precision, request.target)
+
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
+    staging.chmod(0o755)
+    try:
+        manifest = _assemble(staging, law, request, digest, plant_bytes)
+        target = run_dir / "export"
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    equivalent = all(check["passed"] for check in manifest["self_check"])
+    return ExportResult(export_dir=target, manifest=manifest, equivalent=equivalent)
+
+
+def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest: str, plant_bytes: bytes) -> dict:
+    precision, name = request.precision, law.name
+    metadata = {
+        "plant": name, "generator": f"scpo-ctrl {__version__}", "precision": precision,
+        "inputs_sha256": digest, "law_sha256": law_digest(law),
+        "plant_sha256": hashlib.sha256(plant_bytes).hexdigest(),
+        "states": json.dumps([f"{n} [{u}]" for n, u in zip(law.state_names, law.state_units)]),
+        "inputs": json.dumps([f"{n} [{u}]" for n, u in zip(law.input_names, law.input_units)]),
+        "dt_seconds": repr(law.dt), "branch_codes": "0 backup, 1 blend, 2 network, 3 fallback",
+        "reason_codes": "0 ok, 1 nonfinite_state, 2 outside_region, 3 nonfinite_output",
+    }
+    model = build_model(law, precision, metadata)
+    (directory / "policy.onnx").write_bytes(model.SerializeToString())
+    for source in render_bundle(law, precision, digest):
+        atomic_write_text(directory / source.name, source.text)
+
+    host = directory / "host"
+    host.mkdir()
+    for source in render_bundle(law, precision, digest):
+        shutil.copyfile(directory / source.name, host / source.name)
+    batch = render_host_batch(law, precision, digest)
+    atomic_write_text(host / batch.name, batch.text)
+    host_object = build.compile_object(build.HOST_COMPILER, f"{name}_policy.c", host, f"{name}_policy.o")
+    build.archive([host_object.path], host, f"lib{name}_policy.a", arm=False)
+    build.shared_library([f"{name}_policy.c", batch.name], host, f"lib{name}_policy.so")
+    for source in render_bundle(law, precision, digest):
+        (host / source.name).unlink()
+    builds = {"host": _object_summary(host_object, build.HOST_COMPILER)}
+
+    if request.target == "cortex-m4":
+        arm = directory / "cortex-m4"
+        arm.mkdir()
+        for source in render_bundle(law, precision, digest):
+            shutil.copyfile(directory / source.name, arm / source.name)
+        arm_object = build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", arm, f"{name}_policy.o",
+                                          build.CORTEX_M4_FLAGS)
+        build.archive([arm_object.path], arm, f"lib{name}_policy.a", arm=True)
+        for source in render_bundle(law, precision, digest):
+            (arm / source.name).unlink()
+        builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS)
+
+    checks = self_check(law, directory, precision)
+    artefacts = {
+        str(path.relative_to(directory)): sha256_file(path)
+        for path in sorted(directory.rglob("*")) if path.is_file()
+    }
+    manifest = {
+        "format": MANIFEST_FORMAT, "generator": f"scpo-ctrl {__version__}", "plant": name,
+        "precision": precision, "target": request.target, "inputs_sha256": digest,
+        "plant_sha256": metadata["plant_sha256"], "law_sha256": metadata["law_sha256"],
+        "network": {"sizes": list(law.sizes), "activation": law.activation,
+                    "multiply_accumulates": law.multiply_accumulates},
+        "onnx": {"file": "policy.onnx", "opset": OPSET, "ir_version": IR_VERSION,
+                 "onnxruntime": onnxruntime.__version__},
+        "builds": builds, "self_check": checks, "artefacts": artefacts,
+    }
+    atomic_write_json(directory / "manifest.json", json_safe(manifest))
+    return manifest
+
+
+def _object_summary(report: build.ObjectReport, compiler: str, extra: tuple = ()) -> dict:
+    return {
+        "object": report.path.name, "compiler": build.compiler_version(compiler),
+        "flags": [*build.STRICT_FLAGS, *build.OPTIMISATION, *extra], "sections_bytes": report.sections,
+        "stack_bytes": report.stack,
+    }
+
+
+def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
+    """Host C and ONNX against the reference on 2,000 campaign states (the full campaign is `verify`'s)."""
+    campaign = equivalence_campaign(law, seed=0, scale=SELF_CHECK_SCALE)
+    X = campaign.X
+    host = HostLaw(directory / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision)
+    results = [compare(law, f"c-host-{precision}", precision, X, host.evaluate(X))]
+    results.append(compare(law, f"onnxruntime-{precision}", precision, X, run_onnx(directory / "policy.onnx", X,
+                                                                                    precision),
+                           any_order=True, activation_ulps=ONNX_ACTIVATION_ULPS))
+    return [result.to_dict() for result in results]
+
+
+def run_onnx(path: Path, X, precision: str):
+    """The ONNX file under onnxruntime (CPU, default optimisations) on states ``X (N, nx)``."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dtype = np.float32 if precision == "float32" else np.float64
+    u, branch, reason, gate, level = session.run(None, {"x": np.ascontiguousarray(X, dtype=dtype)})
+    return LawOutput(u=u.astype(float), branch=branch, reason=reason, gate=gate.astype(float),
+                     level=level.astype(float))
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` (the old export is removed only after the rename)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".export-old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
