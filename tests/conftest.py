@@ -36,3 +36,25 @@ def model_dict(name: str) -> dict:
 def write_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+ADAPT_ITERATIONS_FOR_EXPORT = 3
+
+
+@pytest.fixture(scope="session")
+def adapted_runs(tmp_path_factory) -> dict:
+    """``{plant name: run directory}`` after a short ``adapt`` of every shipped model (built lazily, once)."""
+    from scpo_ctrl.adapt import AdaptRequest, run_adapt
+
+    root = tmp_path_factory.mktemp("adapted")
+    cache = {}
+
+    class Runs(dict):
+        def __missing__(self, name):
+            run = root / name
+            run_adapt(AdaptRequest(plant=str(MODELS / f"{name}.yaml"), out=str(run),
+                                   iterations=ADAPT_ITERATIONS_FOR_EXPORT, progress=False))
+            self[name] = run
+            return run
+
+    return Runs(cache)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..resources import resource_dir
+from . import activation
 from .law import DeployedLaw
 
 PRECISIONS = ("float32", "float64")
@@ -65,7 +66,8 @@ def _context(law: DeployedLaw, precision: str, input_hash: str) -> dict:
     return {
         "name": law.name, "NAME": law.name.upper(), "version": __version__, "precision": precision,
         "input_hash": input_hash, "real": "float" if precision == "float32" else "double",
-        "tanh": "tanhf" if precision == "float32" else "tanh",
+        "clamp": literal(float(activation.CLAMP), precision), "tanh_units": activation.TANH32_RELATIVE_UNITS,
+        "tanh_p": lits(activation.P), "tanh_q": lits(activation.Q),
         "zero": literal(0.0, precision), "one": literal(1.0, precision), "two": literal(2.0, precision),
         "three": literal(3.0, precision), "nx": law.nx, "nu": law.nu, "dt": repr(float(law.dt)),
         "states": [{"name": n, "unit": u} for n, u in zip(law.state_names, law.state_units)],

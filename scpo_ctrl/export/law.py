@@ -42,9 +42,9 @@ REASONS = ("ok", "nonfinite_state", "outside_region", "nonfinite_output")
 BRANCH_BACKUP, BRANCH_BLEND, BRANCH_NETWORK, BRANCH_FALLBACK = range(4)
 REASON_OK, REASON_NONFINITE_STATE, REASON_OUTSIDE_REGION, REASON_NONFINITE_OUTPUT = range(4)
 
-#: Largest error of the C library's ``tanhf``/``tanh`` assumed by the error bound, in units
-#: in the last place of the result. glibc documents at most 2 ulp for tanhf on x86-64;
-#: the tests measure the host's and the target's tanhf against this.
+#: Largest error of the C library's double ``tanh`` (float64 builds) assumed by the error bound,
+#: in units of 2^-52 |tanh|; glibc documents at most 2 ulp. The float32 builds use their own
+#: tanh with a proven bound (:mod:`.activation`).
 ACTIVATION_ULPS = 4.0
 
 
