@@ -17,7 +17,9 @@
 
 #define CHUNK 64
 #define TIMED_STATES 64
-#define TIMING_ROUNDS 32
+#ifndef TIMING_ROUNDS
+#define TIMING_ROUNDS 32 /* calls timed: TIMING_ROUNDS x (up to) TIMED_STATES */
+#endif
 
 static policy_real_t x_chunk[CHUNK][POLICY_NX];
 static policy_real_t timed[TIMED_STATES][POLICY_NX];
