@@ -85,7 +85,9 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
         h = g.op("Add", [g.op("MatMul", [h, g.const(f"W{index}_T", W.T)]), g.const(f"b{index}", b[None, :])])
         if index < len(law.weights) - 1:
             h = g.op("Tanh", [h], f"h{index + 1}")
-    residual = g.op("Mul", [gate, g.op("Mul", [g.const("u_scale", law.u_scale[None, :]), h])])
+    # gate first: a constant scale right after the last MatMul/Add would be fused by onnxruntime into a
+    # Gemm whose alpha is a float32 attribute, costing a float64 graph about 1e-8.
+    residual = g.op("Mul", [g.op("Mul", [gate, h]), g.const("u_scale", law.u_scale[None, :])])
     u_raw = g.op("Add", [u_backup, residual], "u_unsaturated")
     output_bad = g.any_row(g.nonfinite(u_raw), law.nu)
 
