@@ -124,6 +124,10 @@ def test_float32_bound_holds_for_a_full_strength_network(adapted_runs, tmp_path)
                           any_order=True, activation_ulps=ONNX_ACTIVATION_ULPS)
     assert c_result.passed and onnx_result.passed
     assert c_result.worst_error > 0 and c_result.worst_bound_ratio > 0.01
+    # float32 limits are stored rounded inward: no output ever exceeds a declared input limit
+    for u in (host.evaluate(X).u, run_onnx(run / "export" / "policy.onnx", X, "float32").u):
+        assert np.all(u <= law.u_max) and np.all(u >= law.u_min)
+        assert np.any(u == np.float32(law.u_max).astype(float)) or np.any(u == np.float32(law.u_min).astype(float))
 
 
 def test_float32_bound_is_a_bound_not_a_guess(adapted_runs):

@@ -15,7 +15,7 @@ import numpy as np
 from .. import __version__
 from ..resources import resource_dir
 from . import activation
-from .law import DeployedLaw
+from .law import DeployedLaw, deployed_input_limits
 
 PRECISIONS = ("float32", "float64")
 #: inner-product loops are unrolled fully up to this length (``#pragma GCC unroll``; other compilers
@@ -63,6 +63,7 @@ def _context(law: DeployedLaw, precision: str, input_hash: str) -> dict:
     def rows(matrix) -> list:
         return [lits(row) for row in np.atleast_2d(matrix)]
 
+    limits = deployed_input_limits(law, precision)
     layers = [
         {"n_in": W.shape[1], "n_out": W.shape[0], "W": rows(W), "b": lits(b), "last": index == len(law.weights) - 1,
          "unroll": min(W.shape[1], MAX_UNROLL)}
@@ -78,7 +79,7 @@ def _context(law: DeployedLaw, precision: str, input_hash: str) -> dict:
         "states": [{"name": n, "unit": u} for n, u in zip(law.state_names, law.state_units)],
         "inputs": [{"name": n, "unit": u} for n, u in zip(law.input_names, law.input_units)],
         "sizes": list(law.sizes), "activation": law.activation, "macs": law.multiply_accumulates,
-        "u_min": lits(law.u_min), "u_max": lits(law.u_max), "region_min": lits(law.region_min),
+        "u_min": lits(limits[0]), "u_max": lits(limits[1]), "region_min": lits(law.region_min),
         "region_max": lits(law.region_max), "x_eq": lits(law.x_eq), "u_eq": lits(law.u_eq),
         "K": rows(law.K), "P": rows(law.P), "c": literal(law.c, precision),
         "gate_span": literal(law.gate_ratio - 1.0, precision), "x_scale": lits(law.x_scale),

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activation import TANH32_RELATIVE_UNITS
-from .law import ACTIVATION_ULPS, REASON_OK, DeployedLaw, evaluate
+from .law import ACTIVATION_ULPS, REASON_OK, DeployedLaw, deployed_input_limits, evaluate
 
 #: tanh error assumed for onnxruntime's float32 kernel [ulp]: it is a rational approximation,
 #: measured at 4 ulp at most on 10^5 points of [-5, 5] (tests check it on every export).
@@ -84,8 +84,13 @@ class _Arithmetic:
         library = ulps * 2.0 * self.r * (np.abs(value) + x.e) + self.tiny
         return Tracked(value, x.e + library)
 
-    def clip(self, x: Tracked, low, high) -> Tracked:
+    def clip(self, x: Tracked, low, high, stored: tuple | None = None) -> Tracked:
+        """min(max(x, low), high); ``stored`` = the limits as the code holds them (default: rounded to nearest)."""
         low_t, high_t = self.constant(low), self.constant(high)
+        if stored is not None:
+            with np.errstate(invalid="ignore"):
+                low_t = Tracked(low_t.a, np.where(np.isfinite(low_t.a), np.abs(stored[0] - low_t.a), 0.0))
+                high_t = Tracked(high_t.a, np.where(np.isfinite(high_t.a), np.abs(stored[1] - high_t.a), 0.0))
         value = np.minimum(np.maximum(x.a, low_t.a), high_t.a)
         error = np.maximum(x.e, np.maximum(low_t.e, high_t.e))
         # Where both the exact and every possible computed value lie beyond a limit, both are clipped:
@@ -149,8 +154,9 @@ def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32
     scaled = ar.mul(ar.constant(np.broadcast_to(law.u_scale, (N, law.nu))), h)
     gate_u = Tracked(np.repeat(gate.a[:, None], law.nu, axis=1), np.repeat(gate.e[:, None], law.nu, axis=1))
     u = ar.add(u_backup, ar.mul(gate_u, scaled))
-    u = ar.clip(u, law.u_min, law.u_max)
-    fallback = ar.clip(u_backup, law.u_min, law.u_max)
+    limits = deployed_input_limits(law, precision)
+    u = ar.clip(u, law.u_min, law.u_max, limits)
+    fallback = ar.clip(u_backup, law.u_min, law.u_max, limits)
     tripped = evaluate(law, X).reason != REASON_OK
     return np.where(tripped[:, None], fallback.e, u.e)
 
@@ -201,3 +207,89 @@ def _sum(ar: _Arithmetic, x: Tracked) -> Tracked:
     for j in range(x.a.shape[-1]):
         acc = ar.add(acc, Tracked(x.a[..., j], x.e[..., j]))
     return acc
+
+
+class _Magnitudes(_Arithmetic):
+    """The same rules on magnitude bounds: ``a`` bounds ``|value|`` over a set of states, not a value."""
+
+    def add(self, x: Tracked, y: Tracked, sign: float = 1.0) -> Tracked:
+        return self._rounded(np.abs(x.a) + np.abs(y.a), x.e + y.e)
+
+    def mul(self, x: Tracked, y: Tracked) -> Tracked:
+        a, b = np.abs(x.a), np.abs(y.a)
+        return self._rounded(a * b, a * y.e + b * x.e + x.e * y.e)
+
+    def div_constant(self, x: Tracked, value) -> Tracked:
+        result = super().div_constant(Tracked(np.abs(x.a), x.e), value)
+        return Tracked(np.abs(result.a), result.e)
+
+    def tanh(self, x: Tracked, ulps: float) -> Tracked:
+        result = super().tanh(Tracked(np.abs(x.a), x.e), ulps)
+        return Tracked(np.abs(result.a), result.e)
+
+    def clip(self, x: Tracked, low, high, stored: tuple | None = None) -> Tracked:
+        low_t, high_t = self.constant(low), self.constant(high)
+        if stored is not None:
+            with np.errstate(invalid="ignore"):
+                low_t = Tracked(low_t.a, np.where(np.isfinite(low_t.a), np.abs(stored[0] - low_t.a), 0.0))
+                high_t = Tracked(high_t.a, np.where(np.isfinite(high_t.a), np.abs(stored[1] - high_t.a), 0.0))
+        limit = np.maximum(np.abs(low_t.a), np.abs(high_t.a))
+        return Tracked(np.minimum(np.abs(x.a), limit), np.maximum(x.e, np.maximum(low_t.e, high_t.e)))
+
+
+def float_error_bound_box(law: DeployedLaw, lo: np.ndarray, hi: np.ndarray, precision: str = "float32",
+                          activation_ulps: float | None = None, level_range: tuple | None = None) -> np.ndarray:
+    """Bound on ``|u_C - u_exact|`` valid for *every* state of each box ``[lo, hi]`` (C operation order).
+
+    The per-state rules of :func:`float_error_bound` are applied to magnitude bounds (``|x|`` over
+    the box, ``|tanh| <= 1``, the gate and its argument clipped to [0, 1]), which is sound because
+    every rule is non-decreasing in the magnitudes. Coarser than the per-state bound; used where a
+    whole set of states must be covered (formal reachability).
+
+    Parameters
+    ----------
+    lo, hi : ndarray, shape (M, nx)
+        Finite boxes.
+    level_range : (ndarray, ndarray), optional
+        Bounds ``(M,)`` on V/c over each box. Where even the computed level is certainly below 1
+        (or above gate_ratio), the computed gate is exactly 0 (or 1) and carries no error.
+
+    Returns
+    -------
+    ndarray, shape (M, nu)
+    """
+    if activation_ulps is None:
+        activation_ulps = TANH32_RELATIVE_UNITS if precision == "float32" else ACTIVATION_ULPS
+    ar = _Magnitudes(precision)
+    lo, hi = np.atleast_2d(lo), np.atleast_2d(hi)
+    M = len(lo)
+    x = ar.exact(np.maximum(np.abs(lo), np.abs(hi)))
+    dx = ar.add(x, ar.constant(np.broadcast_to(law.x_eq, lo.shape)), sign=-1.0)
+    backup_sum = _dot(ar, dx, law.K, bias=None)
+    u_backup = ar.add(ar.constant(np.broadcast_to(law.u_eq, (M, law.nu))), backup_sum, sign=-1.0)
+    Pdx = _dot(ar, dx, law.P, bias=None)
+    V = _sum(ar, ar.mul(dx, Pdx))
+    level = ar.div_constant(V, law.c)
+    s = ar.div_constant(ar.add(level, ar.exact(np.ones(M)), sign=-1.0), law.gate_ratio - 1.0)
+    s = ar.clip(s, 0.0, 1.0)
+    three_minus = ar.add(ar.exact(np.full(M, 3.0)), ar.mul(ar.exact(np.full(M, 2.0)), s), sign=-1.0)
+    gate = ar.mul(ar.mul(s, s), three_minus)
+    gate = Tracked(np.minimum(gate.a, 1.0), gate.e)
+    if level_range is not None:
+        # the computed s lies within e of the exact one; the clip then returns exactly 0 or 1
+        s_low = (np.asarray(level_range[0]) - 1.0) / (law.gate_ratio - 1.0) - s.e
+        s_high = (np.asarray(level_range[1]) - 1.0) / (law.gate_ratio - 1.0) + s.e
+        zero, one = s_high < 0.0, s_low > 1.0
+        gate = Tracked(np.where(zero, 0.0, np.where(one, 1.0, gate.a)), np.where(zero | one, 0.0, gate.e))
+    h = ar.div_constant(dx, np.broadcast_to(law.x_scale, lo.shape))
+    for index, (W, b) in enumerate(zip(law.weights, law.biases)):
+        h = _dot(ar, h, W, bias=b)
+        if index < len(law.weights) - 1:
+            h = ar.tanh(h, activation_ulps)
+    scaled = ar.mul(ar.constant(np.broadcast_to(law.u_scale, (M, law.nu))), h)
+    gate_u = Tracked(np.repeat(gate.a[:, None], law.nu, axis=1), np.repeat(gate.e[:, None], law.nu, axis=1))
+    u = ar.add(u_backup, ar.mul(gate_u, scaled))
+    limits = deployed_input_limits(law, precision)
+    u = ar.clip(u, law.u_min, law.u_max, limits)
+    fallback = ar.clip(u_backup, law.u_min, law.u_max, limits)
+    return np.maximum(u.e, fallback.e)

@@ -143,11 +143,19 @@ class LawOutput:
 
 
 def _outward_float32(values: np.ndarray, direction: float) -> np.ndarray:
-    """Round to float32 away from the inside of the region (direction -1 for lower bounds, +1 upper)."""
+    """Round to float32 in ``direction`` (-1: result <= value, +1: result >= value; infinities kept)."""
     rounded = values.astype(np.float32)
     needs = np.isfinite(values) & ((rounded.astype(float) - values) * direction < 0)
     rounded[needs] = np.nextafter(rounded[needs], np.float32(direction * np.inf))
     return rounded.astype(float)
+
+
+def deployed_input_limits(law: DeployedLaw, precision: str) -> tuple:
+    """The saturation limits as the artefacts store them: in float32 rounded *inward* (the lower limit
+    up, the upper down), so a float32 output never exceeds a declared limit; in float64 exact."""
+    if precision == "float64":
+        return law.u_min, law.u_max
+    return _outward_float32(law.u_min, +1.0), _outward_float32(law.u_max, -1.0)
 
 
 def law_from_run(run_dir: Path) -> DeployedLaw:

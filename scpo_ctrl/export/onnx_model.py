@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
 from .law import (BRANCH_BACKUP, BRANCH_BLEND, BRANCH_FALLBACK, BRANCH_NETWORK, REASON_NONFINITE_OUTPUT,
-                  REASON_NONFINITE_STATE, REASON_OK, REASON_OUTSIDE_REGION, DeployedLaw)
+                  REASON_NONFINITE_STATE, REASON_OK, REASON_OUTSIDE_REGION, DeployedLaw,
+                  deployed_input_limits)
 
 OPSET = 17
 IR_VERSION = 8
@@ -107,8 +108,9 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
     backup_nan = g.op("IsNaN", [u_backup])
     fallback = g.op("Where", [g.op("Or", [state_bad, backup_nan]), u_eq, u_backup])
     chosen = g.op("Where", [tripped, fallback, u_raw])
-    saturated = g.op("Min", [g.op("Max", [chosen, g.const("u_min", law.u_min[None, :])]),
-                             g.const("u_max", law.u_max[None, :])], "u")
+    u_min, u_max = deployed_input_limits(law, precision)  # float32: rounded inward
+    saturated = g.op("Min", [g.op("Max", [chosen, g.const("u_min", u_min[None, :])]),
+                             g.const("u_max", u_max[None, :])], "u")
     flat = g.const("flat", np.array([-1]), np.int64)
     outputs = {"u": saturated}
     for name, column in (("branch", branch), ("reason", reason), ("gate", gate), ("level", level)):

@@ -1,0 +1,1 @@
+"""Verification of an exported control law: integrity, equivalence, closed loop, falsification, reachability."""
