@@ -13,7 +13,7 @@ import math
 import sys
 
 from . import __version__
-from .errors import ScpoError
+from .errors import ScpoError, UsageError
 from .files import json_safe
 
 EXIT_OK, EXIT_UNSAFE, EXIT_BAD_INPUT = 0, 1, 2
@@ -64,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--target", default="host", help="host (default) | cortex-m4 (also cross-compiles)")
     export.add_argument("--json", action="store_true", help="print manifest.json on stdout")
     export.set_defaults(handler=_export)
+
+    verify = verbs.add_parser("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
+    verify.add_argument("run_dir", help="run directory with an export/")
+    verify.add_argument("--samples", type=int, default=10_000, help="uniform random initial states (default 10000)")
+    verify.add_argument("--halton", type=int, default=4096, help="low-discrepancy initial states (default 4096)")
+    verify.add_argument("--beta", type=float, default=1e-3, help="confidence parameter of the scenario bound")
+    verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument("--cells", type=int, dest="cells_per_axis", help="reachability grid cells per state")
+    verify.add_argument("--depth", type=int, default=2, dest="max_depth", help="bisections of failing cells (2)")
+    verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
+    verify.set_defaults(handler=_verify)
     return parser
 
 
@@ -126,6 +137,40 @@ def _export(args: argparse.Namespace) -> int:
                   f"{check['worst_error']:.3g} ({check['worst_bound_ratio']:.3f} of the tolerance), "
                   f"branch mismatches {check['branch_mismatches']} -> {'ok' if check['passed'] else 'FAILED'}")
     return EXIT_OK if result.equivalent else EXIT_UNSAFE
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify.run import VerifyRequest, run_verify
+
+    if args.samples < 1 or args.halton < 0 or args.max_depth < 0 or (args.cells_per_axis is not None
+                                                                        and args.cells_per_axis < 1):
+        raise UsageError("--samples, --cells must be >= 1; --halton, --depth >= 0")
+    result = run_verify(VerifyRequest(run_dir=args.run_dir, samples=args.samples, halton=args.halton,
+                                      beta=args.beta, seed=args.seed, cells_per_axis=args.cells_per_axis,
+                                      max_depth=args.max_depth))
+    certificate = result.certificate
+    if args.json:
+        print(json.dumps(json_safe(certificate), indent=2))
+        return result.exit_code
+    print(f"certificate {result.path}")
+    for check in certificate["checks"]:
+        print(f"  {check['verdict']:<9} {check['name']}: {check['evidence']}, {check['seconds']:.1f} s")
+        details, counterexample = check["details"], check["counterexample"]
+        if check["name"] == "closed_loop_safety":
+            print(f"            {details['initial_states']} closed loops, {details['violating_trajectories']} "
+                  f"violating; C in the loop at {details['steps_per_second_c_in_the_loop']:.3g} steps/s")
+            if details["scenario_bound"]:
+                print(f"            {details['scenario_bound']['statement']}")
+        if check["name"] == "closed_loop_reach":
+            print(f"            reach rate {details['reach_rate']:.4f}")
+        if check["name"] == "reachability" and "cells" in details:
+            print(f"            {details['verified_cells']} of {details['cells']} cells verified "
+                  f"({100 * details['verified_fraction_of_box']:.1f}% of the box)")
+        if counterexample:
+            print(f"            counterexample: {json.dumps(json_safe(counterexample))}")
+    print("  safe for every initial state of the box: "
+          + ("yes (proof)" if certificate["summary"]["safe_for_every_initial_state_of_the_box"] else "not shown"))
+    return result.exit_code
 
 
 def _format_matrix(rows: list, indent: str) -> str:

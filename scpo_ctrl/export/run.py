@@ -206,3 +206,15 @@ def _swap_in(staging: Path, target: Path) -> None:
     os.replace(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def build_host_law(law: DeployedLaw, precision: str, directory: Path, input_hash: str = "verification") -> HostLaw:
+    """Render and compile the law's C for the host in ``precision`` into ``directory`` (outside any export),
+    e.g. the other precision's twin that verification compares against."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sources = [*render_bundle(law, precision, input_hash), render_host_batch(law, precision, input_hash)]
+    for source in sources:
+        atomic_write_text(directory / source.name, source.text)
+    library = f"lib{law.name}_policy_{precision}.so"
+    build.shared_library([s.name for s in sources if s.name.endswith(".c")], directory, library)
+    return HostLaw(directory / library, law.name, law.nx, law.nu, precision)

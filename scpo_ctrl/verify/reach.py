@@ -2,8 +2,9 @@
 
 For ``x+ = A x + B u + e`` and the deployed law, write each input as
 ``u = lam (u_eq - K dx) + w`` with ``lam`` 1 (the backup plus a deviation:
-tight while the input is unsaturated) or 0 (a bounded input: tight while it
-saturates), chosen per cell, input and step. Then
+tight while the input is unsaturated), 0 (a bounded input: tight while it
+saturates) or the saturation's chord slope (partly saturated), chosen per
+cell, input and step. Then
 
     x+ = (A - B diag(lam) K) x + (...) + B w,
 
@@ -143,24 +144,29 @@ class _Analysis:
         v_min = self.lambda_min * np.sum(gap**2, axis=1)
         return v_min / law.c * (1 - ROUND_OFF_WIDENING), v_max / law.c * (1 + ROUND_OFF_WIDENING)
 
-    def deviation_bounds(self, lo: np.ndarray, hi: np.ndarray) -> tuple:
-        """The control over boxes as ``u = lam * lin + w``, ``lin = u_eq - K dx``, per input either
-        ``lam = 1`` (w = clip(lin + g) - lin: tight while unsaturated) or ``lam = 0`` (w = clip(lin + g):
-        tight while saturated), whichever bounds ``w`` more narrowly.
+    def deviation_bounds(self, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray, G: np.ndarray) -> tuple:
+        """The control over zonotopes as ``u = lam * lin + w`` per input, ``lin = u_eq - K dx``.
+
+        ``lin`` is bounded exactly over the zonotope ``centre + G xi``; the network and the gate over its
+        bounding box ``[lo, hi]``. ``lam`` is chosen per input among 1 (tight while unsaturated), 0 (tight
+        while saturated) and the chord slope of the saturation over the range of ``lin`` (partly
+        saturated), whichever bounds ``w`` most narrowly; for each, ``w``'s range is exact given the
+        ranges of ``lin`` and of the network's contribution ``g``, because ``clip(lin + g) - lam lin`` is
+        non-decreasing in ``g`` and piecewise linear in ``lin`` (extremes at the ends or the kinks).
 
         Returns (lam, w_lo, w_hi), each of shape (M, nu).
         """
         law = self.law
-        centre, radius = (lo + hi) / 2 - law.x_eq, (hi - lo) / 2
-        lin_c = law.u_eq - centre @ law.K.T
-        lin_r = radius @ np.abs(law.K).T
+        lin_c = law.u_eq - (centre - law.x_eq) @ law.K.T
+        lin_r = np.abs(np.einsum("kj,mjg->mkg", law.K, G)).sum(axis=2)
         lin_lo, lin_hi = lin_c - lin_r, lin_c + lin_r
+        box_c, radius = (lo + hi) / 2 - law.x_eq, (hi - lo) / 2
         level_lo, level_hi = self.level_range(lo, hi)
         s_lo = np.clip((level_lo - 1.0) / (law.gate_ratio - 1.0), 0.0, 1.0)
         s_hi = np.clip((level_hi - 1.0) / (law.gate_ratio - 1.0), 0.0, 1.0)
         gate_lo, gate_hi = s_lo * s_lo * (3 - 2 * s_lo), s_hi * s_hi * (3 - 2 * s_hi)
         # network by interval bound propagation
-        c, r = centre / law.x_scale, radius / law.x_scale
+        c, r = box_c / law.x_scale, radius / law.x_scale
         for index, (W, b) in enumerate(zip(law.weights, law.biases)):
             c, r = c @ W.T + b, r @ np.abs(W).T
             if index < len(law.weights) - 1:
@@ -170,18 +176,36 @@ class _Analysis:
         products = np.stack([gate_lo[:, None] * y_lo, gate_lo[:, None] * y_hi,
                              gate_hi[:, None] * y_lo, gate_hi[:, None] * y_hi])
         g_lo, g_hi = products.min(axis=0), products.max(axis=0)
-        # clip(lin + g) - lin is non-decreasing in g and non-increasing in lin; clip(lin + g) non-decreasing in both
-        linear_lo = np.clip(lin_hi + g_lo, law.u_min, law.u_max) - lin_hi
-        linear_hi = np.clip(lin_lo + g_hi, law.u_min, law.u_max) - lin_lo
-        flat_lo = np.clip(lin_lo + g_lo, law.u_min, law.u_max)
-        flat_hi = np.clip(lin_hi + g_hi, law.u_min, law.u_max)
-        use_linear = (linear_hi - linear_lo) <= (flat_hi - flat_lo)
-        lam = use_linear.astype(float)
-        w_lo = np.where(use_linear, linear_lo, flat_lo)
-        w_hi = np.where(use_linear, linear_hi, flat_hi)
+
+        width = np.maximum(lin_hi - lin_lo, 1e-300)
+        chord = (np.clip(lin_hi, law.u_min, law.u_max) - np.clip(lin_lo, law.u_min, law.u_max)) / width
+        best = None
+        for lam in (np.ones_like(lin_lo), np.zeros_like(lin_lo), chord):
+            w_lo = self._extreme(lam, lin_lo, lin_hi, g_lo, np.minimum)
+            w_hi = self._extreme(lam, lin_lo, lin_hi, g_hi, np.maximum)
+            if best is None:
+                best = [lam, w_lo, w_hi]
+            else:
+                better = (w_hi - w_lo) < (best[2] - best[1])
+                for k, value in enumerate((lam, w_lo, w_hi)):
+                    best[k] = np.where(better, value, best[k])
+        lam, w_lo, w_hi = best
         delta = float_error_bound_box(law, lo, hi, self.settings.precision, level_range=(level_lo, level_hi))
         slack = ROUND_OFF_WIDENING * (1.0 + np.abs(w_lo) + np.abs(w_hi))
         return lam, w_lo - delta - slack, w_hi + delta + slack
+
+    def _extreme(self, lam, lin_lo, lin_hi, g, pick):
+        """min or max over lin in [lin_lo, lin_hi] of clip(lin + g) - lam lin (g fixed per entry)."""
+        law = self.law
+        candidates = [lin_lo, lin_hi]
+        for limit in (law.u_min, law.u_max):
+            kink = np.clip(limit - g, lin_lo, lin_hi)  # where lin + g hits a limit (clipped into the range)
+            candidates.append(np.where(np.isfinite(kink), kink, lin_lo))
+        values = [np.clip(v + g, law.u_min, law.u_max) - lam * v for v in candidates]
+        result = values[0]
+        for value in values[1:]:
+            result = pick(result, value)
+        return result
 
     def rows_violated(self, centre: np.ndarray, G: np.ndarray) -> tuple:
         """Which zonotopes (M) may violate a safety row; returns (mask, row name per zonotope)."""
@@ -274,8 +298,8 @@ class _Analysis:
             idx = np.flatnonzero(active)
             if len(idx) == 0:
                 break
-            lam, w_lo, w_hi = self.deviation_bounds(box_lo[~(bad | inside)], box_hi[~(bad | inside)])
             c, g = centre[idx], G[idx]
+            lam, w_lo, w_hi = self.deviation_bounds(box_lo[~(bad | inside)], box_hi[~(bad | inside)], c, g)
             # x+ = A x + B (lam * (u_eq - K (x - x_eq)) + w) + e, with lam per cell and input
             BL = self.B[None, :, :] * lam[:, None, :]  # (m, nx, nu)
             A_cells = self.A[None] - np.einsum("mij,jk->mik", BL, law.K)

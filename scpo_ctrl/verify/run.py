@@ -1,0 +1,385 @@
+"""``scpo-ctrl verify RUN_DIR``: check the exported artefacts and write ``RUN_DIR/certificate.json``.
+
+Checks, in order (each with its claim, verdict, evidence and numbers):
+
+1. ``integrity``: every file of ``export/manifest.json`` has its recorded sha256, and the manifest's
+   inputs hash matches the run's current ``plant.yaml`` and ``policy.npz`` (a stale export fails).
+2. ``equivalence``: the Python float64 reference, the exported ONNX under onnxruntime, and the host C
+   in float64 and float32 on the 10,000-state campaign, each within its tolerance.
+3. ``closed_loop_safety`` and ``closed_loop_reach``: Monte Carlo with the exported C in the loop from
+   low-discrepancy plus seeded uniform initial states of the initial box (>= 10,000 by default);
+   per row the worst value; with no violation among the i.i.d. uniform ones, the scenario bound.
+4. ``falsification``: a multi-start search for the worst initial state per row; the best is
+   replayed with the C in the loop.
+5. ``reachability``: for affine plants, a sound reachable-set computation from the whole box
+   (cells, zonotopes, interval bounds through the network, the float32 deviation included).
+
+Exit status: 0 when integrity holds and nothing is FALSIFIED, 1 otherwise, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import qmc
+
+from .. import __version__
+from ..config.plant_spec import load_plant_spec
+from ..errors import UsageError
+from ..export.campaign import equivalence_campaign
+from ..export.equivalence import compare
+from ..export.error_bound import ONNX_ACTIVATION_ULPS, float_error_bound_box
+from ..export.host_library import HostLaw
+from ..export.law import evaluate, law_from_run
+from ..export.run import build_host_law, inputs_hash, run_onnx, sha256_file
+from ..files import atomic_write, atomic_write_json, json_safe
+from ..plant.model import build_plant
+from ..policy.residual import ResidualPolicy
+from . import falsify, reach
+from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Check
+from .closed_loop import simulate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """What the command line asked for.
+
+    Attributes
+    ----------
+    run_dir : str
+    samples : int
+        Uniform random initial states of the Monte Carlo (the low-discrepancy ones come on top).
+    halton : int
+        Low-discrepancy initial states.
+    beta : float
+        Confidence parameter of the scenario bound.
+    seed : int
+    cells_per_axis : int or None
+        Reachability grid (None: by dimension).
+    max_depth : int
+        Bisections of failing cells.
+    falsify_starts : int
+        Random starts per row of the falsification search (on top of the Monte Carlo's worst).
+    """
+
+    run_dir: str
+    samples: int = 10_000
+    halton: int = 4096
+    beta: float = 1e-3
+    seed: int = 0
+    cells_per_axis: int | None = None
+    max_depth: int = 2
+    falsify_starts: int = 4
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    certificate: dict
+    path: Path
+    exit_code: int
+
+
+def run_verify(request: VerifyRequest) -> VerifyResult:
+    run_dir = Path(request.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    manifest_path = run_dir / "export" / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{run_dir}: no export/manifest.json (run `scpo-ctrl export {run_dir}` first)")
+    if request.samples < 1 or request.halton < 0 or not 0 < request.beta < 1:
+        raise UsageError("--samples must be >= 1, --halton >= 0 and --beta in (0, 1)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{manifest_path}: not valid JSON ({exc})") from None
+    law = law_from_run(run_dir)
+    spec = load_plant_spec(run_dir / "plant.yaml")
+    model = build_plant(spec)
+    policy, theta, _ = ResidualPolicy.load(run_dir / "policy.npz")
+    precision = manifest.get("precision", "float32")
+    box = _initial_box(spec)
+    horizon = spec.safety.horizon
+
+    checks = [_integrity(run_dir, manifest, law, precision)]
+    sets = None
+    if checks[0].verdict != VERIFIED:
+        # never execute artefacts that are not the ones the manifest describes (a modified shared
+        # library could do anything when loaded)
+        for name in ("equivalence", "closed_loop_safety", "closed_loop_reach", "falsification", "reachability"):
+            checks.append(Check(name=name, claim="not checked", verdict=UNKNOWN, evidence="not run",
+                                seconds=0.0, details={"reason": "integrity failed: the artefacts are not the "
+                                                                "exported ones"}))
+    else:
+        with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
+            host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu,
+                           precision)
+            other = "float64" if precision == "float32" else "float32"
+            twin = build_host_law(law, other, Path(temporary))
+            checks.append(_equivalence(law, run_dir, precision, host, twin, box))
+            safety, reach_check, worst_starts = _monte_carlo(law, model, host, box, horizon, request, precision)
+            checks += [safety, reach_check]
+            checks.append(_falsification(law, model, policy, theta, host, box, horizon, worst_starts, request))
+            reach_result_check, sets = _reachability(law, model, box, horizon, request, precision)
+            checks.append(reach_result_check)
+
+    if sets is not None:
+        atomic_write(run_dir / "verify" / "reach_sets.npz", lambda handle: np.savez(handle, **sets))
+    verdicts = {check.name: check.verdict for check in checks}
+    integrity_ok = verdicts["integrity"] == VERIFIED
+    falsified = [name for name, verdict in verdicts.items() if verdict == FALSIFIED]
+    exit_code = 0 if integrity_ok and not falsified else 1
+    certificate = {
+        "format": CERTIFICATE_FORMAT, "generator": f"scpo-ctrl {__version__}", "plant": law.name,
+        "run_dir": str(run_dir), "precision": precision,
+        "manifest_sha256": sha256_file(manifest_path), "inputs_sha256": manifest.get("inputs_sha256"),
+        "artefacts": manifest.get("artefacts", {}),
+        "initial_box": {name: [float(lo), float(hi)] for name, (lo, hi) in zip(law.state_names, box)},
+        "horizon_steps": horizon,
+        "summary": {
+            "verified": [n for n, v in verdicts.items() if v == VERIFIED],
+            "falsified": falsified, "unknown": [n for n, v in verdicts.items() if v == UNKNOWN],
+            "safe_for_every_initial_state_of_the_box": verdicts.get("reachability") == VERIFIED and integrity_ok
+            and not falsified,
+        },
+        "checks": [check.to_dict() for check in checks],
+        "exit_code": exit_code,
+    }
+    path = run_dir / "certificate.json"
+    atomic_write_json(path, json_safe(certificate))
+    return VerifyResult(certificate=certificate, path=path, exit_code=exit_code)
+
+
+def _initial_box(spec) -> np.ndarray:
+    initial = spec.safety.initial_states
+    if initial.box is not None:
+        return np.asarray(initial.box, dtype=float)
+    points = np.asarray(initial.points, dtype=float)
+    return np.column_stack([points.min(axis=0), points.max(axis=0)])
+
+
+# -- 1. integrity --------------------------------------------------------------------------------
+def _integrity(run_dir: Path, manifest: dict, law, precision: str) -> Check:
+    start = time.perf_counter()
+    export = run_dir / "export"
+    problems = []
+    for relative, digest in sorted(manifest.get("artefacts", {}).items()):
+        path = export / relative
+        if not path.is_file():
+            problems.append(f"export/{relative}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"export/{relative}: sha256 differs from the manifest")
+    current = inputs_hash((run_dir / "plant.yaml").read_bytes(), law, precision, manifest.get("target", "host"))
+    if current != manifest.get("inputs_sha256"):
+        problems.append("export/manifest.json: inputs hash differs from the run's plant.yaml + policy.npz "
+                        "(the export is stale: export again)")
+    return Check(
+        name="integrity",
+        claim="every exported file has the sha256 its manifest records, and the export was made from this run's "
+              "plant file and weights",
+        verdict=FALSIFIED if problems else VERIFIED, evidence="hash comparison",
+        seconds=time.perf_counter() - start,
+        details={"files": len(manifest.get("artefacts", {})), "problems": problems},
+        counterexample={"files": problems} if problems else None,
+    )
+
+
+# -- 2. equivalence -------------------------------------------------------------------------------
+def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLaw, box: np.ndarray) -> Check:
+    start = time.perf_counter()
+    X = equivalence_campaign(law, seed=1).X
+    results = [
+        compare(law, f"c-host-{precision} (exported)", precision, X, host.evaluate(X)),
+        compare(law, f"c-host-{twin.precision} (same law, other precision)", twin.precision, X, twin.evaluate(X)),
+        compare(law, f"onnxruntime-{precision} (exported)", precision, X,
+                run_onnx(run_dir / "export" / "policy.onnx", X, precision), any_order=True,
+                activation_ulps=ONNX_ACTIVATION_ULPS),
+    ]
+    failed = [r for r in results if not r.passed]
+    budget_box = float(np.max(float_error_bound_box(law, box[:, 0][None], box[:, 1][None], "float32")))
+    details = {
+        "states": len(X), "implementations": [r.to_dict() for r in results],
+        "float32_worst_error_on_campaign": max(r.worst_error for r in results if r.precision == "float32"),
+        "float32_error_bound_over_the_initial_box": budget_box,
+    }
+    counterexample = None
+    if failed:
+        worst = max(failed, key=lambda r: r.worst_bound_ratio)
+        counterexample = {"implementation": worst.implementation, "state": worst.worst_state,
+                          "error": worst.worst_error, "error_over_tolerance": worst.worst_bound_ratio}
+    return Check(
+        name="equivalence",
+        claim=f"on the {len(X)} campaign states (inside and beyond the state box, on its boundary, near both gate "
+              "switching surfaces and the equilibrium) the exported C and ONNX and the other precision's C compute "
+              "the reference law within their tolerances, with the same branch away from the switching surfaces",
+        verdict=FALSIFIED if failed else VERIFIED, evidence=f"sampled ({len(X)} states)",
+        seconds=time.perf_counter() - start, details=details, counterexample=counterexample,
+    )
+
+
+# -- 3. Monte Carlo --------------------------------------------------------------------------------
+def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest, precision: str) -> tuple:
+    start = time.perf_counter()
+    rng = np.random.default_rng(request.seed)
+    low, high = box[:, 0], box[:, 1]
+    # a Halton sequence seeded differently from the validation set's (seed + 1000), so it adds new states
+    quasi = (low + qmc.Halton(d=law.nx, scramble=True, seed=request.seed + 1000).random(request.halton) * (high - low)
+             if request.halton else np.zeros((0, law.nx)))
+    uniform = rng.uniform(low, high, size=(request.samples, law.nx))
+    X0 = np.concatenate([quasi, uniform])
+    run_c = simulate(model, lambda X: host.evaluate(X).u, X0, horizon, law.P, law.c, law.x_eq)
+    run_ref = simulate(model, lambda X: evaluate(law, X).u, X0, horizon, law.P, law.c, law.x_eq)
+    seconds_c = time.perf_counter() - start
+    violating = run_c.violating()
+    reached = run_c.reached()
+    n_uniform = request.samples
+    iid = slice(len(quasi), None)
+    worst = run_c.worst_per_row()
+    per_row = {name: {"worst": float(worst[i]), "violating_trajectories": int(np.sum(np.any(run_c.g[:, :, i] > 0,
+                                                                                          axis=1)))}
+               for i, name in enumerate(run_c.row_names)}
+    finite_ref = np.isfinite(run_ref.g) & np.isfinite(run_c.g)
+    deviation = float(np.max(np.abs(run_c.g - run_ref.g)[finite_ref])) if finite_ref.any() else 0.0
+    epsilon = math.log(1.0 / request.beta) / n_uniform
+    details = {
+        "initial_states": len(X0), "low_discrepancy": len(quasi), "uniform_iid": n_uniform, "seed": request.seed,
+        "horizon_steps": horizon, "closed_loop_steps": int(len(X0) * horizon),
+        "steps_per_second_c_in_the_loop": None,
+        "rows": per_row, "input_rows_worst": {name: float(v) for name, v in zip(
+            run_c.input_row_names, run_c.g_input.max(axis=(0, 1)))},
+        "violating_trajectories": int(violating.sum()),
+        "float32_vs_float64_closed_loop_max_row_difference": deviation,
+        "reference_float64_violating_trajectories": int(run_ref.violating().sum()),
+    }
+    # throughput of the C closed loop alone (timed again, small)
+    t0 = time.perf_counter()
+    simulate(model, lambda X: host.evaluate(X).u, X0[:2000], horizon, law.P, law.c, law.x_eq)
+    details["steps_per_second_c_in_the_loop"] = 2000 * horizon / (time.perf_counter() - t0)
+    counterexample = None
+    if violating.any():
+        score = np.where(np.isfinite(run_c.g), run_c.g, 1e300).max(axis=(1, 2))
+        k = int(np.argmax(score))
+        row = int(np.argmax(np.where(np.isfinite(run_c.g[k]), run_c.g[k], 1e300).max(axis=0)))
+        step = int(np.argmax(run_c.g[k, :, row]))
+        counterexample = {"x0": X0[k].tolist(), "row": run_c.row_names[row], "step": step,
+                          "value": float(run_c.g[k, step, row]), "in": f"c-host-{precision} closed loop"}
+    scenario = None
+    if not violating[iid].any():
+        scenario = {"epsilon": epsilon, "beta": request.beta, "samples": n_uniform,
+                    "statement": f"no violation in {n_uniform} i.i.d. uniform initial states: the probability that "
+                                 f"a uniformly drawn initial state of the box violates a constraint is at most "
+                                 f"{epsilon:.3g}, with confidence {1 - request.beta:g} (N >= ln(1/beta)/epsilon)"}
+    details["scenario_bound"] = scenario
+    safety = Check(
+        name="closed_loop_safety",
+        claim=f"from each of the {len(X0)} sampled initial states, the closed loop with the exported {precision} C "
+              f"satisfies every safety row at every step of the {horizon}-step horizon",
+        verdict=FALSIFIED if violating.any() else VERIFIED, evidence=f"sampled ({len(X0)} closed loops)",
+        seconds=time.perf_counter() - start, details=details, counterexample=counterexample,
+    )
+    missed = ~reached
+    reach_counterexample = None
+    if missed.any():
+        k = int(np.argmax(run_c.level[:, -1]))
+        reach_counterexample = {"x0": X0[k].tolist(), "level_at_horizon": float(run_c.level[k, -1]),
+                                "in": f"c-host-{precision} closed loop"}
+    reach_rate = float(reached.mean())
+    reach_epsilon = epsilon if not missed[iid].any() else None
+    reach_check = Check(
+        name="closed_loop_reach",
+        claim=f"from each of the {len(X0)} sampled initial states, the closed loop with the exported C ends the "
+              f"horizon inside the target set (V(x_H) <= c)",
+        verdict=FALSIFIED if missed.any() else VERIFIED, evidence=f"sampled ({len(X0)} closed loops)",
+        seconds=seconds_c,
+        details={"reach_rate": reach_rate, "missed": int(missed.sum()), "scenario_epsilon": reach_epsilon,
+                 "beta": request.beta, "worst_level_at_horizon": float(run_c.level[:, -1].max())},
+        counterexample=reach_counterexample,
+    )
+    # the worst initial states per row (and for the reach row) start the falsification search
+    starts = {}
+    for i, name in enumerate(run_c.row_names):
+        order = np.argsort(-run_c.g[:, :, i].max(axis=1))[:4]
+        starts[name] = X0[order]
+    starts[falsify.REACH] = X0[np.argsort(-run_c.level[:, -1])[:4]]
+    return safety, reach_check, starts
+
+
+# -- 4. falsification ------------------------------------------------------------------------------
+def _falsification(law, model, policy, theta, host: HostLaw, box, horizon, starts, request) -> Check:
+    start = time.perf_counter()
+    found = falsify.search(model, policy, theta, horizon, box, starts, random_starts=request.falsify_starts,
+                           seed=request.seed + 1)
+    replay = simulate(model, lambda X: host.evaluate(X).u, np.array([r.x0 for r in found]), horizon, law.P, law.c,
+                      law.x_eq)
+    rows = []
+    counterexample = None
+    for k, result in enumerate(found):
+        if result.row == falsify.REACH:
+            value_c = float(replay.level[k, -1] - 1.0)
+            step_c = horizon
+        else:
+            index = replay.row_names.index(result.row)
+            step_c = int(np.argmax(replay.g[k, :, index]))
+            value_c = float(replay.g[k, step_c, index])
+        rows.append({"row": result.row, "x0": result.x0.tolist(), "reference_value": result.value,
+                     "c_replay_value": value_c, "step": step_c, "evaluations": result.evaluations})
+        if value_c > 0 and (counterexample is None or value_c > counterexample["value"]):
+            counterexample = {"x0": result.x0.tolist(), "row": result.row, "step": step_c, "value": value_c,
+                              "in": "c-host closed loop (replayed)"}
+    return Check(
+        name="falsification",
+        claim="a multi-start local search (L-BFGS-B, CasADi gradients through the rollout) over the initial box "
+              "finds no initial state whose closed loop with the exported C violates a safety row or misses the "
+              "target set",
+        verdict=FALSIFIED if counterexample else UNKNOWN, evidence="search",
+        seconds=time.perf_counter() - start,
+        details={"rows": rows, "note": "a search that finds nothing proves nothing: UNKNOWN, with the smallest "
+                                      "margin found per row"},
+        counterexample=counterexample,
+    )
+
+
+# -- 5. reachability -------------------------------------------------------------------------------
+def _reachability(law, model, box, horizon, request: VerifyRequest, precision: str) -> tuple:
+    cells = request.cells_per_axis or {1: 64, 2: 16, 3: 6, 4: 4}.get(law.nx, 2)
+    settings = reach.ReachSettings(cells_per_axis=cells, max_depth=request.max_depth, precision=precision)
+    result = reach.analyse(law, model, box[:, 0], box[:, 1], horizon, settings)
+    if not result.applicable:
+        return Check(name="reachability", claim="for every initial state of the box: safe at every step and inside "
+                     "the target set by the horizon", verdict=UNKNOWN, evidence="not applicable",
+                     seconds=result.seconds, details={"reason": result.reason}), None
+    failing = [c for c in result.cells if not c.verified]
+    details = {
+        "cells": len(result.cells), "verified_cells": len(result.cells) - len(failing),
+        "cells_per_axis": cells, "max_depth": request.max_depth,
+        "verified_fraction_of_box": float(sum(np.prod(c.hi - c.lo) for c in result.cells if c.verified)
+                                          / np.prod(box[:, 1] - box[:, 0])),
+        "target_set_robustly_invariant": result.target_invariant, "contraction_in_P_norm": result.contraction,
+        "float32_deviation_bound_in_target_set": result.float32_deviation_in_target,
+        "failing_cells": [{"lo": c.lo.tolist(), "hi": c.hi.tolist(), "step": c.failed_step,
+                           "because": c.failed_because} for c in failing[:50]],
+        "failing_cells_listed": min(len(failing), 50), "failing_cells_total": len(failing),
+        "method": "zonotopes per cell through A - B diag(lam) K, interval bound propagation of the network, gate "
+                  "and saturation, float32 deviation bound added; reach T (robustly invariant) ends a cell",
+    }
+    verdict = VERIFIED if result.verified else UNKNOWN
+    sets = {"lo": np.array([c.lo for c in result.cells]), "hi": np.array([c.hi for c in result.cells]),
+            "verified": np.array([c.verified for c in result.cells]),
+            "entered": np.array([-1 if c.entered_step is None else c.entered_step for c in result.cells]),
+            "boxes": result.boxes}
+    return Check(
+        name="reachability",
+        claim="for every initial state of the box (not samples): the closed loop with the deployed "
+              f"{precision} law stays inside every safety row at every step and enters the target set by the "
+              "horizon, after which it stays there and safe",
+        verdict=verdict, evidence="proof (sound over-approximation)" if verdict == VERIFIED else
+        "over-approximation inconclusive on the failing cells", seconds=result.seconds, details=details), sets
+

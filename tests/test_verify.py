@@ -1,0 +1,245 @@
+"""`scpo-ctrl verify`: integrity, counterexamples that replay in C, sound reachable sets, the certificate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scpo_ctrl.adapt import AdaptRequest, run_adapt
+from scpo_ctrl.cli import main
+from scpo_ctrl.config.plant_spec import load_plant_spec
+from scpo_ctrl.export.host_library import HostLaw
+from scpo_ctrl.export.law import evaluate, law_from_run
+from scpo_ctrl.export.run import ExportRequest, run_export
+from scpo_ctrl.plant.model import build_plant
+from scpo_ctrl.verify import reach
+from scpo_ctrl.verify.closed_loop import simulate
+from scpo_ctrl.verify.run import VerifyRequest, run_verify
+
+from .conftest import MODELS
+
+FAST = dict(samples=1000, halton=256, cells_per_axis=4, max_depth=0, falsify_starts=1)
+
+
+def _exported_copy(source: Path, destination: Path, precision: str = "float32") -> Path:
+    destination.mkdir(parents=True)
+    for name in ("plant.yaml", "policy.npz"):
+        shutil.copyfile(source / name, destination / name)
+    run_export(ExportRequest(run_dir=str(destination), precision=precision))
+    return destination
+
+
+def _check(certificate: dict, name: str) -> dict:
+    return next(check for check in certificate["checks"] if check["name"] == name)
+
+
+def _host(run: Path) -> HostLaw:
+    law = law_from_run(run)
+    return HostLaw(run / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, "float32")
+
+
+@pytest.mark.parametrize("victim", ["double_integrator_policy.c", "policy.onnx", "host/libdouble_integrator_policy.so"])
+def test_one_flipped_byte_fails_integrity_naming_the_file(adapted_runs, tmp_path, capsys, victim):
+    """DoD 3: flipping one byte of an exported file makes verify exit 1 and name the file."""
+    run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run")
+    path = run / "export" / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    result = run_verify(VerifyRequest(run_dir=str(run), **{k: v for k, v in FAST.items()}))
+    assert result.exit_code == 1
+    integrity = _check(result.certificate, "integrity")
+    assert integrity["verdict"] == "FALSIFIED"
+    assert any(victim in problem for problem in integrity["details"]["problems"])
+    assert json.loads((run / "certificate.json").read_text())["exit_code"] == 1
+
+
+def test_a_stale_export_fails_integrity(adapted_runs, tmp_path):
+    """New weights after the export: the certificate must not vouch for artefacts of other weights."""
+    run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run")
+    shutil.copyfile(adapted_runs["pendulum"] / "policy.npz", run / "policy.npz")
+    with pytest.raises(Exception):  # the pendulum's policy does not even fit the plant
+        run_verify(VerifyRequest(run_dir=str(run), **FAST))
+    from scpo_ctrl.policy.residual import ResidualPolicy
+
+    policy, theta, metadata = ResidualPolicy.load(adapted_runs["double_integrator"] / "policy.npz")
+    policy.save(run / "policy.npz", theta * 1.01, metadata)
+    result = run_verify(VerifyRequest(run_dir=str(run), **FAST))
+    assert result.exit_code == 1
+    assert any("stale" in p for p in _check(result.certificate, "integrity")["details"]["problems"])
+
+
+def test_intact_export_passes_integrity_and_equivalence(adapted_runs, tmp_path):
+    run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run")
+    result = run_verify(VerifyRequest(run_dir=str(run), **FAST))
+    certificate = result.certificate
+    assert _check(certificate, "integrity")["verdict"] == "VERIFIED"
+    equivalence = _check(certificate, "equivalence")
+    assert equivalence["verdict"] == "VERIFIED" and equivalence["details"]["states"] >= 10_000
+    names = {i["implementation"].split(" ")[0] for i in equivalence["details"]["implementations"]}
+    assert names == {"c-host-float32", "c-host-float64", "onnxruntime-float32"}
+    assert certificate["artefacts"] and certificate["manifest_sha256"]
+    assert (result.exit_code == 0) == (not certificate["summary"]["falsified"])
+
+
+@pytest.mark.slow
+def test_a_bad_policy_is_falsified_and_the_counterexample_replays_in_c(tmp_path):
+    """DoD 2: the unconstrained baseline's policy, exported, is FALSIFIED with a concrete initial state,
+    and that state violates a constraint in the compiled C closed loop."""
+    run = tmp_path / "bad"
+    run_adapt(AdaptRequest(plant=str(MODELS / "double_integrator.yaml"), out=str(run), iterations=30,
+                           method="unconstrained", progress=False))
+    run_export(ExportRequest(run_dir=str(run)))
+    result = run_verify(VerifyRequest(run_dir=str(run), samples=2000, halton=512, cells_per_axis=4, max_depth=0))
+    assert result.exit_code == 1
+    safety = _check(result.certificate, "closed_loop_safety")
+    assert safety["verdict"] == "FALSIFIED"
+    falsification = _check(result.certificate, "falsification")
+    assert falsification["verdict"] == "FALSIFIED"
+    spec = load_plant_spec(run / "plant.yaml")
+    model, law, host = build_plant(spec), law_from_run(run), _host(run)
+    for counterexample in (safety["counterexample"], falsification["counterexample"]):
+        x0 = np.array(counterexample["x0"])
+        box = np.asarray(spec.safety.initial_states.box)
+        assert np.all(x0 >= box[:, 0]) and np.all(x0 <= box[:, 1])
+        replay = simulate(model, lambda X: host.evaluate(X).u, x0[None], spec.safety.horizon, law.P, law.c, law.x_eq)
+        if counterexample["row"] == "target.reach":
+            assert replay.level[0, -1] > 1.0
+        else:
+            row = replay.row_names.index(counterexample["row"])
+            assert replay.g[0, counterexample["step"], row] == pytest.approx(counterexample["value"], rel=1e-9)
+            assert counterexample["value"] > 0
+    assert _check(result.certificate, "reachability")["verdict"] != "VERIFIED"
+
+
+def _backup_only(law):
+    """The law with a zero network output: exactly the (saturated) LQR backup."""
+    weights, biases = list(law.weights), list(law.biases)
+    weights[-1], biases[-1] = np.zeros_like(weights[-1]), np.zeros_like(biases[-1])
+    return replace(law, weights=tuple(weights), biases=tuple(biases))
+
+
+def test_reachability_proves_the_backup_safe_on_the_whole_box(adapted_runs):
+    """The method can prove something: the LQR backup alone (safe with margin on the DI box) is VERIFIED."""
+    run = adapted_runs["double_integrator"]
+    spec = load_plant_spec(run / "plant.yaml")
+    box = np.asarray(spec.safety.initial_states.box)
+    result = reach.analyse(_backup_only(law_from_run(run)), build_plant(spec), box[:, 0], box[:, 1],
+                           spec.safety.horizon, reach.ReachSettings(cells_per_axis=8, max_depth=3))
+    assert result.target_invariant and result.contraction < 1
+    assert result.verified, [c for c in result.cells if not c.verified][:3]
+
+
+def test_reachability_is_not_applicable_to_nonlinear_plants(adapted_runs):
+    run = adapted_runs["pendulum"]
+    spec = load_plant_spec(run / "plant.yaml")
+    box = np.asarray(spec.safety.initial_states.box)
+    result = reach.analyse(law_from_run(run), build_plant(spec), box[:, 0], box[:, 1], spec.safety.horizon)
+    assert not result.applicable and not result.verified and "affine" in result.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["adapted", "backup"])
+def test_reachable_sets_contain_100000_c_closed_loops(adapted_runs, tmp_path, which):
+    """DoD 1 soundness: 100,000 random closed loops with the float32 C, from the whole box, lie in their
+    cell's computed box at every step until the cell entered T, and in T ever after."""
+    run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run")
+    spec = load_plant_spec(run / "plant.yaml")
+    model, law = build_plant(spec), law_from_run(run)
+    if which == "backup":
+        law = _backup_only(law)
+        from scpo_ctrl.export.run import build_host_law
+
+        host = build_host_law(law, "float32", tmp_path / "backup")
+    else:
+        host = _host(run)
+    box = np.asarray(spec.safety.initial_states.box)
+    H = spec.safety.horizon
+    result = reach.analyse(law, model, box[:, 0], box[:, 1], H, reach.ReachSettings(cells_per_axis=8, max_depth=2))
+    lo = np.array([c.lo for c in result.cells])
+    hi = np.array([c.hi for c in result.cells])
+    entered = np.array([-1 if c.entered_step is None else c.entered_step for c in result.cells])
+    rng = np.random.default_rng(42)
+    X0 = rng.uniform(box[:, 0], box[:, 1], size=(100_000, law.nx))
+    X0 = np.concatenate([X0, lo, hi, (lo + hi) / 2])  # cell corners and centres too
+    cell = np.full(len(X0), -1)
+    for j in range(len(lo)):
+        inside = np.all((X0 >= lo[j]) & (X0 <= hi[j]), axis=1) & (cell < 0)
+        cell[inside] = j
+    assert np.all(cell >= 0)
+    loop = simulate(model, lambda X: host.evaluate(X).u, X0, H, law.P, law.c, law.x_eq)
+    checked = 0
+    for t in range(H + 1):
+        boxes = result.boxes[cell, t]  # (N, 2, nx), NaN once the cell entered T or failed
+        known = ~np.isnan(boxes[:, 0, 0])
+        x = loop.x[:, t]
+        slack = 1e-9 * (1 + np.abs(x))
+        assert np.all(x[known] >= boxes[known, 0] - slack[known]), t
+        assert np.all(x[known] <= boxes[known, 1] + slack[known]), t
+        after = (entered[cell] >= 0) & (t >= entered[cell])
+        assert np.all(loop.level[after, t] <= 1.0 + 1e-9), t
+        checked += int(known.sum())
+    assert checked > 100_000
+    if which == "backup":
+        assert result.verified
+
+
+@pytest.mark.slow
+def test_default_double_integrator_certificate_is_verified_or_explained(tmp_path):
+    """DoD 1: the default DI run is formally VERIFIED over the whole box, or the certificate says UNKNOWN with
+    the failing cells, and here is why: every failing cell is explained only if the certificate also holds a
+    concrete counterexample (a real violation, so no proof can exist) or the failing cells are listed with
+    the step and row where the over-approximation gave up."""
+    run = tmp_path / "di"
+    assert main(["adapt", str(MODELS / "double_integrator.yaml"), "--out", str(run), "--quiet"]) == 0
+    run_export(ExportRequest(run_dir=str(run)))
+    result = run_verify(VerifyRequest(run_dir=str(run), samples=4000, halton=1024))
+    certificate = result.certificate
+    reachability = _check(certificate, "reachability")
+    if reachability["verdict"] == "VERIFIED":
+        assert certificate["summary"]["safe_for_every_initial_state_of_the_box"]
+        assert not certificate["summary"]["falsified"] and result.exit_code == 0
+        return
+    assert reachability["verdict"] == "UNKNOWN"
+    details = reachability["details"]
+    assert details["failing_cells_total"] > 0 and details["failing_cells"]
+    for cell in details["failing_cells"]:
+        assert cell["because"] and cell["step"] is not None
+    found = [c["counterexample"] for c in certificate["checks"] if c["verdict"] == "FALSIFIED"]
+    assert found, "UNKNOWN without any counterexample: the over-approximation alone failed"
+    # the counterexamples are real: they lie in the box and violate in the C closed loop (replayed above)
+    assert certificate["summary"]["falsified"] and result.exit_code == 1
+
+
+def test_verify_cli_bad_input(tmp_path, adapted_runs, capsys):
+    assert main(["verify", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("plant.yaml", "policy.npz"):
+        shutil.copyfile(adapted_runs["double_integrator"] / name, run / name)
+    assert main(["verify", str(run)]) == 2
+    assert "scpo-ctrl export" in capsys.readouterr().err
+    run_export(ExportRequest(run_dir=str(run)))
+    assert main(["verify", str(run), "--samples", "0"]) == 2
+    (run / "export" / "manifest.json").write_text("{not json")
+    assert main(["verify", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert "manifest.json" in error and "Traceback" not in error
+
+
+def test_reference_closed_loop_matches_the_c_closed_loop(adapted_runs, tmp_path):
+    """The Monte Carlo's two loops (C float32, Python float64) agree to the float32 budget over the horizon."""
+    run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run")
+    spec = load_plant_spec(run / "plant.yaml")
+    model, law, host = build_plant(spec), law_from_run(run), _host(run)
+    X0 = np.random.default_rng(0).uniform(*np.asarray(spec.safety.initial_states.box).T, size=(200, 2))
+    c_loop = simulate(model, lambda X: host.evaluate(X).u, X0, 40, law.P, law.c, law.x_eq)
+    ref = simulate(model, lambda X: evaluate(law, X).u, X0, 40, law.P, law.c, law.x_eq)
+    assert np.max(np.abs(c_loop.x - ref.x)) < 1e-3
+    assert np.max(np.abs(c_loop.x - ref.x)) > 0  # float32 is in the loop, not the reference twice
