@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the default plant. Today: set up, `check` the plant (the
 # backup, its target set, its safety on the validation set), `adapt` it with
-# SCPO into runs/<plant>/ (re-running replaces that run: --force), then
-# `export` it to ONNX and C for the host and the Cortex-M4F. Each verb joins
-# this script as it lands (verify, hil, report).
+# SCPO into runs/<plant>/ (re-running replaces that run: --force), `export`
+# it to ONNX and C for the host and the Cortex-M4F, and `verify` the export
+# (certificate.json; exit 1 if a check finds a counterexample). Each verb
+# joins this script as it lands (hil, report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,3 +13,4 @@ PLANT="${1:-models/double_integrator.yaml}"
 .venv/bin/scpo-ctrl adapt "$PLANT" --force
 NAME="$(.venv/bin/python -c 'import sys; from scpo_ctrl.config.plant_spec import load_plant_spec; print(load_plant_spec(sys.argv[1]).name)' "$PLANT")"
 .venv/bin/scpo-ctrl export "runs/$NAME" --target cortex-m4
+.venv/bin/scpo-ctrl verify "runs/$NAME"

@@ -58,3 +58,14 @@ def adapted_runs(tmp_path_factory) -> dict:
             return run
 
     return Runs(cache)
+
+
+@pytest.fixture(scope="session")
+def default_double_integrator_run(tmp_path_factory) -> tuple:
+    """``scpo-ctrl adapt models/double_integrator.yaml`` with every default, once per session:
+    ``(run directory, exit code)``."""
+    from scpo_ctrl.cli import main
+
+    run = tmp_path_factory.mktemp("default") / "double_integrator"
+    code = main(["adapt", str(MODELS / "double_integrator.yaml"), "--out", str(run), "--quiet"])
+    return run, code

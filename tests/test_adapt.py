@@ -29,9 +29,9 @@ def _lines(run: Path) -> list:
 
 
 @pytest.mark.slow
-def test_default_double_integrator_run_is_safe_and_beats_the_backup(tmp_path, capsys):
-    run = tmp_path / "di"
-    assert main(["adapt", DI, "--out", str(run), "--quiet"]) == 0
+def test_default_double_integrator_run_is_safe_and_beats_the_backup(default_double_integrator_run, tmp_path, capsys):
+    run, code = default_double_integrator_run
+    assert code == 0
     records = _lines(run)
     assert records and all(r["g_max"] <= 0 for r in records)
     summary = json.loads((run / "adaptation.json").read_text())

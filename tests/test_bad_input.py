@@ -119,6 +119,12 @@ CASES = [
     ("nan-in-matrix", mutate(lambda d: d.update(dynamics={"linear": {"A": [[1.0, float("nan")], [0, 1]], "B": [[0], [0.1]]}})),
      "dynamics.linear.A[0][1]", "finite"),
     ("mpc-not-available", mutate(lambda d: d["backup"].update(type="mpc", horizon=10)), "backup.type", "not available"),
+    ("reach-level-zero", mutate(_set(("safety", "reach_level"), 0.0)), "safety.reach_level", "(0, 1]"),
+    ("reach-level-above-one", mutate(_set(("safety", "reach_level"), 1.5)), "safety.reach_level", "(0, 1]"),
+    ("corners-not-bool", mutate(_set(("safety", "initial_states", "corners"), "yes please")),
+     "safety.initial_states.corners", ""),
+    ("corners-with-points", mutate(lambda d: d["safety"].update(initial_states={"points": [[0.0, 0.0]], "corners": True})),
+     "safety.initial_states.corners", "box only"),
     ("imitation-without-expert", mutate(lambda d: d["task"].pop("expert")), "task", "needs an 'expert'"),
     ("not-a-file", lambda tmp: None, "", "file not found"),
 ]

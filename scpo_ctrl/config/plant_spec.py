@@ -94,20 +94,24 @@ class BackupSpec:
 
 @dataclass(frozen=True)
 class InitialStateSpec:
-    """The validation set: ``count`` low-discrepancy points in ``box (nx, 2)`` or explicit ``points (N, nx)``."""
+    """The validation set: ``count`` low-discrepancy points in ``box (nx, 2)`` (plus its ``2^nx`` corners
+    when ``corners``) or explicit ``points (N, nx)``."""
 
     box: np.ndarray | None
     count: int
     seed: int
     points: np.ndarray | None
+    corners: bool = False
 
 
 @dataclass(frozen=True)
 class SafetySpec:
-    """Rollout length [steps] and the validation initial states."""
+    """Rollout length [steps], the validation initial states, and how deep into the target set SCPO must
+    bring every validation trajectory by the horizon: ``V(x_H) <= reach_level * c`` (0 < reach_level <= 1)."""
 
     horizon: int
     initial_states: InitialStateSpec
+    reach_level: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -347,21 +351,27 @@ def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
 
 
 def _safety(field: Field, states) -> SafetySpec:
-    field.mapping(("horizon", "initial_states"), required=("horizon", "initial_states"))
+    field.mapping(("horizon", "initial_states", "reach_level"), required=("horizon", "initial_states"))
     horizon = field.child("horizon").integer(minimum=1, maximum=100_000)
-    initial = field.child("initial_states").mapping(("box", "count", "seed", "points"))
+    reach_level = 1.0
+    if field.has("reach_level"):
+        reach_level = field.child("reach_level").number()
+        if not 0.0 < reach_level <= 1.0:
+            raise field.child("reach_level").error(f"expected a number in (0, 1], got {reach_level:g}")
+    initial = field.child("initial_states").mapping(("box", "count", "seed", "points", "corners"))
     has_box, has_points = initial.has("box"), initial.has("points")
     if has_box == has_points:
         raise initial.error("expected exactly one of box (with count) or points")
     seed = initial.child("seed").integer(minimum=0, default=0)
     nx = len(states)
     if has_points:
-        if initial.has("count"):
-            raise initial.child("count").error("count applies to box only; points are used as given")
+        if initial.has("count") or initial.has("corners"):
+            key = "count" if initial.has("count") else "corners"
+            raise initial.child(key).error(f"{key} applies to box only; points are used as given")
         points = initial.child("points").matrix(cols=nx)
         for row, point in zip(initial.child("points").elements(), points):
             _inside_limits(row, point, states)
-        return SafetySpec(horizon, InitialStateSpec(None, len(points), seed, points))
+        return SafetySpec(horizon, InitialStateSpec(None, len(points), seed, points), reach_level)
     box_field = initial.child("box")
     names = [v.name for v in states]
     box_field.mapping(names, required=names)
@@ -378,7 +388,8 @@ def _safety(field: Field, states) -> SafetySpec:
         box[index] = lo, hi
     box.setflags(write=False)
     count = initial.child("count").integer(minimum=1, maximum=1_000_000)
-    return SafetySpec(horizon, InitialStateSpec(box, count, seed, None))
+    corners = initial.child("corners").boolean(default=False) if initial.has("corners") else False
+    return SafetySpec(horizon, InitialStateSpec(box, count, seed, None, corners), reach_level)
 
 
 def _bound(value: float | None) -> str:

@@ -85,6 +85,8 @@ class ControlAdaptation:
         names = [row.name for row in problem.model.rows] + [REACH_ROW]
         self.group_names = tuple(names)
         self.n_states = problem.x0.shape[0]
+        #: the reach row is V(x_H) - reach_level with reach_level = safety.reach_level * c
+        self.reach_level = problem.spec.safety.reach_level * problem.target.c
         steps = problem.spec.safety.horizon + 1
         ng = len(names) - 1
         # rows ordered state-major: for each state, (step, path row) pairs then the reach row
@@ -101,7 +103,7 @@ class ControlAdaptation:
     def rows_from(self, G: np.ndarray, x_final: np.ndarray) -> np.ndarray:
         """Constraint rows ``(n, k)`` from :meth:`RolloutEngine.metrics_batch` outputs ``G (n, N, H+1, ng)``."""
         target = self.problem.target
-        reach = target.value(x_final) - target.c
+        reach = target.value(x_final) - self.reach_level
         reach = np.where(np.isfinite(reach), reach, np.inf)
         n, N = G.shape[:2]
         rows = np.concatenate([G.reshape(n, N, -1), reach[..., None]], axis=2)  # (n, N, (H+1) ng + 1)
@@ -136,7 +138,7 @@ class ControlAdaptation:
         w_reach = ca.MX.sym("w_reach")
         target = self.problem.target
         dx = X[:, -1] - ca.DM(target.x_eq)
-        value = ca.sum2(ca.sum1(W * G)) + w_reach * (ca.mtimes([dx.T, ca.DM(target.P), dx]) - target.c)
+        value = ca.sum2(ca.sum1(W * G)) + w_reach * (ca.mtimes([dx.T, ca.DM(target.P), dx]) - self.reach_level)
         single, _ = compile_function("weighted_rows", [x0, theta, W, w_reach], [value, ca.gradient(value, theta)],
                                      ["x0", "theta", "W", "w_reach"], ["value", "grad"], self.jit)
         return single.map("weighted_rows_all", "serial", self.n_states, [1], [0, 1])

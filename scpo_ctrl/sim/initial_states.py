@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.stats import qmc
 
@@ -13,11 +15,16 @@ def validation_states(initial: InitialStateSpec) -> np.ndarray:
 
     Explicit points are returned as given. A box gives ``count`` points of a
     scrambled Halton sequence (scipy.stats.qmc) seeded with ``seed``, so the
-    same file always gives the same set.
+    same file always gives the same set, followed by the box's ``2^nx`` corners
+    when ``corners`` is set (for many plants the extreme trajectories start there).
     """
     if initial.points is not None:
         return np.array(initial.points, dtype=float)
     box = np.asarray(initial.box, dtype=float)
     nx = box.shape[0]
     unit = qmc.Halton(d=nx, scramble=True, seed=initial.seed).random(initial.count)
-    return box[:, 0] + unit * (box[:, 1] - box[:, 0])
+    points = box[:, 0] + unit * (box[:, 1] - box[:, 0])
+    if initial.corners:
+        choice = np.array(list(itertools.product((0, 1), repeat=nx)))
+        points = np.concatenate([points, box[np.arange(nx), choice]])
+    return points

@@ -55,8 +55,11 @@ class ClosedLoopBatch:
 
 
 def simulate(model: PlantModel, controller: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, horizon: int,
-             P: np.ndarray, c: float, x_eq: np.ndarray) -> ClosedLoopBatch:
-    """Run ``x+ = f(x, controller(x))`` from every row of ``x0 (N, nx)`` for ``horizon`` steps."""
+             P: np.ndarray, c: float, x_eq: np.ndarray, rows: bool = True) -> ClosedLoopBatch:
+    """Run ``x+ = f(x, controller(x))`` from every row of ``x0 (N, nx)`` for ``horizon`` steps.
+
+    ``rows=False`` skips evaluating the safety rows (``g`` and ``g_input`` are then empty).
+    """
     x0 = np.atleast_2d(np.asarray(x0, dtype=float))
     N, nx, nu = len(x0), model.nx, model.nu
     step = model.f.map(N)
@@ -68,8 +71,11 @@ def simulate(model: PlantModel, controller: Callable[[np.ndarray], np.ndarray], 
         if t < horizon:
             X[:, t + 1] = np.array(step(X[:, t].T, U[:, t].T)).T
     flat_x, flat_u = X.reshape(-1, nx), U.reshape(-1, nu)
-    G = _rows(model.g, flat_x, flat_u).reshape(N, horizon + 1, -1)
-    G_in = _rows(model.g_input, flat_x, flat_u).reshape(N, horizon + 1, -1)
+    if rows:
+        G = _rows(model.g, flat_x, flat_u).reshape(N, horizon + 1, -1)
+        G_in = _rows(model.g_input, flat_x, flat_u).reshape(N, horizon + 1, -1)
+    else:
+        G, G_in = np.zeros((N, horizon + 1, 0)), np.zeros((N, horizon + 1, 0))
     G = np.where(np.isfinite(G), G, np.inf)
     d = X - x_eq
     level = np.einsum("nti,ij,ntj->nt", d, P, d) / c

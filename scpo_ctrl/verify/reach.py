@@ -70,6 +70,7 @@ class ReachSettings:
     precision: str = "float32"
 
 
+
 @dataclass(frozen=True)
 class CellOutcome:
     """One final cell: its box, the verdict, and where it entered T or failed."""
@@ -92,9 +93,10 @@ class ReachResult:
         False for non-affine dynamics (then nothing else is set).
     reason : str
     cells : tuple of CellOutcome
-    boxes : ndarray, shape (n_cells, H+1, 2, nx)
-        Bounding boxes of each cell's reachable set at each step (NaN after the cell entered T
-        or failed).
+    pieces : dict
+        ``origin (R,)`` (index into ``cells``), ``step (R,)``, ``lo (R, nx)``, ``hi (R, nx)``: the
+        bounding box of every piece of every final cell's reachable set at every step until it
+        entered T or failed.
     target_invariant : bool
     contraction : float
         P-norm contraction factor of A - B K.
@@ -106,7 +108,7 @@ class ReachResult:
     applicable: bool
     reason: str
     cells: tuple
-    boxes: np.ndarray
+    pieces: dict
     target_invariant: bool
     contraction: float
     float32_deviation_in_target: float
@@ -145,54 +147,111 @@ class _Analysis:
         return v_min / law.c * (1 - ROUND_OFF_WIDENING), v_max / law.c * (1 + ROUND_OFF_WIDENING)
 
     def deviation_bounds(self, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray, G: np.ndarray) -> tuple:
-        """The control over zonotopes as ``u = lam * lin + w`` per input, ``lin = u_eq - K dx``.
+        """The control over zonotopes as ``u = lam * (a + F x) + w`` per input.
 
-        ``lin`` is bounded exactly over the zonotope ``centre + G xi``; the network and the gate over its
-        bounding box ``[lo, hi]``. ``lam`` is chosen per input among 1 (tight while unsaturated), 0 (tight
-        while saturated) and the chord slope of the saturation over the range of ``lin`` (partly
-        saturated), whichever bounds ``w`` most narrowly; for each, ``w``'s range is exact given the
-        ranges of ``lin`` and of the network's contribution ``g``, because ``clip(lin + g) - lam lin`` is
-        non-decreasing in ``g`` and piecewise linear in ``lin`` (extremes at the ends or the kinks).
+        Two linear parts are tried: the backup alone (``a + F x = u_eq - K dx``, the network's
+        contribution ``g = sigma u_scale phi`` an interval over the bounding box ``[lo, hi]``), and the
+        backup plus the residual's mean-value linearisation at the box centre (``F = -K + J_mid``, the
+        remainder ``+-J_rad |x - x_c|`` from the residual's interval Jacobian over the box). For each,
+        ``lam`` is 1 (tight while unsaturated), 0 (tight while saturated) or the saturation's chord slope
+        (partly saturated); ``w``'s range is exact given the ranges of ``a + F x`` (exact over the
+        zonotope) and of the remainder, because ``clip(v + e) - lam v`` is non-decreasing in ``e`` and
+        piecewise linear in ``v`` (extremes at the ends or the kinks). The narrowest ``w`` wins, per input.
 
-        Returns (lam, w_lo, w_hi), each of shape (M, nu).
+        Returns (lam, a, F, w_lo, w_hi) of shapes (M, nu), (M, nu), (M, nu, nx), (M, nu), (M, nu).
         """
         law = self.law
-        lin_c = law.u_eq - (centre - law.x_eq) @ law.K.T
-        lin_r = np.abs(np.einsum("kj,mjg->mkg", law.K, G)).sum(axis=2)
-        lin_lo, lin_hi = lin_c - lin_r, lin_c + lin_r
+        M = len(lo)
         box_c, radius = (lo + hi) / 2 - law.x_eq, (hi - lo) / 2
         level_lo, level_hi = self.level_range(lo, hi)
         s_lo = np.clip((level_lo - 1.0) / (law.gate_ratio - 1.0), 0.0, 1.0)
         s_hi = np.clip((level_hi - 1.0) / (law.gate_ratio - 1.0), 0.0, 1.0)
         gate_lo, gate_hi = s_lo * s_lo * (3 - 2 * s_lo), s_hi * s_hi * (3 - 2 * s_hi)
-        # network by interval bound propagation
+        # network by interval bound propagation; keep each layer's pre-activation bounds
         c, r = box_c / law.x_scale, radius / law.x_scale
+        pre = []
         for index, (W, b) in enumerate(zip(law.weights, law.biases)):
             c, r = c @ W.T + b, r @ np.abs(W).T
             if index < len(law.weights) - 1:
+                pre.append((c - r, c + r))
                 low, high = np.tanh(c - r), np.tanh(c + r)
                 c, r = (low + high) / 2, (high - low) / 2
-        y_lo, y_hi = (c - r) * law.u_scale, (c + r) * law.u_scale
-        products = np.stack([gate_lo[:, None] * y_lo, gate_lo[:, None] * y_hi,
-                             gate_hi[:, None] * y_lo, gate_hi[:, None] * y_hi])
-        g_lo, g_hi = products.min(axis=0), products.max(axis=0)
+        phi_lo, phi_hi = c - r, c + r
+        y_lo, y_hi = phi_lo * law.u_scale, phi_hi * law.u_scale
+        g_lo, g_hi = _interval_mul(gate_lo[:, None], gate_hi[:, None], y_lo, y_hi)
 
-        width = np.maximum(lin_hi - lin_lo, 1e-300)
-        chord = (np.clip(lin_hi, law.u_min, law.u_max) - np.clip(lin_lo, law.u_min, law.u_max)) / width
+        candidates = []
+        # (1) the backup as the linear part, the whole residual as an interval
+        F_backup = np.broadcast_to(-law.K, (M, law.nu, law.nx))
+        a_backup = np.broadcast_to(law.u_eq + law.K @ law.x_eq, (M, law.nu))
+        candidates.append((a_backup, F_backup, g_lo, g_hi))
+        # (2) mean-value form of the residual at the box centre
+        J_lo, J_hi = self._residual_jacobian(box_c, radius, pre, (phi_lo, phi_hi), (gate_lo, gate_hi),
+                                             (s_lo, s_hi))
+        x_c = box_c + law.x_eq
+        r_c = _residual_at(law, x_c)
+        J_mid, J_rad = (J_lo + J_hi) / 2, (J_hi - J_lo) / 2
+        remainder = np.einsum("mkj,mj->mk", J_rad, radius)
+        F_mean = -law.K[None] + J_mid
+        a_mean = law.u_eq + law.K @ law.x_eq + r_c - np.einsum("mkj,mj->mk", J_mid, x_c)
+        usable = np.all(np.isfinite(J_mid), axis=(1, 2)) & np.all(np.isfinite(remainder), axis=1)
+        remainder = np.where(usable[:, None], remainder, np.inf)
+        candidates.append((a_mean, F_mean, -remainder, remainder))
+
         best = None
-        for lam in (np.ones_like(lin_lo), np.zeros_like(lin_lo), chord):
-            w_lo = self._extreme(lam, lin_lo, lin_hi, g_lo, np.minimum)
-            w_hi = self._extreme(lam, lin_lo, lin_hi, g_hi, np.maximum)
-            if best is None:
-                best = [lam, w_lo, w_hi]
-            else:
-                better = (w_hi - w_lo) < (best[2] - best[1])
-                for k, value in enumerate((lam, w_lo, w_hi)):
-                    best[k] = np.where(better, value, best[k])
-        lam, w_lo, w_hi = best
+        for a, F, e_lo, e_hi in candidates:
+            v_c = a + np.einsum("mkj,mj->mk", F, centre)
+            v_r = np.abs(np.einsum("mkj,mjg->mkg", F, G)).sum(axis=2)
+            v_lo, v_hi = v_c - v_r, v_c + v_r
+            width = np.maximum(v_hi - v_lo, 1e-300)
+            chord = (np.clip(v_hi, law.u_min, law.u_max) - np.clip(v_lo, law.u_min, law.u_max)) / width
+            for lam in (np.ones_like(v_lo), np.zeros_like(v_lo), chord):
+                w_lo = self._extreme(lam, v_lo, v_hi, e_lo, np.minimum)
+                w_hi = self._extreme(lam, v_lo, v_hi, e_hi, np.maximum)
+                option = [lam, np.broadcast_to(a, lam.shape), np.broadcast_to(F, F_backup.shape), w_lo, w_hi]
+                if best is None:
+                    best = [np.array(v, dtype=float) for v in option]
+                    continue
+                better = np.nan_to_num(w_hi - w_lo, nan=np.inf) < (best[4] - best[3])
+                for k in (0, 1, 3, 4):
+                    best[k] = np.where(better, option[k], best[k])
+                best[2] = np.where(better[:, :, None], option[2], best[2])
+        lam, a, F, w_lo, w_hi = best
         delta = float_error_bound_box(law, lo, hi, self.settings.precision, level_range=(level_lo, level_hi))
         slack = ROUND_OFF_WIDENING * (1.0 + np.abs(w_lo) + np.abs(w_hi))
-        return lam, w_lo - delta - slack, w_hi + delta + slack
+        return lam, a, F, w_lo - delta - slack, w_hi + delta + slack
+
+    def _residual_jacobian(self, box_c, radius, pre, phi, gate, s) -> tuple:
+        """Interval Jacobian of ``r(x) = sigma(x) u_scale phi(z(x))`` over boxes: (J_lo, J_hi), (M, nu, nx)."""
+        law = self.law
+        M = len(box_c)
+        # d phi / d x by interval forward mode through the layers
+        J_c = np.broadcast_to(np.diag(1.0 / law.x_scale), (M, law.nx, law.nx)).copy()
+        J_r = np.zeros_like(J_c)
+        for index, (W, _) in enumerate(zip(law.weights, law.biases)):
+            J_c, J_r = np.einsum("ij,mjk->mik", W, J_c), np.einsum("ij,mjk->mik", np.abs(W), J_r)
+            if index < len(law.weights) - 1:
+                p_lo, p_hi = pre[index]
+                d_hi = np.where((p_lo <= 0) & (p_hi >= 0), 1.0,
+                                np.maximum(1 - np.tanh(p_lo) ** 2, 1 - np.tanh(p_hi) ** 2))
+                d_lo = np.minimum(1 - np.tanh(p_lo) ** 2, 1 - np.tanh(p_hi) ** 2)
+                lo_, hi_ = _interval_mul(d_lo[:, :, None], d_hi[:, :, None], J_c - J_r, J_c + J_r)
+                J_c, J_r = (lo_ + hi_) / 2, (hi_ - lo_) / 2
+        dphi_lo, dphi_hi = J_c - J_r, J_c + J_r  # (M, nu, nx)
+        # d sigma / d x = 6 s (1 - s) / (gate_ratio - 1) / c * 2 P dx, zero where s is clipped
+        s_lo, s_hi = s
+        ds_lo = np.minimum(6 * s_lo * (1 - s_lo), 6 * s_hi * (1 - s_hi))
+        ds_hi = np.where((s_lo <= 0.5) & (s_hi >= 0.5), 1.5, np.maximum(6 * s_lo * (1 - s_lo), 6 * s_hi * (1 - s_hi)))
+        scale = 2.0 / ((law.gate_ratio - 1.0) * law.c)
+        Pdx_c, Pdx_r = box_c @ law.P.T, radius @ np.abs(law.P).T
+        dsig_lo, dsig_hi = _interval_mul(ds_lo[:, None] * scale, ds_hi[:, None] * scale, Pdx_c - Pdx_r, Pdx_c + Pdx_r)
+        # r = sigma * u_scale * phi  ->  dr = u_scale (phi dsigma + sigma dphi)
+        phi_lo, phi_hi = phi
+        gate_lo, gate_hi = gate
+        t1 = _interval_mul(phi_lo[:, :, None], phi_hi[:, :, None], dsig_lo[:, None, :], dsig_hi[:, None, :])
+        t2 = _interval_mul(gate_lo[:, None, None], gate_hi[:, None, None], dphi_lo, dphi_hi)
+        us = law.u_scale[None, :, None]
+        return us * (t1[0] + t2[0]), us * (t1[1] + t2[1])
 
     def _extreme(self, lam, lin_lo, lin_hi, g, pick):
         """min or max over lin in [lin_lo, lin_hi] of clip(lin + g) - lam lin (g fixed per entry)."""
@@ -263,54 +322,70 @@ class _Analysis:
 
     # -- propagation -----------------------------------------------------------------
     def propagate(self, lo: np.ndarray, hi: np.ndarray) -> tuple:
-        """Run every cell (M) to its verdict; returns (entered, failed_step, failed_because, boxes)."""
-        law = self.law
+        """Run every cell (M) to its verdict (one zonotope piece per cell).
+
+        (Splitting pieces into the halves of their bounding boxes during propagation was tried and
+        measured worse on the double integrator: the boxes lose the zonotopes' correlations.)
+
+        Returns
+        -------
+        entered : ndarray (M,)
+            The step by which every piece of the cell had entered T (-1 if not).
+        failed : ndarray (M,)
+            The step where a piece may violate a row or the horizon ended outside T (-1 if none).
+        because : ndarray of object (M,)
+        records : dict
+            ``origin (R,), step (R,), lo (R, nx), hi (R, nx)``: the bounding box of every piece at
+            every step (what the soundness test checks trajectories against).
+        """
         M, nx = lo.shape
         m_max = max(self.settings.max_generators, nx + self.law.nu)
+        origin = np.arange(M)
         centre = (lo + hi) / 2
         G = np.zeros((M, nx, m_max))
         G[:, np.arange(nx), np.arange(nx)] = (hi - lo) / 2
         entered = np.full(M, -1)
         failed = np.full(M, -1)
         because = np.full(M, None, dtype=object)
-        boxes = np.full((M, self.H + 1, 2, nx), np.nan)
-        active = np.ones(M, dtype=bool)
+        records = {"origin": [], "step": [], "lo": [], "hi": []}
         for t in range(self.H + 1):
-            idx = np.flatnonzero(active)
-            if len(idx) == 0:
+            if len(origin) == 0:
                 break
-            c, g = centre[idx], G[idx]
-            extent = np.abs(g).sum(axis=2)
-            box_lo, box_hi = c - extent, c + extent
-            boxes[idx, t, 0], boxes[idx, t, 1] = box_lo, box_hi
-            bad, names = self.rows_violated(c, g)
-            failed[idx[bad]] = t
-            because[idx[bad]] = names[bad]
-            inside = ~bad & self.inside_target(c, g)
-            entered[idx[inside]] = t
-            active[idx[bad | inside]] = False
+            extent = np.abs(G).sum(axis=2)
+            box_lo, box_hi = centre - extent, centre + extent
+            for key, value in (("origin", origin), ("step", np.full(len(origin), t)), ("lo", box_lo),
+                               ("hi", box_hi)):
+                records[key].append(value)
+            bad, names = self.rows_violated(centre, G)
+            first = bad & (failed[origin] < 0)
+            failed[origin[first]] = t
+            because[origin[first]] = names[first]
+            inside = ~bad & self.inside_target(centre, G)
+            entered[origin[inside]] = t  # the last piece to enter sets the cell's entry step
+            keep = ~bad & ~inside & (failed[origin] < 0)
             if t == self.H:
-                late = active.copy()
-                failed[late] = t
-                because[late] = "target set not reached within the horizon"
-                active[late] = False
+                late = origin[keep]
+                fresh = failed[late] < 0
+                failed[late[fresh]] = t
+                because[late[fresh]] = "target set not reached within the horizon"
                 break
-            idx = np.flatnonzero(active)
-            if len(idx) == 0:
+            origin, centre, G, box_lo, box_hi = origin[keep], centre[keep], G[keep], box_lo[keep], box_hi[keep]
+            if len(origin) == 0:
                 break
-            c, g = centre[idx], G[idx]
-            lam, w_lo, w_hi = self.deviation_bounds(box_lo[~(bad | inside)], box_hi[~(bad | inside)], c, g)
-            # x+ = A x + B (lam * (u_eq - K (x - x_eq)) + w) + e, with lam per cell and input
+            lam, a, F, w_lo, w_hi = self.deviation_bounds(box_lo, box_hi, centre, G)
+            # x+ = A x + B (lam * (a + F x) + w) + e, with lam, a, F per piece and input
             BL = self.B[None, :, :] * lam[:, None, :]  # (m, nx, nu)
-            A_cells = self.A[None] - np.einsum("mij,jk->mik", BL, law.K)
-            lin_c = law.u_eq - (c - law.x_eq) @ law.K.T
-            new_c = (c @ self.A.T + np.einsum("mij,mj->mi", BL, lin_c) + self.e
+            A_cells = self.A[None] + np.einsum("mij,mjk->mik", BL, F)
+            v_c = a + np.einsum("mkj,mj->mk", F, centre)
+            new_c = (centre @ self.A.T + np.einsum("mij,mj->mi", BL, v_c) + self.e
                      + ((w_lo + w_hi) / 2) @ self.B.T)
-            new_g = np.einsum("mij,mjk->mik", A_cells, g)
+            new_g = np.einsum("mij,mjk->mik", A_cells, G)
             noise = self.B[None, :, :] * ((w_hi - w_lo) / 2)[:, None, :]  # (m, nx, nu)
-            new_g = self._reduce(np.concatenate([new_g, noise], axis=2), m_max)
-            centre[idx], G[idx] = new_c, new_g
-        return entered, failed, because, boxes
+            centre, G = new_c, self._reduce(np.concatenate([new_g, noise], axis=2), m_max)
+        # a cell is done only when no piece is left outside T and none failed
+        entered = np.where(failed >= 0, -1, entered)
+        records = {key: np.concatenate(value) if value else np.zeros(0) for key, value in records.items()}
+        return entered, failed, because, records
 
     @staticmethod
     def _reduce(G: np.ndarray, m_max: int) -> np.ndarray:
@@ -328,13 +403,32 @@ class _Analysis:
         return np.concatenate([kept, boxed], axis=2)
 
 
+def _interval_mul(a_lo, a_hi, b_lo, b_hi) -> tuple:
+    """Element-wise interval product (broadcasting); 0 * inf counts as 0."""
+    with np.errstate(invalid="ignore"):
+        products = np.stack(np.broadcast_arrays(a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi))
+    products = np.where(np.isnan(products), 0.0, products)
+    return products.min(axis=0), products.max(axis=0)
+
+
+def _residual_at(law: DeployedLaw, X: np.ndarray) -> np.ndarray:
+    """The exact residual sigma(x) u_scale phi(z) at states X (M, nx) (no saturation, no monitor)."""
+    from ..export.law import network
+
+    d = X - law.x_eq
+    level = np.einsum("mi,ij,mj->m", d, law.P, d) / law.c
+    s = np.clip((level - 1.0) / (law.gate_ratio - 1.0), 0.0, 1.0)
+    gate = s * s * (3 - 2 * s)
+    return gate[:, None] * law.u_scale * network(law, d / law.x_scale)
+
+
 def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.ndarray, horizon: int,
             settings: ReachSettings = ReachSettings()) -> ReachResult:
     """Formal reachability of the closed loop from the whole box ``[box_lo, box_hi]``."""
     start = time.perf_counter()
     if not model.dynamics_affine:
         return ReachResult(False, "formal reachability is implemented for affine dynamics only; this plant is "
-                           "nonlinear", (), np.zeros((0, horizon + 1, 2, law.nx)), False, float("nan"),
+                           "nonlinear", (), {}, False, float("nan"),
                            float("nan"), time.perf_counter() - start)
     analysis = _Analysis(law, model, horizon, settings)
     invariant, contraction, delta_target = analysis.target_facts()
@@ -344,16 +438,22 @@ def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.
     lo = np.array([[edges[i][k[i]] for i in range(law.nx)] for k in grid])
     hi = np.array([[edges[i][k[i] + 1] for i in range(law.nx)] for k in grid])
     scale = np.asarray(box_hi, float) - np.asarray(box_lo, float)
-    outcomes, all_boxes = [], []
+    outcomes, all_records = [], []
     for depth in range(settings.max_depth + 1):
-        entered, failed, because, boxes = analysis.propagate(lo, hi)
+        entered, failed, because, records = analysis.propagate(lo, hi)
         ok = entered >= 0
         last = depth == settings.max_depth
-        for j in np.flatnonzero(ok | last):
+        final = np.flatnonzero(ok | last)
+        renumber = np.full(len(lo), -1)
+        renumber[final] = np.arange(len(outcomes), len(outcomes) + len(final))
+        for j in final:
             outcomes.append(CellOutcome(lo[j].copy(), hi[j].copy(), bool(ok[j] and invariant),
                                         int(entered[j]) if ok[j] else None,
                                         None if ok[j] else int(failed[j]), None if ok[j] else str(because[j])))
-            all_boxes.append(boxes[j])
+        if len(records["origin"]):
+            keep = renumber[records["origin"]] >= 0
+            all_records.append({"origin": renumber[records["origin"][keep]], "step": records["step"][keep],
+                                "lo": records["lo"][keep], "hi": records["hi"][keep]})
         failing = np.flatnonzero(~ok)
         if last or len(failing) == 0:
             break
@@ -365,6 +465,7 @@ def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.
         hi_left[np.arange(len(failing)), axis] = middle
         lo_right[np.arange(len(failing)), axis] = middle
         lo, hi = np.concatenate([lo_f, lo_right]), np.concatenate([hi_left, hi_f])
-    boxes = np.array(all_boxes) if all_boxes else np.zeros((0, horizon + 1, 2, law.nx))
-    return ReachResult(True, "affine dynamics", tuple(outcomes), boxes, invariant, contraction, delta_target,
+    merged = {key: np.concatenate([r[key] for r in all_records]) if all_records else np.zeros(0)
+              for key in ("origin", "step", "lo", "hi")}
+    return ReachResult(True, "affine dynamics", tuple(outcomes), merged, invariant, contraction, delta_target,
                        time.perf_counter() - start)

@@ -367,14 +367,16 @@ def _reachability(law, model, box, horizon, request: VerifyRequest, precision: s
         "failing_cells": [{"lo": c.lo.tolist(), "hi": c.hi.tolist(), "step": c.failed_step,
                            "because": c.failed_because} for c in failing[:50]],
         "failing_cells_listed": min(len(failing), 50), "failing_cells_total": len(failing),
-        "method": "zonotopes per cell through A - B diag(lam) K, interval bound propagation of the network, gate "
-                  "and saturation, float32 deviation bound added; reach T (robustly invariant) ends a cell",
+        "method": "zonotopes per cell through the exact linear part (backup, or backup plus the residual's "
+                  "mean-value linearisation), interval bounds for the rest of the network, gate and saturation, the "
+                  "float32 deviation bound added; pieces split every few steps; entering the robustly invariant "
+                  "target set ends a piece",
     }
     verdict = VERIFIED if result.verified else UNKNOWN
     sets = {"lo": np.array([c.lo for c in result.cells]), "hi": np.array([c.hi for c in result.cells]),
             "verified": np.array([c.verified for c in result.cells]),
             "entered": np.array([-1 if c.entered_step is None else c.entered_step for c in result.cells]),
-            "boxes": result.boxes}
+            **{f"piece_{key}": value for key, value in result.pieces.items()}}
     return Check(
         name="reachability",
         claim="for every initial state of the box (not samples): the closed loop with the deployed "
