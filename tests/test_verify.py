@@ -50,7 +50,11 @@ def test_one_flipped_byte_fails_integrity_naming_the_file(adapted_runs, tmp_path
     path = run / "export" / victim
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
+    # a new file replaces the old one: this process still has the exported library mapped (the export's
+    # self-check loaded it), and rewriting a mapped file in place would corrupt the running process
+    replacement = path.with_name(path.name + ".new")
+    replacement.write_bytes(bytes(data))
+    replacement.replace(path)
     result = run_verify(VerifyRequest(run_dir=str(run), **{k: v for k, v in FAST.items()}))
     assert result.exit_code == 1
     integrity = _check(result.certificate, "integrity")
