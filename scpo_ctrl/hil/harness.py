@@ -122,7 +122,10 @@ class Session:
 
     # -- one control step ----------------------------------------------------------------------
     def step(self, seq: int, x: np.ndarray) -> tuple:
-        """Send state ``x (nx,)`` (float32 on the wire) as frame ``seq``; return ``(Reply, uplink_faulted)``.
+        """Send state ``x (nx,)`` (float32 on the wire) as frame ``seq``; return ``(Reply, uplink_fault)``.
+
+        ``uplink_fault`` is ``"lost"`` (the STATE frame was dropped or corrupted: the target cannot have
+        used it), ``"delayed"`` (intact but late) or ``""``.
 
         Never returns a frame the parser rejected; a rejected or lost reply is asked for again (REPEAT).
         """
@@ -130,7 +133,8 @@ class Session:
                                         self.nx, self.nu)
         start = time.perf_counter()
         out, delay = self.injector.uplink(protocol.encode("STATE", seq, payload))
-        faulted = out is None or delay != 0.0 or out != protocol.encode("STATE", seq, payload)
+        lost = out is None or out != protocol.encode("STATE", seq, payload)
+        fault = "lost" if lost else ("delayed" if delay else "")
         if delay:
             time.sleep(1.5 * self.watchdog_s if delay < 0 else delay)
         if out is not None:
@@ -146,7 +150,7 @@ class Session:
                 continue
             reply, need_repeat = self._accept(data, seq, start, repeats)
             if reply is not None:
-                return reply, faulted
+                return reply, fault
             if need_repeat:
                 repeats = self._repeat(seq, repeats)
                 deadline = time.monotonic() + self.reply_timeout
