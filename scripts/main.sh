@@ -12,3 +12,4 @@ PLANT="${1:-models/double_integrator.yaml}"
 .venv/bin/scpo-ctrl adapt "$PLANT" --force
 NAME="$(.venv/bin/python -c 'import sys; from scpo_ctrl.config.plant_spec import load_plant_spec; print(load_plant_spec(sys.argv[1]).name)' "$PLANT")"
 .venv/bin/scpo-ctrl export "runs/$NAME" --target cortex-m4
+.venv/bin/scpo-ctrl hil "runs/$NAME" --target sil && .venv/bin/scpo-ctrl hil "runs/$NAME" --target qemu
