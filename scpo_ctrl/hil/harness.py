@@ -58,6 +58,9 @@ class Reply:
         From the moment the harness meant to send the STATE frame to the accepted reply [s].
     repeats : int
         REPEAT requests this step needed.
+    host_turnaround_s : float
+        From the previous accepted answer (CONTROL or HELLO) to this STATE frame's send time [s]: the
+        harness's own work between steps, which counts against the target's watchdog.
     """
 
     seq: int
@@ -69,6 +72,7 @@ class Reply:
     bad_frames: int
     round_trip_s: float
     repeats: int
+    host_turnaround_s: float
 
 
 class Session:
@@ -93,6 +97,7 @@ class Session:
                        "corrupted_frames_accepted": 0, "repeats_sent": 0}
         self.watchdog_s = 0.0
         self._control_seq = 0
+        self._last_answer = time.perf_counter()
 
     # -- handshake and statistics (not faulted) ----------------------------------------------------
     def configure(self, watchdog_s: float, timeout: float = 30.0) -> Hello:
@@ -101,6 +106,7 @@ class Session:
         payload = protocol.pack_payload("CONFIG", {"watchdog_us": int(round(watchdog_s * 1e6))}, self.nx, self.nu)
         self._control_seq += 1
         frame = self._request(protocol.encode("CONFIG", self._control_seq, payload), "HELLO", timeout)
+        self._last_answer = time.perf_counter()
         return Hello(**protocol.unpack_payload("HELLO", frame.payload, self.nx, self.nu))
 
     def stats(self, timeout: float = 30.0) -> dict:
@@ -132,6 +138,7 @@ class Session:
         payload = protocol.pack_payload("STATE", {"x": [float(v) for v in np.asarray(x, np.float32)]},
                                         self.nx, self.nu)
         start = time.perf_counter()
+        turnaround = start - self._last_answer
         out, delay = self.injector.uplink(protocol.encode("STATE", seq, payload))
         lost = out is None or out != protocol.encode("STATE", seq, payload)
         fault = "lost" if lost else ("delayed" if delay else "")
@@ -148,8 +155,9 @@ class Session:
                 repeats = self._repeat(seq, repeats)
                 deadline = time.monotonic() + self.reply_timeout
                 continue
-            reply, need_repeat = self._accept(data, seq, start, repeats)
+            reply, need_repeat = self._accept(data, seq, start, repeats, turnaround)
             if reply is not None:
+                self._last_answer = time.perf_counter()
                 return reply, fault
             if need_repeat:
                 repeats = self._repeat(seq, repeats)
@@ -163,7 +171,7 @@ class Session:
         self.counts["repeats_sent"] += 1
         return repeats + 1
 
-    def _accept(self, data: bytes, seq: int, start: float, repeats: int) -> tuple:
+    def _accept(self, data: bytes, seq: int, start: float, repeats: int, turnaround: float) -> tuple:
         need_repeat = False
         for frame in self.wire.feed(data):
             if frame.kind != "CONTROL":
@@ -197,5 +205,6 @@ class Session:
                 return Reply(seq=good.seq, u=np.asarray(fields["u"], dtype=float), branch=fields["branch"],
                              reason=fields["reason"], status=fields["status"],
                              compute_ticks=fields["compute_ticks"], bad_frames=fields["bad_frames"],
-                             round_trip_s=time.perf_counter() - start, repeats=repeats), False
+                             round_trip_s=time.perf_counter() - start, repeats=repeats,
+                             host_turnaround_s=turnaround), False
         return None, need_repeat

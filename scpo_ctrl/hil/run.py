@@ -27,6 +27,7 @@ from ..files import atomic_write_json, json_safe
 from ..plant.model import build_plant
 from ..sim.initial_states import validation_states
 from ..verify.closed_loop import simulate
+from .deviation import propagated_bound
 from .faults import FaultInjector, parse_faults
 from .harness import Session
 from .targets import open_target, parse_target
@@ -34,6 +35,9 @@ from .targets import open_target, parse_target
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = "scpo-hil/1"
+#: a watchdog answer with no injected fault is put down to the harness when its own turnaround between
+#: steps exceeded this fraction of the deadline (the target's clock starts earlier, at its answer)
+HOST_LATE_FRACTION = 0.8
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class EpisodeTrace:
     round_trip: np.ndarray
     compute_ticks: np.ndarray
     repeats: np.ndarray
+    host_turnaround: np.ndarray
     uplink_fault: np.ndarray
     u_ref: np.ndarray
     tol: np.ndarray
@@ -202,7 +207,8 @@ def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, ste
     x = np.empty((steps + 1, law.nx))
     x[0] = x_start
     y = np.empty((steps, law.nx))
-    rows = {key: [] for key in ("u", "status", "branch", "reason", "round_trip", "ticks", "repeats", "faulted")}
+    rows = {key: [] for key in ("u", "status", "branch", "reason", "round_trip", "ticks", "repeats", "faulted",
+                                "turnaround")}
     accepted = []  # per step: the state the target last accepted before answering (for watchdog replies)
     last_accepted = law.x_eq.copy()
     for k in range(steps):
@@ -213,7 +219,8 @@ def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, ste
         accepted.append(last_accepted.copy())
         for key, value in (("u", reply.u), ("status", reply.status), ("branch", reply.branch),
                            ("reason", reply.reason), ("round_trip", reply.round_trip_s),
-                           ("ticks", reply.compute_ticks), ("repeats", reply.repeats), ("faulted", fault)):
+                           ("ticks", reply.compute_ticks), ("repeats", reply.repeats), ("faulted", fault),
+                           ("turnaround", reply.host_turnaround_s)):
             rows[key].append(value)
         x[k + 1] = np.asarray(model.f(x[k], reply.u), dtype=float).ravel()
     stats = session.stats()
@@ -232,7 +239,8 @@ def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, ste
     mismatch = (~watchdog) & (branch != reference.branch) & ~near
     return EpisodeTrace(x=x, y=y, u=u, status=status, branch=branch, reason=np.array(rows["reason"]),
                         round_trip=np.array(rows["round_trip"]), compute_ticks=np.array(rows["ticks"]),
-                        repeats=np.array(rows["repeats"]), uplink_fault=np.array(rows["faulted"]),
+                        repeats=np.array(rows["repeats"]), host_turnaround=np.array(rows["turnaround"]),
+                        uplink_fault=np.array(rows["faulted"]),
                         u_ref=u_ref, tol=tol, branch_mismatch=mismatch, stats=stats)
 
 
@@ -265,6 +273,17 @@ def _report(request, target, description, law, model, hello, traces, python, fau
     violating_steps = int(np.sum(np.any(G > 0, axis=1))) if G.shape[1] else 0
     finite = bool(np.all(np.isfinite(X)))
     deviation = np.abs(X - python.x)                         # (E, H+1, nx)
+    trajectory = {"max_abs_state_deviation": deviation.max(axis=(0, 1)).tolist(),
+                  "note": "HIL (float32 C, faults, noise) vs the float64 Python closed loop of the same law "
+                  "from the same x0, no noise, no faults"}
+    if not faults.any and not np.any(status != 0):
+        bound = propagated_bound(law, model, python.x, python.u)
+        ratio_x = deviation / np.maximum(bound, np.finfo(float).tiny)
+        within = bool(np.all((deviation <= bound) | (deviation == 0)))
+        trajectory.update(propagated_bound_max=bound.max(axis=(0, 1)).tolist(),
+                          worst_deviation_over_bound=float(ratio_x.max()), within_propagated_bound=within,
+                          bound="first-order propagation of the export's float32 bound and the float32 "
+                          "rounding of the sent state along the Python trajectory (scpo_ctrl/hil/deviation.py)")
     ok = status == 0
     watchdog = ~ok
     firmware = {key: int(sum(t.stats[key] for t in traces)) for key in traces[0].stats}
@@ -288,7 +307,10 @@ def _report(request, target, description, law, model, hello, traces, python, fau
     equivalence_ok = bool(np.all(ratio <= 1.0)) and not any(t.branch_mismatch.any() for t in traces)
     corrupted_applied = int(link["corrupted_frames_accepted"])
     lost_frames_answered_ok = int(np.sum(lost & ok))
-    watchdog_without_fault = int(np.sum(watchdog & ~lost & ~delayed))
+    # the target's deadline runs from its answer; the harness's own work between steps counts against it
+    turnaround = np.concatenate([t.host_turnaround for t in traces])
+    host_late = turnaround > HOST_LATE_FRACTION * watchdog_s
+    watchdog_without_fault = int(np.sum(watchdog & ~lost & ~delayed & ~host_late))
     safety_held = violating_steps == 0 and finite
     checks = {
         "equivalence_within_tolerance": equivalence_ok,
@@ -297,6 +319,8 @@ def _report(request, target, description, law, model, hello, traces, python, fau
         "every_lost_state_frame_answered_by_the_watchdog": int(np.sum(lost)) == int(np.sum(watchdog & lost)),
         "no_watchdog_without_a_fault": watchdog_without_fault == 0,
     }
+    if "within_propagated_bound" in trajectory:
+        checks["trajectory_within_propagated_float32_bound"] = trajectory["within_propagated_bound"]
     if target.kind == "sil" and not faults.any:
         checks["zero_deadline_misses"] = deadline_misses == 0
     passed = all(checks.values())
@@ -319,14 +343,14 @@ def _report(request, target, description, law, model, hello, traces, python, fau
         "safety": {"row_names": [row.name for row in model.rows], "worst_per_row": worst_rows.tolist(),
                    "violating_steps": violating_steps, "all_states_finite": finite, "safety_held": safety_held},
         "branches": branch_counts,
-        "trajectory_vs_python": {"max_abs_state_deviation": deviation.max(axis=(0, 1)).tolist(),
-                                 "note": "HIL (float32 C, faults, noise) vs the float64 Python closed loop "
-                                 "of the same law from the same x0, no noise, no faults"},
+        "trajectory_vs_python": trajectory,
         "frames": {"injected": dict(injector.counts), "target": firmware, "harness": {**link, **wire},
                    "steps_with_lost_state_frame": int(np.sum(lost)),
                    "steps_with_late_state_frame": int(np.sum(delayed)),
                    "late_state_frames_answered_by_the_watchdog": int(np.sum(delayed & watchdog)),
                    "watchdog_replies": int(np.sum(watchdog)),
+                   "watchdog_replies_after_a_late_harness": int(np.sum(watchdog & host_late & ~lost & ~delayed)),
+                   "host_turnaround_max_seconds": _max(turnaround),
                    "lost_state_frames_answered_ok": lost_frames_answered_ok,
                    "watchdog_replies_without_uplink_fault": watchdog_without_fault,
                    "repeat_requests": int(sum(t.repeats.sum() for t in traces))},
