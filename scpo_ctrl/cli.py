@@ -213,6 +213,11 @@ def _hil(args: argparse.Namespace) -> int:
     print(f"  equivalence: worst |du| {equivalence['worst_error']:.3g} ({equivalence['worst_bound_ratio']:.3f} of "
           f"the float32 tolerance), branch mismatches {equivalence['branch_mismatches']}")
     print("  branches: " + ", ".join(f"{name} {count}" for name, count in report["branches"].items()))
+    trajectory = report["trajectory_vs_python"]
+    if "within_propagated_bound" in trajectory:
+        print(f"  trajectory vs Python closed loop: max |dx| {max(trajectory['max_abs_state_deviation']):.3g}, "
+              f"propagated float32 bound up to {max(trajectory['propagated_bound_max']):.3g} "
+              f"(worst {trajectory['worst_deviation_over_bound']:.3f} of it)")
     safety = report["safety"]
     print(f"  safety: {safety['violating_steps']} violating steps; worst rows "
           + ", ".join(f"{n} {v:.4g}" for n, v in zip(safety["row_names"], safety["worst_per_row"])))
