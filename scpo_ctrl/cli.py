@@ -75,6 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--depth", type=int, default=2, dest="max_depth", help="bisections of failing cells (2)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.set_defaults(handler=_verify)
+
+    hil = verbs.add_parser("hil", help="run the exported C on a target against the simulated plant (HIL)")
+    hil.add_argument("run_dir", help="run directory with an export/ (float32)")
+    hil.add_argument("--target", default="sil", help="sil (default) | qemu | serial:PORT")
+    hil.add_argument("--steps", type=int, help="steps per episode (default: the plant's safety horizon)")
+    hil.add_argument("--episodes", type=int, default=8, help="initial states, from the validation set (8)")
+    hil.add_argument("--faults", default="", metavar="SPEC",
+                     help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01")
+    hil.add_argument("--watchdog-ms", type=float, help="target watchdog deadline [ms] (default dt/2)")
+    hil.add_argument("--seed", type=int, default=0)
+    hil.add_argument("--no-plots", action="store_true", help="skip traces.png and latency.png")
+    hil.add_argument("--json", action="store_true", help="print the report on stdout")
+    hil.set_defaults(handler=_hil)
     return parser
 
 
@@ -171,6 +184,52 @@ def _verify(args: argparse.Namespace) -> int:
     print("  safe for every initial state of the box: "
           + ("yes (proof)" if certificate["summary"]["safe_for_every_initial_state_of_the_box"] else "not shown"))
     return result.exit_code
+
+
+def _hil(args: argparse.Namespace) -> int:
+    from .hil.run import HilRequest, run_hil
+
+    result = run_hil(HilRequest(run_dir=args.run_dir, target=args.target, steps=args.steps, episodes=args.episodes,
+                                faults=args.faults, seed=args.seed, watchdog_ms=args.watchdog_ms,
+                                plots=not args.no_plots))
+    report = result.report
+    if args.json:
+        print(json.dumps(json_safe(report), indent=2))
+        return EXIT_OK if result.passed else EXIT_UNSAFE
+    latency, compute, frames = report["latency_seconds"], report["compute"], report["frames"]
+    print(f"hil report {result.path}")
+    print(f"  target {report['description']}")
+    print(f"  {report['episodes']} episodes x {report['steps_per_episode']} steps, "
+          f"{report['steps_per_second']:.0f} steps/s; round trip p50 {latency['p50'] * 1e3:.3f} ms, "
+          f"p99 {latency['p99'] * 1e3:.3f} ms, max {latency['max'] * 1e3:.3f} ms; "
+          f"deadline misses (> dt = {report['dt_seconds']:g} s): {report['deadline_misses']}")
+    if "instructions_per_step_p50" in compute:
+        print(f"  target compute: {compute['instructions_per_step_p50']:.0f} instructions per step (p50, QEMU "
+              f"-icount instruction count, not cycles), max {compute['instructions_per_step_max']:.0f}")
+    elif "seconds_p50" in compute:
+        print(f"  target compute: {compute['seconds_p50'] * 1e6:.2f} us per step (p50, clock_gettime), "
+              f"max {compute['seconds_max'] * 1e6:.2f} us")
+    equivalence = report["equivalence"]
+    print(f"  equivalence: worst |du| {equivalence['worst_error']:.3g} ({equivalence['worst_bound_ratio']:.3f} of "
+          f"the float32 tolerance), branch mismatches {equivalence['branch_mismatches']}")
+    print("  branches: " + ", ".join(f"{name} {count}" for name, count in report["branches"].items()))
+    trajectory = report["trajectory_vs_python"]
+    if "within_propagated_bound" in trajectory:
+        print(f"  trajectory vs Python closed loop: max |dx| {max(trajectory['max_abs_state_deviation']):.3g}, "
+              f"propagated float32 bound up to {max(trajectory['propagated_bound_max']):.3g} "
+              f"(worst {trajectory['worst_deviation_over_bound']:.3f} of it)")
+    safety = report["safety"]
+    print(f"  safety: {safety['violating_steps']} violating steps; worst rows "
+          + ", ".join(f"{n} {v:.4g}" for n, v in zip(safety["row_names"], safety["worst_per_row"])))
+    injected = ", ".join(f"{k} {v}" for k, v in frames["injected"].items() if v) or "none"
+    target = frames["target"]
+    print(f"  faults injected: {injected}; target rejected crc {target['crc_errors']}, length "
+          f"{target['length_errors']}, header {target['header_errors']}, sequence {target['sequence_errors']}; "
+          f"watchdog replies {frames['watchdog_replies']}; repeats {frames['repeat_requests']}")
+    for name, ok in report["summary"]["checks"].items():
+        print(f"  {'ok  ' if ok else 'FAIL'} {name}")
+    print(f"  safety held: {'yes' if report['summary']['safety_held'] else 'NO'}")
+    return EXIT_OK if result.passed else EXIT_UNSAFE
 
 
 def _format_matrix(rows: list, indent: str) -> str:

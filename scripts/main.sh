@@ -2,9 +2,10 @@
 # The main job on the default plant. Today: set up, `check` the plant (the
 # backup, its target set, its safety on the validation set), `adapt` it with
 # SCPO into runs/<plant>/ (re-running replaces that run: --force), `export`
-# it to ONNX and C for the host and the Cortex-M4F, and `verify` the export
-# (certificate.json; exit 1 if a check finds a counterexample). Each verb
-# joins this script as it lands (hil, report).
+# it to ONNX and C for the host and the Cortex-M4F, `verify` the export
+# (certificate.json; exit 1 if a check finds a counterexample), and run the
+# generated C in the loop (`hil`: SIL as a host process, then the Cortex-M4F
+# under QEMU). `report` joins this script when it lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,3 +15,5 @@ PLANT="${1:-models/double_integrator.yaml}"
 NAME="$(.venv/bin/python -c 'import sys; from scpo_ctrl.config.plant_spec import load_plant_spec; print(load_plant_spec(sys.argv[1]).name)' "$PLANT")"
 .venv/bin/scpo-ctrl export "runs/$NAME" --target cortex-m4
 .venv/bin/scpo-ctrl verify "runs/$NAME"
+.venv/bin/scpo-ctrl hil "runs/$NAME" --target sil
+.venv/bin/scpo-ctrl hil "runs/$NAME" --target qemu

@@ -1,0 +1,363 @@
+/* HIL firmware: the exported control law behind the frame protocol of hil/protocol.md.
+ *
+ * Per step: wait for the STATE frame with the expected sequence number, run policy_step on it,
+ * answer a CONTROL frame (u, branch, reason, compute time in board clock ticks). Bad frames (CRC,
+ * length, header, sequence) are counted and never applied. Watchdog: armed by CONFIG (watchdog_us > 0),
+ * disarmed by STATS_REQUEST; while armed, if no valid STATE frame arrives within watchdog_us of the previous
+ * answer, the firmware answers the expected sequence number with status WATCHDOG and
+ * u = backup_step(last valid state) (x_eq if none yet). Links the generated bundle through
+ * policy_binding.h; the board supplies the UART and the clock (board.h).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "board.h"
+#include "hil_protocol.h"
+#include "policy_binding.h"
+
+#define NX POLICY_NX
+#define NU POLICY_NU
+
+typedef uint8_t hil_u8_t;
+typedef uint16_t hil_u16_t;
+typedef uint32_t hil_u32_t;
+typedef float hil_f32_t;
+typedef char policy_real_is_float32[sizeof(policy_real_t) == sizeof(float) ? 1 : -1];
+
+/* One struct per frame type, generated from the layout lists of hil_protocol.h. */
+#define HIL_MEMBER(name, type, count) hil_##type##_t name[count];
+typedef struct { HIL_CONFIG_FIELDS(HIL_MEMBER) } config_msg_t;
+typedef struct { HIL_HELLO_FIELDS(HIL_MEMBER) } hello_msg_t;
+typedef struct { HIL_STATE_FIELDS(HIL_MEMBER) } state_msg_t;
+typedef struct { HIL_CONTROL_FIELDS(HIL_MEMBER) } control_msg_t;
+typedef struct { HIL_STATS_FIELDS(HIL_MEMBER) } stats_msg_t;
+#define HIL_SIZE(name, type, count) + (uint32_t)(count) * (uint32_t)sizeof(hil_##type##_t)
+#define HIL_PUT(name, type, count) p = put_##type(p, m->name, (uint32_t)(count));
+#define HIL_GET(name, type, count) p = get_##type(p, m->name, (uint32_t)(count));
+
+static uint8_t *put_u8(uint8_t *p, const uint8_t *v, uint32_t n)
+{
+    memcpy(p, v, n);
+    return p + n;
+}
+static uint8_t *put_u16(uint8_t *p, const uint16_t *v, uint32_t n)
+{
+    uint32_t i;
+    for (i = 0u; i < n; ++i) {
+        *p++ = (uint8_t)(v[i] & 0xFFu);
+        *p++ = (uint8_t)(v[i] >> 8);
+    }
+    return p;
+}
+static uint8_t *put_u32(uint8_t *p, const uint32_t *v, uint32_t n)
+{
+    uint32_t i, k;
+    for (i = 0u; i < n; ++i) {
+        for (k = 0u; k < 4u; ++k) {
+            *p++ = (uint8_t)((v[i] >> (8u * k)) & 0xFFu);
+        }
+    }
+    return p;
+}
+static uint8_t *put_f32(uint8_t *p, const float *v, uint32_t n)
+{
+    uint32_t i, bits;
+    for (i = 0u; i < n; ++i) {
+        memcpy(&bits, &v[i], sizeof bits);
+        p = put_u32(p, &bits, 1u);
+    }
+    return p;
+}
+static const uint8_t *get_u32(const uint8_t *p, uint32_t *v, uint32_t n)
+{
+    uint32_t i;
+    for (i = 0u; i < n; ++i, p += 4) {
+        v[i] = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+    }
+    return p;
+}
+static const uint8_t *get_f32(const uint8_t *p, float *v, uint32_t n)
+{
+    uint32_t i, bits;
+    for (i = 0u; i < n; ++i) {
+        p = get_u32(p, &bits, 1u);
+        memcpy(&v[i], &bits, sizeof bits);
+    }
+    return p;
+}
+
+static uint16_t crc16(const uint8_t *data, uint32_t bytes)
+{
+    uint16_t crc = (uint16_t)HIL_CRC_INIT;
+    uint32_t i, bit;
+    for (i = 0u; i < bytes; ++i) {
+        crc = (uint16_t)(crc ^ ((uint16_t)data[i] << 8));
+        for (bit = 0u; bit < 8u; ++bit) {
+            crc = (crc & 0x8000u) ? (uint16_t)((crc << 1) ^ HIL_CRC_POLY) : (uint16_t)(crc << 1);
+        }
+    }
+    return crc;
+}
+
+/* ---- framing ---------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t bytes[HIL_HEADER_BYTES + HIL_MAX_PAYLOAD + HIL_CRC_BYTES];
+    uint32_t fill;
+} parser_t;
+
+static stats_msg_t stats;
+static uint8_t tx[HIL_HEADER_BYTES + HIL_MAX_PAYLOAD + HIL_CRC_BYTES];
+static uint32_t tx_length; /* the last CONTROL frame, kept for REPEAT */
+
+static uint32_t expected_length(uint8_t type)
+{
+    switch (type) {
+    case HIL_TYPE_CONFIG: return 0u HIL_CONFIG_FIELDS(HIL_SIZE);
+    case HIL_TYPE_STATE: return 0u HIL_STATE_FIELDS(HIL_SIZE);
+    case HIL_TYPE_REPEAT: return 0u HIL_REPEAT_FIELDS(HIL_SIZE);
+    case HIL_TYPE_STATS_REQUEST: return 0u HIL_STATS_REQUEST_FIELDS(HIL_SIZE);
+    default: return 0xFFFFFFFFu; /* not a host -> target type */
+    }
+}
+
+static void parser_reset(parser_t *parser)
+{
+    stats.discarded_bytes[0] += parser->fill;
+    parser->fill = 0u;
+}
+
+/* Push one byte; returns 1 when bytes[] holds a complete valid frame (then the caller resets). */
+static int parser_push(parser_t *parser, uint8_t byte)
+{
+    uint32_t length, total;
+    if (parser->fill == 0u && byte != HIL_SYNC0) {
+        stats.discarded_bytes[0] += 1u;
+        return 0;
+    }
+    if (parser->fill == 1u && byte != HIL_SYNC1) {
+        parser_reset(parser);
+        return parser_push(parser, byte);
+    }
+    parser->bytes[parser->fill++] = byte;
+    if (parser->fill < HIL_HEADER_BYTES) {
+        return 0;
+    }
+    length = (uint32_t)parser->bytes[8] | ((uint32_t)parser->bytes[9] << 8);
+    if (parser->fill == HIL_HEADER_BYTES) {
+        if (parser->bytes[2] != HIL_VERSION || expected_length(parser->bytes[3]) == 0xFFFFFFFFu) {
+            stats.header_errors[0] += 1u;
+            parser_reset(parser);
+        } else if (length != expected_length(parser->bytes[3])) {
+            stats.length_errors[0] += 1u;
+            parser_reset(parser);
+        }
+        return 0;
+    }
+    total = HIL_HEADER_BYTES + length + HIL_CRC_BYTES;
+    if (parser->fill < total) {
+        return 0;
+    }
+    if (crc16(parser->bytes + 2, HIL_HEADER_BYTES - 2u + length) !=
+        (uint16_t)(parser->bytes[total - 2u] | (parser->bytes[total - 1u] << 8))) {
+        stats.crc_errors[0] += 1u;
+        parser_reset(parser);
+        return 0;
+    }
+    stats.valid_frames[0] += 1u;
+    return 1;
+}
+
+static uint32_t frame_seq(const parser_t *parser)
+{
+    uint32_t seq;
+    (void)get_u32(parser->bytes + 4, &seq, 1u);
+    return seq;
+}
+
+static void send_frame(uint8_t type, uint32_t seq, uint32_t length)
+{
+    uint16_t crc, len16 = (uint16_t)length;
+    tx[0] = HIL_SYNC0;
+    tx[1] = HIL_SYNC1;
+    tx[2] = HIL_VERSION;
+    tx[3] = type;
+    (void)put_u32(tx + 4, &seq, 1u);
+    (void)put_u16(tx + 8, &len16, 1u);
+    crc = crc16(tx + 2, HIL_HEADER_BYTES - 2u + length);
+    (void)put_u16(tx + HIL_HEADER_BYTES + length, &crc, 1u);
+    tx_length = HIL_HEADER_BYTES + length + HIL_CRC_BYTES;
+    board_uart_write(tx, tx_length);
+}
+
+static void send_hello(uint32_t seq, const hello_msg_t *m)
+{
+    uint8_t *p = tx + HIL_HEADER_BYTES;
+    HIL_HELLO_FIELDS(HIL_PUT)
+    send_frame(HIL_TYPE_HELLO, seq, (uint32_t)(p - (tx + HIL_HEADER_BYTES)));
+}
+
+static void send_stats(uint32_t seq)
+{
+    const stats_msg_t *m = &stats;
+    uint8_t *p = tx + HIL_HEADER_BYTES;
+    HIL_STATS_FIELDS(HIL_PUT)
+    send_frame(HIL_TYPE_STATS, seq, (uint32_t)(p - (tx + HIL_HEADER_BYTES)));
+}
+
+static void send_control(uint32_t seq, const control_msg_t *m)
+{
+    uint8_t *p = tx + HIL_HEADER_BYTES;
+    HIL_CONTROL_FIELDS(HIL_PUT)
+    send_frame(HIL_TYPE_CONTROL, seq, (uint32_t)(p - (tx + HIL_HEADER_BYTES)));
+}
+
+/* ---- instruction-count calibration (QEMU -icount) ------------------------------------------ */
+
+static void spin(uint32_t n)
+{
+#if defined(__arm__)
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc"); /* 2 instructions per turn */
+#else
+    (void)n; /* the host has no instruction count */
+#endif
+}
+
+/* ---- main loop ------------------------------------------------------------------------------ */
+
+int main(void)
+{
+    static parser_t parser;
+    hello_msg_t hello;
+    control_msg_t control;
+    uint32_t watchdog_us = 0u, expected = 1u, t0, calibration_ticks;
+    uint64_t watchdog_ticks = 0u, waited = 0u;
+    int armed = 0, have_reply = 0;
+    policy_real_t last_x[NX];
+    uint32_t i;
+
+    board_init();
+    board_uart_init();
+    for (i = 0u; i < NX; ++i) {
+        last_x[i] = policy_x_eq[i];
+    }
+    t0 = board_clock_now();
+    spin(100000u);
+    calibration_ticks = board_clock_elapsed(t0, board_clock_now());
+    memset(&stats, 0, sizeof stats);
+
+    for (;;) {
+        int32_t byte;
+        uint32_t seq, last = board_clock_now(), poll_us;
+        int got_state = 0;
+        /* wait for a valid STATE frame; poll in slices so the watchdog deadline is exact */
+        while (!got_state) {
+            if (armed && waited >= watchdog_ticks) {
+                break;
+            }
+            poll_us = armed ? (uint32_t)(((watchdog_ticks - waited) * 1000000u) / board_clock_hz()) + 1u
+                            : 1000000u;
+            byte = board_uart_read_byte(poll_us);
+            {
+                uint32_t now = board_clock_now();
+                waited += board_clock_elapsed(last, now);
+                last = now;
+            }
+            if (byte == -2) {
+                return 0; /* the harness closed the link */
+            }
+            if (byte < 0 || !parser_push(&parser, (uint8_t)byte)) {
+                continue;
+            }
+            parser.fill = 0u;
+            seq = frame_seq(&parser);
+            switch (parser.bytes[3]) {
+            case HIL_TYPE_CONFIG: {
+                config_msg_t config;
+                config_msg_t *m = &config;
+                const uint8_t *p = parser.bytes + HIL_HEADER_BYTES;
+                HIL_CONFIG_FIELDS(HIL_GET)
+                (void)p;
+                watchdog_us = config.watchdog_us[0];
+                watchdog_ticks = ((uint64_t)watchdog_us * board_clock_hz()) / 1000000u;
+                memset(&stats, 0, sizeof stats);
+                expected = 1u;
+                armed = watchdog_us != 0u; /* the deadline of step 1 runs from this HELLO */
+                have_reply = 0;
+                for (i = 0u; i < NX; ++i) {
+                    last_x[i] = policy_x_eq[i];
+                }
+                hello.nx[0] = NX;
+                hello.nu[0] = NU;
+                hello.real_bytes[0] = (uint16_t)sizeof(policy_real_t);
+                hello.board[0] = BOARD_ID;
+                hello.clock_hz[0] = board_clock_hz();
+                hello.calibration_instructions[0] = 200000u;
+                hello.calibration_ticks[0] = calibration_ticks;
+                hello.watchdog_us[0] = watchdog_us;
+                send_hello(seq, &hello);
+                waited = 0u;
+                break;
+            }
+            case HIL_TYPE_STATE:
+                if (seq == expected) {
+                    state_msg_t state;
+                    state_msg_t *m = &state;
+                    const uint8_t *p = parser.bytes + HIL_HEADER_BYTES;
+                    HIL_STATE_FIELDS(HIL_GET)
+                    (void)p;
+                    for (i = 0u; i < NX; ++i) {
+                        last_x[i] = state.x[i];
+                    }
+                    got_state = 1;
+                } else {
+                    stats.sequence_errors[0] += 1u; /* stale or out of order: never applied */
+                }
+                break;
+            case HIL_TYPE_REPEAT:
+                if (have_reply && seq == expected - 1u) {
+                    board_uart_write(tx, tx_length);
+                    stats.repeats_served[0] += 1u;
+                    waited = 0u; /* the host is still on the previous step */
+                } else {
+                    stats.sequence_errors[0] += 1u;
+                }
+                break;
+            case HIL_TYPE_STATS_REQUEST:
+                send_stats(seq);
+                armed = 0;
+                have_reply = 0;
+                break;
+            default:
+                break;
+            }
+        }
+
+        if (got_state) {
+            policy_info_t info;
+            t0 = board_clock_now();
+            (void)policy_step(last_x, control.u, &info);
+            control.compute_ticks[0] = board_clock_elapsed(t0, board_clock_now());
+            control.branch[0] = (uint8_t)info.branch;
+            control.reason[0] = (uint8_t)info.reason;
+            control.status[0] = HIL_STATUS_OK;
+        } else {
+            t0 = board_clock_now();
+            policy_backup_step(last_x, control.u);
+            control.compute_ticks[0] = board_clock_elapsed(t0, board_clock_now());
+            control.branch[0] = 0u; /* backup */
+            control.reason[0] = 0u;
+            control.status[0] = HIL_STATUS_WATCHDOG;
+            stats.watchdog_events[0] += 1u;
+            parser_reset(&parser); /* a partial frame is dropped with the deadline */
+        }
+        control.reserved[0] = 0u;
+        control.bad_frames[0] = stats.crc_errors[0] + stats.length_errors[0] + stats.header_errors[0] +
+                                stats.sequence_errors[0];
+        send_control(expected, &control);
+        have_reply = 1;
+        stats.steps[0] += 1u;
+        expected += 1u;
+        waited = 0u;
+    }
+}

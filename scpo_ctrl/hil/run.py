@@ -1,0 +1,382 @@
+"""``scpo-ctrl hil RUN_DIR``: the exported C on a target, in closed loop with the float64 plant.
+
+Per step k of an episode: measure ``y_k = x_k + noise`` (float32 on the wire), send it, receive
+``u_k`` from the target, compare it with the float64 reference law on the same ``y_k`` (within
+the per-state float32 error bound of the export; watchdog replies with the backup on the last
+state the target accepted), then step the plant ``x_{k+1} = f(x_k, u_k)`` (CasADi, float64).
+Writes ``RUN_DIR/hil/<target>/report.json``, ``traces.png``, ``latency.png`` and the summary of
+each target into ``RUN_DIR/hil/report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config.plant_spec import load_plant_spec
+from ..errors import UsageError
+from ..export.equivalence import SWITCHING_BAND
+from ..export.error_bound import float_error_bound
+from ..export.law import BRANCHES, DeployedLaw, deployed_input_limits, evaluate, law_from_run
+from ..files import atomic_write_json, json_safe
+from ..plant.model import build_plant
+from ..sim.initial_states import validation_states
+from ..verify.closed_loop import simulate
+from .deviation import propagated_bound
+from .faults import FaultInjector, parse_faults
+from .harness import Session
+from .targets import open_target, parse_target
+
+log = logging.getLogger(__name__)
+
+REPORT_FORMAT = "scpo-hil/1"
+#: a watchdog answer with no injected fault is put down to the harness when its own turnaround between
+#: steps exceeded this fraction of the deadline (the target's clock starts earlier, at its answer)
+HOST_LATE_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class HilRequest:
+    """What the command line asked for.
+
+    Attributes
+    ----------
+    run_dir : str
+    target : str
+        ``sil``, ``qemu`` or ``serial:PORT``.
+    steps : int or None
+        Steps per episode (default: the plant's safety horizon).
+    episodes : int
+        Initial states: the plant's validation set first, then seeded uniform draws from its box.
+    faults : str
+        ``--faults`` text (see :mod:`.faults`).
+    seed : int
+    watchdog_ms : float or None
+        Target watchdog deadline [ms] (default dt / 2).
+    plots : bool
+    """
+
+    run_dir: str
+    target: str = "sil"
+    steps: int | None = None
+    episodes: int = 8
+    faults: str = ""
+    seed: int = 0
+    watchdog_ms: float | None = None
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class HilResult:
+    report: dict
+    path: Path
+    passed: bool
+
+
+@dataclass(frozen=True)
+class EpisodeTrace:
+    """One episode: true states ``x (H+1, nx)``, sent states ``y (H, nx)`` (float32 values), commands
+    ``u (H, nu)``, status/branch ``(H,)``, round trips [s] and compute ticks ``(H,)``, reference
+    ``u_ref (H, nu)`` and tolerance ``tol (H, nu)``, and the uplink fault per step ``(H,)`` ("", "lost", "delayed")."""
+
+    x: np.ndarray
+    y: np.ndarray
+    u: np.ndarray
+    status: np.ndarray
+    branch: np.ndarray
+    reason: np.ndarray
+    round_trip: np.ndarray
+    compute_ticks: np.ndarray
+    repeats: np.ndarray
+    host_turnaround: np.ndarray
+    uplink_fault: np.ndarray
+    u_ref: np.ndarray
+    tol: np.ndarray
+    branch_mismatch: np.ndarray
+    stats: dict
+
+
+def initial_states(spec, episodes: int, seed: int) -> np.ndarray:
+    """``(episodes, nx)``: the plant's validation set first (the states ``adapt`` certified the policy
+    on, in their order), then, beyond its size, uniform draws from the initial-state box (seeded)."""
+    validation = validation_states(spec.safety.initial_states)
+    chosen = list(validation[:episodes])
+    box = _box(spec)
+    rng = np.random.default_rng(seed)
+    while len(chosen) < episodes:
+        chosen.append(box[:, 0] + (box[:, 1] - box[:, 0]) * rng.random(len(box)))
+    return np.array(chosen, dtype=float).reshape(episodes, len(box))
+
+
+def _box(spec) -> np.ndarray:
+    initial = spec.safety.initial_states
+    if initial.box is not None:
+        return np.asarray(initial.box, dtype=float)
+    points = np.asarray(initial.points, dtype=float)
+    return np.stack([points.min(axis=0), points.max(axis=0)], axis=1)
+
+
+def backup_reference(law: DeployedLaw, x: np.ndarray) -> tuple:
+    """The saturated backup on ``x (nx,)`` in float64 and a float32 tolerance ``(nu,)``.
+
+    Tolerance: the standard dot-product bound gamma_{nx+1} (|u_eq| + sum_j |K_ij| |dx_j|) with
+    gamma_n = n u / (1 - n u), u = 2^-24, doubled for the rounding of x_eq and K to float32, plus one
+    rounding of the result (the saturation limits are the deployed float32 ones).
+    """
+    lo, hi = deployed_input_limits(law, "float32")
+    dx = x - law.x_eq
+    u = np.clip(law.u_eq - law.K @ dx, lo, hi)
+    unit = 2.0 ** -24
+    n = law.nx + 2
+    gamma = n * unit / (1 - n * unit)
+    magnitude = np.abs(law.u_eq) + np.abs(law.K) @ (np.abs(dx) + np.abs(x) + np.abs(law.x_eq))
+    return u, 2 * gamma * magnitude + unit * np.abs(u) + 2.0 ** -149
+
+
+def run_hil(request: HilRequest) -> HilResult:
+    """Run the episodes on the target; write the report and plots; see the module docstring."""
+    target = parse_target(request.target)
+    faults = parse_faults(request.faults)
+    run_dir = Path(request.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    export_dir = run_dir / "export"
+    manifest_path = export_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{export_dir}: no export; run `scpo-ctrl export {run_dir}` first")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["precision"] != "float32":
+        raise UsageError("hil needs a float32 export (the frames carry float32)")
+    if target.kind == "qemu" and manifest["target"] != "cortex-m4":
+        raise UsageError(f"--target qemu needs `scpo-ctrl export {run_dir} --target cortex-m4`")
+    if request.episodes < 1 or (request.steps is not None and request.steps < 1):
+        raise UsageError("--episodes and --steps must be >= 1")
+    law = law_from_run(run_dir)
+    spec = load_plant_spec(run_dir / "plant.yaml")
+    model = build_plant(spec)
+    steps = request.steps or spec.safety.horizon
+    watchdog_s = (request.watchdog_ms / 1e3) if request.watchdog_ms else law.dt / 2
+    if not 0 < watchdog_s < 10:
+        raise UsageError("--watchdog-ms must be in (0, 10000)")
+    x0 = initial_states(spec, request.episodes, request.seed)
+    half_width = (_box(spec)[:, 1] - _box(spec)[:, 0]) / 2
+    injector = FaultInjector(faults, request.seed)
+    out_dir = run_dir / "hil" / target.label
+    reply_timeout = watchdog_s + (1.0 if target.kind == "sil" else 10.0)
+
+    traces = []
+    started = time.perf_counter()
+    with open_target(target, export_dir, law.name, out_dir / "build") as (transport, description):
+        session = Session(transport, law.nx, law.nu, injector, reply_timeout)
+        hello = None
+        for episode, start in enumerate(x0):
+            hello = session.configure(watchdog_s)
+            if (hello.nx, hello.nu, hello.real_bytes) != (law.nx, law.nu, 4):
+                raise UsageError(f"the target runs a different law (nx={hello.nx}, nu={hello.nu}, "
+                                 f"real={hello.real_bytes} bytes); expected nx={law.nx}, nu={law.nu}, float32")
+            traces.append(_episode(session, law, model, start, steps, injector, half_width))
+            log.info("episode %d/%d done", episode + 1, len(x0))
+        link = dict(session.counts)
+        wire = {"wire_crc_errors": session.wire.crc_errors, "wire_length_errors": session.wire.length_errors,
+                "wire_header_errors": session.wire.header_errors,
+                "harness_rejected_frames": session.reader.rejected}
+    seconds = time.perf_counter() - started
+
+    python = simulate(model, lambda X: evaluate(law, X).u, x0, steps, law.P, law.c, law.x_eq)
+    report = _report(request, target, description, law, model, hello, traces, python, faults, injector, link, wire,
+                     seconds, watchdog_s, steps, x0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    atomic_write_json(path, json_safe(report))
+    if request.plots:
+        from .plots import plot_hil
+
+        report["plots"] = [str(p.relative_to(run_dir)) for p in plot_hil(out_dir, law, traces, python, report)]
+        atomic_write_json(path, json_safe(report))
+    _merge_summary(run_dir / "hil" / "report.json", target.label, report)
+    return HilResult(report=report, path=path, passed=report["summary"]["passed"])
+
+
+def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, steps: int,
+             injector: FaultInjector, half_width: np.ndarray) -> EpisodeTrace:
+    x = np.empty((steps + 1, law.nx))
+    x[0] = x_start
+    y = np.empty((steps, law.nx))
+    rows = {key: [] for key in ("u", "status", "branch", "reason", "round_trip", "ticks", "repeats", "faulted",
+                                "turnaround")}
+    accepted = []  # per step: the state the target last accepted before answering (for watchdog replies)
+    last_accepted = law.x_eq.copy()
+    for k in range(steps):
+        y[k] = (x[k] + injector.noise(half_width)).astype(np.float32)
+        reply, fault = session.step(k + 1, y[k])
+        if reply.status == 0:
+            last_accepted = y[k].copy()
+        accepted.append(last_accepted.copy())
+        for key, value in (("u", reply.u), ("status", reply.status), ("branch", reply.branch),
+                           ("reason", reply.reason), ("round_trip", reply.round_trip_s),
+                           ("ticks", reply.compute_ticks), ("repeats", reply.repeats), ("faulted", fault),
+                           ("turnaround", reply.host_turnaround_s)):
+            rows[key].append(value)
+        x[k + 1] = np.asarray(model.f(x[k], reply.u), dtype=float).ravel()
+    stats = session.stats()
+    u = np.array(rows["u"]).reshape(steps, law.nu)
+    status = np.array(rows["status"])
+    reference = evaluate(law, y)
+    tol = float_error_bound(law, y, "float32")
+    u_ref = reference.u.copy()
+    watchdog = status != 0
+    for k in np.flatnonzero(watchdog):
+        u_ref[k], tol[k] = backup_reference(law, accepted[k])
+    branch = np.array(rows["branch"])
+    near = np.zeros(steps, dtype=bool)
+    for level in (1.0, law.gate_ratio):
+        near |= np.abs(reference.level / level - 1.0) <= SWITCHING_BAND["float32"]
+    mismatch = (~watchdog) & (branch != reference.branch) & ~near
+    return EpisodeTrace(x=x, y=y, u=u, status=status, branch=branch, reason=np.array(rows["reason"]),
+                        round_trip=np.array(rows["round_trip"]), compute_ticks=np.array(rows["ticks"]),
+                        repeats=np.array(rows["repeats"]), host_turnaround=np.array(rows["turnaround"]),
+                        uplink_fault=np.array(rows["faulted"]),
+                        u_ref=u_ref, tol=tol, branch_mismatch=mismatch, stats=stats)
+
+
+def _rows(function, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    n = function.size1_out(0)
+    if n == 0:
+        return np.zeros((len(x), 0))
+    return np.array(function.map(len(x))(x.T, u.T), dtype=float).reshape(n, len(x)).T
+
+
+def _report(request, target, description, law, model, hello, traces, python, faults, injector, link, wire,
+            seconds, watchdog_s, steps, x0) -> dict:
+    H = steps
+    X = np.stack([t.x for t in traces])                     # (E, H+1, nx)
+    U = np.stack([t.u for t in traces])                     # (E, H, nu)
+    status = np.concatenate([t.status for t in traces])
+    round_trip = np.concatenate([t.round_trip for t in traces])
+    ticks = np.concatenate([t.compute_ticks for t in traces])
+    error = np.concatenate([np.abs(t.u - t.u_ref) for t in traces])
+    tol = np.concatenate([t.tol for t in traces])
+    ratio = error / np.maximum(tol, np.finfo(float).tiny)
+    fault = np.concatenate([t.uplink_fault for t in traces])
+    lost, delayed = fault == "lost", fault == "delayed"
+    # safety rows on every visited state (with the command applied there; the last state with u_{H-1})
+    flat_x = X.reshape(-1, law.nx)
+    flat_u = np.concatenate([U, U[:, -1:]], axis=1).reshape(-1, law.nu)
+    G = _rows(model.g, flat_x, flat_u)
+    G = np.where(np.isfinite(G), G, np.inf)
+    worst_rows = G.max(axis=0) if G.shape[1] else np.zeros(0)
+    violating_steps = int(np.sum(np.any(G > 0, axis=1))) if G.shape[1] else 0
+    finite = bool(np.all(np.isfinite(X)))
+    deviation = np.abs(X - python.x)                         # (E, H+1, nx)
+    trajectory = {"max_abs_state_deviation": deviation.max(axis=(0, 1)).tolist(),
+                  "note": "HIL (float32 C, faults, noise) vs the float64 Python closed loop of the same law "
+                  "from the same x0, no noise, no faults"}
+    if not faults.any and not np.any(status != 0):
+        bound = propagated_bound(law, model, python.x, python.u)
+        ratio_x = deviation / np.maximum(bound, np.finfo(float).tiny)
+        within = bool(np.all((deviation <= bound) | (deviation == 0)))
+        trajectory.update(propagated_bound_max=bound.max(axis=(0, 1)).tolist(),
+                          worst_deviation_over_bound=float(ratio_x.max()), within_propagated_bound=within,
+                          bound="first-order propagation of the export's float32 bound and the float32 "
+                          "rounding of the sent state along the Python trajectory (scpo_ctrl/hil/deviation.py)")
+    ok = status == 0
+    watchdog = ~ok
+    firmware = {key: int(sum(t.stats[key] for t in traces)) for key in traces[0].stats}
+    branch_counts = {name: int(np.sum(np.concatenate([t.branch for t in traces])[ok] == code))
+                     for code, name in enumerate(BRANCHES)}
+    branch_counts["watchdog_backup"] = int(np.sum(watchdog))
+    per_tick = hello.instructions_per_tick if hello else None
+    compute = {"clock_hz": hello.clock_hz, "ticks_p50": _q(ticks[ok], 50), "ticks_max": _max(ticks[ok])}
+    if per_tick is not None:
+        instructions = ticks[ok] * per_tick
+        compute.update(unit="instructions (QEMU -icount shift=0: an instruction count, not cycles of a real chip)",
+                       instructions_per_tick=per_tick, instructions_per_step_p50=_q(instructions, 50),
+                       instructions_per_step_mean=float(np.mean(instructions)) if instructions.size else None,
+                       instructions_per_step_max=_max(instructions))
+    else:
+        seconds_per_step = ticks[ok] / hello.clock_hz
+        compute.update(unit="seconds (host clock_gettime around the step)",
+                       seconds_p50=_q(seconds_per_step, 50), seconds_p99=_q(seconds_per_step, 99),
+                       seconds_max=_max(seconds_per_step))
+    deadline_misses = int(np.sum(round_trip > law.dt))
+    equivalence_ok = bool(np.all(ratio <= 1.0)) and not any(t.branch_mismatch.any() for t in traces)
+    corrupted_applied = int(link["corrupted_frames_accepted"])
+    lost_frames_answered_ok = int(np.sum(lost & ok))
+    # the target's deadline runs from its answer; the harness's own work between steps counts against it
+    turnaround = np.concatenate([t.host_turnaround for t in traces])
+    host_late = turnaround > HOST_LATE_FRACTION * watchdog_s
+    watchdog_without_fault = int(np.sum(watchdog & ~lost & ~delayed & ~host_late))
+    safety_held = violating_steps == 0 and finite
+    checks = {
+        "equivalence_within_tolerance": equivalence_ok,
+        "zero_constraint_violations": safety_held,
+        "no_corrupted_command_applied": corrupted_applied == 0 and lost_frames_answered_ok == 0,
+        "every_lost_state_frame_answered_by_the_watchdog": int(np.sum(lost)) == int(np.sum(watchdog & lost)),
+        "no_watchdog_without_a_fault": watchdog_without_fault == 0,
+    }
+    if "within_propagated_bound" in trajectory:
+        checks["trajectory_within_propagated_float32_bound"] = trajectory["within_propagated_bound"]
+    if target.kind == "sil" and not faults.any:
+        checks["zero_deadline_misses"] = deadline_misses == 0
+    passed = all(checks.values())
+    worst = int(np.argmax(ratio.max(axis=1))) if ratio.size else 0
+    return {
+        "format": REPORT_FORMAT, "plant": law.name, "target": request.target, "description": description,
+        "episodes": len(traces), "steps_per_episode": H, "seed": request.seed, "dt_seconds": law.dt,
+        "watchdog_seconds": watchdog_s, "faults": faults.to_dict(), "wall_seconds": seconds,
+        "steps_per_second": status.size / seconds,
+        "initial_states": x0.tolist(),
+        "latency_seconds": {"p50": _q(round_trip, 50), "p99": _q(round_trip, 99), "max": _max(round_trip),
+                            "p50_ok_replies": _q(round_trip[ok], 50), "p99_ok_replies": _q(round_trip[ok], 99)},
+        "compute": compute,
+        "deadline_misses": deadline_misses,
+        "deadline_note": "round trip > dt; wall-clock (under QEMU the guest runs in virtual icount time)",
+        "equivalence": {"worst_error": float(error.max()), "worst_bound_ratio": float(ratio.max()),
+                        "worst_step": int(worst), "tolerance": "per-step float32 forward error bound of the "
+                        "export (watchdog steps: the backup's dot-product bound)",
+                        "branch_mismatches": int(sum(t.branch_mismatch.sum() for t in traces))},
+        "safety": {"row_names": [row.name for row in model.rows], "worst_per_row": worst_rows.tolist(),
+                   "violating_steps": violating_steps, "all_states_finite": finite, "safety_held": safety_held},
+        "branches": branch_counts,
+        "trajectory_vs_python": trajectory,
+        "frames": {"injected": dict(injector.counts), "target": firmware, "harness": {**link, **wire},
+                   "steps_with_lost_state_frame": int(np.sum(lost)),
+                   "steps_with_late_state_frame": int(np.sum(delayed)),
+                   "late_state_frames_answered_by_the_watchdog": int(np.sum(delayed & watchdog)),
+                   "watchdog_replies": int(np.sum(watchdog)),
+                   "watchdog_replies_after_a_late_harness": int(np.sum(watchdog & host_late & ~lost & ~delayed)),
+                   "host_turnaround_max_seconds": _max(turnaround),
+                   "lost_state_frames_answered_ok": lost_frames_answered_ok,
+                   "watchdog_replies_without_uplink_fault": watchdog_without_fault,
+                   "repeat_requests": int(sum(t.repeats.sum() for t in traces))},
+        "hello": None if hello is None else hello.__dict__,
+        "summary": {"checks": checks, "passed": passed, "safety_held": safety_held},
+    }
+
+
+def _q(values: np.ndarray, q: float):
+    return float(np.percentile(values, q)) if np.size(values) else None
+
+
+def _max(values: np.ndarray):
+    return float(np.max(values)) if np.size(values) else None
+
+
+def _merge_summary(path: Path, label: str, report: dict) -> None:
+    try:
+        merged = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        merged = {}
+    merged.setdefault("format", REPORT_FORMAT)
+    merged.setdefault("targets", {})
+    merged["targets"][label] = {key: report[key] for key in ("target", "faults", "episodes", "steps_per_episode",
+                                                            "steps_per_second", "latency_seconds", "compute",
+                                                            "deadline_misses", "equivalence", "safety",
+                                                            "summary")}
+    merged["targets"][label]["report"] = f"{label}/report.json"
+    atomic_write_json(path, json_safe(merged))
