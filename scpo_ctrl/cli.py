@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     hil.add_argument("--no-plots", action="store_true", help="skip traces.png and latency.png")
     hil.add_argument("--json", action="store_true", help="print the report on stdout")
     hil.set_defaults(handler=_hil)
+
+    report = verbs.add_parser("report", help="write the evidence report RUN_DIR/report.html (one self-contained page)")
+    report.add_argument("run_dir", help="run directory written by `adapt` (and export, verify, hil)")
+    report.add_argument("--json", action="store_true", help="print the sections and source hashes on stdout")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -230,6 +235,20 @@ def _hil(args: argparse.Namespace) -> int:
         print(f"  {'ok  ' if ok else 'FAIL'} {name}")
     print(f"  safety held: {'yes' if report['summary']['safety_held'] else 'NO'}")
     return EXIT_OK if result.passed else EXIT_UNSAFE
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import ReportRequest, run_report
+
+    result = run_report(ReportRequest(run_dir=args.run_dir))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return EXIT_OK
+    for section in result.data.sections:
+        if not section.present:
+            print(f"  {section.title}: {section.missing}")
+    print(f"report {result.path}")
+    return EXIT_OK
 
 
 def _format_matrix(rows: list, indent: str) -> str:

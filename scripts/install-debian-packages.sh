@@ -4,8 +4,9 @@
 #   gcc-arm-none-eabi, libnewlib-arm-none-eabi : Cortex-M4F cross builds of the exported C
 #   qemu-system-arm : runs those builds on the mps2-an386 board (PIL, export vectors)
 #   valgrind : callgrind instruction counts of the host C (benchmarks)
+#   chromium : renders the evidence report headless in its test (images loaded, screenshot)
 set -euo pipefail
-PACKAGES=(gcc libc6-dev binutils gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm valgrind)
+PACKAGES=(gcc libc6-dev binutils gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm valgrind chromium)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive

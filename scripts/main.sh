@@ -5,7 +5,8 @@
 # it to ONNX and C for the host and the Cortex-M4F, `verify` the export
 # (certificate.json; exit 1 if a check finds a counterexample), and run the
 # generated C in the loop (`hil`: SIL as a host process, then the Cortex-M4F
-# under QEMU). `report` joins this script when it lands.
+# under QEMU), then write the evidence report (`report`: RUN_DIR/report.html,
+# one self-contained page; its path is the last line printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,3 +18,4 @@ NAME="$(.venv/bin/python -c 'import sys; from scpo_ctrl.config.plant_spec import
 .venv/bin/scpo-ctrl verify "runs/$NAME"
 .venv/bin/scpo-ctrl hil "runs/$NAME" --target sil
 .venv/bin/scpo-ctrl hil "runs/$NAME" --target qemu
+.venv/bin/scpo-ctrl report "runs/$NAME"

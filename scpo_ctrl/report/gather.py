@@ -1,0 +1,319 @@
+"""Read a run directory's files into frozen dataclasses for the report.
+
+Nothing here computes a number the page shows: values are parsed from the
+files as they are (JSON, YAML, NPZ) and the template only formats them. Each
+file is read once; its sha256 is taken over the same bytes that are parsed,
+so a hash on the page always belongs to the numbers next to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file of the run directory: its path relative to the run directory and its sha256."""
+
+    path: str
+    sha256: str
+
+    @property
+    def short(self) -> str:
+        return self.sha256[:12]
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG of the run directory, embedded as a data URI."""
+
+    title: str
+    source: Source
+    data_uri: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page. ``data`` holds the parsed files (read-only); ``missing`` is the
+    one-line note shown instead when the section's data does not exist yet."""
+
+    id: str
+    title: str
+    sources: tuple = ()
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    images: tuple = ()
+    missing: str | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.missing is None
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything the page shows, section by section, in page order."""
+
+    run_dir: str
+    name: str
+    sections: tuple
+
+    def section(self, section_id: str) -> Section:
+        for section in self.sections:
+            if section.id == section_id:
+                return section
+        raise KeyError(section_id)
+
+    @property
+    def sources(self) -> tuple:
+        """Every file the page was built from, once each, in order of first use."""
+        seen: dict = {}
+        for section in self.sections:
+            for source in section.sources:
+                seen.setdefault(source.path, source)
+            for image in section.images:
+                seen.setdefault(image.source.path, image.source)
+        return tuple(seen.values())
+
+
+class _Reader:
+    """Reads files of one run directory, hashing the bytes it parses."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def exists(self, relative: str) -> bool:
+        return (self.run_dir / relative).is_file()
+
+    def raw(self, relative: str) -> tuple:
+        data = (self.run_dir / relative).read_bytes()
+        return data, Source(relative, hashlib.sha256(data).hexdigest())
+
+    def json(self, relative: str) -> tuple:
+        data, source = self.raw(relative)
+        try:
+            return json.loads(data.decode("utf-8")), source
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{self.run_dir / relative}: not valid JSON ({exc})") from None
+
+    def jsonl(self, relative: str) -> tuple:
+        data, source = self.raw(relative)
+        rows = []
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{self.run_dir / relative}:{number}: not valid JSON ({exc})") from None
+        return rows, source
+
+    def yaml(self, relative: str) -> tuple:
+        data, source = self.raw(relative)
+        try:
+            return yaml.safe_load(data.decode("utf-8")), source
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UsageError(f"{self.run_dir / relative}: not valid YAML ({exc})") from None
+
+    def npz(self, relative: str) -> tuple:
+        data, source = self.raw(relative)
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"{self.run_dir / relative}: not a readable .npz ({exc})") from None
+        return {key: _plain(value) for key, value in arrays.items()}, source
+
+    def image(self, relative: str, title: str) -> Image | None:
+        if not self.exists(relative):
+            return None
+        data, source = self.raw(relative)
+        return Image(title, source, "data:image/png;base64," + base64.b64encode(data).decode("ascii"))
+
+
+def _plain(value: np.ndarray):
+    """A numpy array from an .npz as plain Python values (lists, floats, str)."""
+    if value.dtype.kind in "US":
+        return value.tolist()
+    return value.tolist()
+
+
+def _frozen(mapping: dict) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+def _missing(section_id: str, title: str, command: str) -> Section:
+    return Section(section_id, title, missing=f"not run yet: {command}")
+
+
+def gather(run_dir: str | Path) -> RunData:
+    """Read ``run_dir`` into a :class:`RunData` (sections without their files carry a ``missing`` note).
+
+    Raises
+    ------
+    UsageError
+        If ``run_dir`` is not a directory, holds none of a run's files, or a file is malformed.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UsageError(f"{run_dir}: not a directory (expected a run directory written by `scpo-ctrl adapt`)")
+    reader = _Reader(root)
+    if not any(reader.exists(name) for name in ("plant.yaml", "adaptation.json", "policy.npz")):
+        raise UsageError(f"{run_dir}: not a run directory (no plant.yaml, adaptation.json or policy.npz)")
+    sections = (
+        _plant(reader),
+        _backup(reader),
+        _training(reader),
+        _rollouts(reader),
+        _export(reader),
+        _equivalence(reader),
+        _certificate(reader),
+        _hil(reader),
+    )
+    name = root.resolve().name
+    plant = sections[0]
+    if plant.present and isinstance(plant.data.get("plant"), dict):
+        name = str(plant.data["plant"].get("name", name))
+    return RunData(run_dir=str(run_dir), name=name, sections=sections)
+
+
+def _plant(reader: _Reader) -> Section:
+    if not reader.exists("plant.yaml"):
+        return _missing("plant", "Plant and limits", "scpo-ctrl adapt PLANT.yaml")
+    plant, source = reader.yaml("plant.yaml")
+    if not isinstance(plant, dict):
+        raise UsageError(f"{reader.run_dir / 'plant.yaml'}: not a plant file (a mapping was expected)")
+    return Section("plant", "Plant and limits", (source,), _frozen({"plant": plant}))
+
+
+def _backup(reader: _Reader) -> Section:
+    if not reader.exists("policy.npz"):
+        return _missing("backup", "Backup, gains and target set", "scpo-ctrl adapt PLANT.yaml")
+    policy, source = reader.npz("policy.npz")
+    sources = [source]
+    data = {"policy": policy, "backup": None}
+    if reader.exists("plant.yaml"):
+        plant, plant_source = reader.yaml("plant.yaml")
+        if isinstance(plant, dict):
+            data["backup"] = plant.get("backup")
+            data["safety"] = plant.get("safety")
+            sources.append(plant_source)
+    return Section("backup", "Backup, gains and target set", tuple(sources), _frozen(data))
+
+
+def _training(reader: _Reader) -> Section:
+    if not reader.exists("adaptation.json"):
+        return _missing("training", "Training", "scpo-ctrl adapt PLANT.yaml")
+    summary, source = reader.json("adaptation.json")
+    sources = [source]
+    data = {"summary": summary, "iterations": []}
+    if reader.exists("config.resolved.yaml"):
+        config, config_source = reader.yaml("config.resolved.yaml")
+        data["config"] = config
+        sources.append(config_source)
+    if reader.exists("training.jsonl"):
+        rows, rows_source = reader.jsonl("training.jsonl")
+        data["iterations"] = rows
+        sources.append(rows_source)
+    image = reader.image("plots/training.png", "Training curves: loss, worst constraint value, accepted/rejected steps, l")
+    return Section("training", "Training", tuple(sources), _frozen(data), tuple(i for i in (image,) if i))
+
+
+def _rollouts(reader: _Reader) -> Section:
+    images = tuple(i for i in (
+        reader.image("plots/rollouts.png", "Rollouts of the backup, the expert and the adapted policy"),
+        reader.image("plots/phase.png", "Phase portraits with the constraint boundaries and the target set"),
+    ) if i)
+    if not images:
+        return _missing("rollouts", "Rollouts and phase portraits", "scpo-ctrl adapt PLANT.yaml")
+    return Section("rollouts", "Rollouts and phase portraits", tuple(i.source for i in images), _frozen({}), images)
+
+
+def _export(reader: _Reader) -> Section:
+    if not reader.exists("export/manifest.json"):
+        return _missing("export", "Export", "scpo-ctrl export RUN_DIR")
+    manifest, source = reader.json("export/manifest.json")
+    sources = [source]
+    data = {"manifest": manifest, "closed_loop": None, "hil_compute": {}}
+    if reader.exists("certificate.json"):
+        certificate, certificate_source = reader.json("certificate.json")
+        for check in certificate.get("checks", []):
+            if check.get("name") == "closed_loop_safety":
+                data["closed_loop"] = check.get("details")
+                sources.append(certificate_source)
+    if reader.exists("hil/report.json"):
+        hil, hil_source = reader.json("hil/report.json")
+        data["hil_compute"] = {name: target.get("compute", {}) for name, target in hil.get("targets", {}).items()}
+        if data["hil_compute"]:
+            sources.append(hil_source)
+    return Section("export", "Export: sizes and timings", tuple(sources), _frozen(data))
+
+
+def _equivalence(reader: _Reader) -> Section:
+    rows = []
+    sources = []
+    if reader.exists("export/manifest.json"):
+        manifest, source = reader.json("export/manifest.json")
+        for entry in manifest.get("self_check", []):
+            rows.append({"where": "export self-check", **entry})
+        sources.append(source)
+    if reader.exists("certificate.json"):
+        certificate, source = reader.json("certificate.json")
+        for check in certificate.get("checks", []):
+            if check.get("name") == "equivalence":
+                for entry in (check.get("details") or {}).get("implementations", []):
+                    rows.append({"where": "verify campaign", **entry})
+                sources.append(source)
+    if not rows:
+        return _missing("equivalence", "Equivalence", "scpo-ctrl export RUN_DIR")
+    return Section("equivalence", "Equivalence of the exported implementations", tuple(sources),
+                   _frozen({"rows": rows}))
+
+
+def _certificate(reader: _Reader) -> Section:
+    if not reader.exists("certificate.json"):
+        return _missing("certificate", "Certificate", "scpo-ctrl verify RUN_DIR")
+    certificate, source = reader.json("certificate.json")
+    sources = [source]
+    data = {"certificate": certificate, "manifest_matches": None}
+    if reader.exists("export/manifest.json"):
+        _, manifest_source = reader.raw("export/manifest.json")
+        data["manifest_matches"] = manifest_source.sha256 == certificate.get("manifest_sha256")
+        sources.append(manifest_source)
+    checks = {check.get("name"): check for check in certificate.get("checks", [])}
+    data["checks_by_name"] = checks
+    return Section("certificate", "Certificate: verdicts and margins", tuple(sources), _frozen(data))
+
+
+def _hil(reader: _Reader) -> Section:
+    if not reader.exists("hil/report.json"):
+        return _missing("hil", "Hardware in the loop", "scpo-ctrl hil RUN_DIR --target sil")
+    summary, source = reader.json("hil/report.json")
+    sources = [source]
+    targets = []
+    images = []
+    for name in summary.get("targets", {}):
+        relative = f"hil/{name}/report.json"
+        if reader.exists(relative):
+            report, target_source = reader.json(relative)
+            sources.append(target_source)
+        else:
+            report, target_source = summary["targets"][name], source
+        target_images = tuple(i for i in (
+            reader.image(f"hil/{name}/traces.png", f"{name}: HIL traces vs the Python closed loop"),
+            reader.image(f"hil/{name}/latency.png", f"{name}: round-trip latency"),
+        ) if i)
+        images.extend(target_images)
+        targets.append({"name": name, "report": report, "source": target_source, "images": target_images})
+    return Section("hil", "Hardware in the loop", tuple(sources), _frozen({"targets": targets}), tuple(images))

@@ -1,0 +1,148 @@
+"""``scpo-ctrl report``: the evidence page, rendered in headless Chromium; every number from a file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scpo_ctrl.cli import main
+from scpo_ctrl.report import ReportRequest, run_report
+
+CHROMIUM = "/usr/bin/chromium"
+SECTIONS = ("plant", "backup", "training", "rollouts", "export", "equivalence", "certificate", "hil", "artefacts")
+HIL_STEPS, HIL_EPISODES = 20, 2
+
+
+@pytest.fixture(scope="session")
+def complete_run(adapted_runs, tmp_path_factory) -> Path:
+    """A small run directory with every stage: adapt (3 iterations), export (cortex-m4), verify, SIL HIL."""
+    from scpo_ctrl.export.run import ExportRequest, run_export
+    from scpo_ctrl.verify.run import VerifyRequest, run_verify
+
+    run = tmp_path_factory.mktemp("report") / "double_integrator"
+    shutil.copytree(adapted_runs["double_integrator"], run)
+    run_export(ExportRequest(run_dir=str(run), target="cortex-m4"))
+    run_verify(VerifyRequest(run_dir=str(run), samples=500, halton=128, cells_per_axis=4, max_depth=0,
+                             falsify_starts=1))
+    code = main(["hil", str(run), "--target", "sil", "--steps", str(HIL_STEPS), "--episodes", str(HIL_EPISODES)])
+    assert code == 0
+    return run
+
+
+def _copy(run: Path, destination: Path) -> Path:
+    shutil.copytree(run, destination)
+    (destination / "report.html").unlink(missing_ok=True)
+    return destination
+
+
+def _chromium(*arguments: str, profile: Path) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", *arguments]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+def _cell(html: str, cell_id: str) -> str:
+    match = re.search(rf'id="{cell_id}">([^<]*)<', html)
+    assert match, cell_id
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium_with_every_image_and_section(complete_run, tmp_path, capsys):
+    run = _copy(complete_run, tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    page = run / "report.html"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report {page}"
+    assert Path(CHROMIUM).is_file(), "chromium is missing: bash scripts/install-debian-packages.sh"
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri(), profile=tmp_path / "p1")
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded, "the page's load script did not run"
+    # training, rollouts, phase portrait, HIL traces and latency of the SIL target
+    assert int(loaded.group(2)) >= 5 and loaded.group(1) == loaded.group(2), loaded.group(0)
+    for section in SECTIONS:
+        assert f'<section id="{section}"' in dom, section
+    assert 'data-present="no"' not in dom
+    assert "<img" in dom and 'src="http' not in dom and "<link" not in dom  # self-contained: nothing to fetch
+    screenshot = tmp_path / "report.png"
+    _chromium(f"--screenshot={screenshot}", "--window-size=1280,4000", page.resolve().as_uri(),
+              profile=tmp_path / "p2")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_the_page_follows_the_files(complete_run, tmp_path):
+    run = _copy(complete_run, tmp_path / "run")
+    before = run_report(ReportRequest(str(run))).path.read_text()
+    summary = json.loads((run / "adaptation.json").read_text())
+    assert _cell(before, "final-loss") != "0.1235"
+    summary["final_loss"], summary["rejected"] = 0.123456789, 4242
+    (run / "adaptation.json").write_text(json.dumps(summary))
+    certificate = json.loads((run / "certificate.json").read_text())
+    check = next(c for c in certificate["checks"] if c["name"] == "integrity")
+    assert check["verdict"] == "VERIFIED"
+    check["verdict"] = "FALSIFIED"
+    (run / "certificate.json").write_text(json.dumps(certificate))
+    after = run_report(ReportRequest(str(run))).path.read_text()
+    assert _cell(after, "final-loss") == "0.1235" and _cell(after, "rejected") == "4242"
+    integrity = re.search(r'<tr id="check-integrity">.*?</tr>', after, re.S).group(0)
+    assert "FALSIFIED" in integrity and "VERIFIED" not in integrity
+    new_hash = hashlib.sha256((run / "adaptation.json").read_bytes()).hexdigest()
+    assert new_hash in after and new_hash not in before
+
+
+@pytest.mark.slow
+def test_every_hash_on_the_page_is_the_hash_of_its_file(complete_run, tmp_path, capsys):
+    run = _copy(complete_run, tmp_path / "run")
+    assert main(["report", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert all(state == "present" for state in result["sections"].values()), result["sections"]
+    page = Path(result["path"]).read_text()
+    for relative in ("plant.yaml", "policy.npz", "adaptation.json", "training.jsonl", "plots/training.png",
+                     "export/manifest.json", "certificate.json", "hil/report.json", "hil/sil/report.json"):
+        digest = hashlib.sha256((run / relative).read_bytes()).hexdigest()
+        assert result["sources"][relative] == digest, relative
+        assert f'title="sha256 {digest}"' in page, relative
+
+
+@pytest.mark.slow
+def test_missing_stages_are_one_line_notes(complete_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("plant.yaml", "policy.npz", "adaptation.json", "training.jsonl"):
+        shutil.copy(complete_run / name, run / name)
+    html = run_report(ReportRequest(str(run))).path.read_text()
+    assert "not run yet: scpo-ctrl export RUN_DIR" in html
+    assert "not run yet: scpo-ctrl verify RUN_DIR" in html
+    assert "not run yet: scpo-ctrl hil RUN_DIR" in html
+    assert 'id="final-loss"' in html
+
+
+@pytest.mark.slow
+def test_text_from_files_is_escaped(complete_run, tmp_path):
+    run = _copy(complete_run, tmp_path / "run")
+    plant = (run / "plant.yaml").read_text()
+    plant = re.sub(r"^description: .*$", "description: '<script>alert(1)</script> & co'", plant, flags=re.M)
+    (run / "plant.yaml").write_text(plant)
+    html = run_report(ReportRequest(str(run))).path.read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    (tmp_path / "adaptation.json").write_text("{ not json")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "adaptation.json: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
