@@ -66,8 +66,9 @@ def test_report_renders_in_headless_chromium_with_every_image_and_section(comple
     dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri(), profile=tmp_path / "p1")
     loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert loaded, "the page's load script did not run"
-    # training, rollouts, phase portrait, HIL traces and latency of the SIL target
-    assert int(loaded.group(2)) >= 5 and loaded.group(1) == loaded.group(2), loaded.group(0)
+    # training, rollouts, phase portrait, certificate margins, HIL traces and latency of the SIL target
+    assert int(loaded.group(2)) == 6 and loaded.group(1) == loaded.group(2), loaded.group(0)
+    assert 'id="summary"' in dom
     for section in SECTIONS:
         assert f'<section id="{section}"' in dom, section
     assert 'data-present="no"' not in dom

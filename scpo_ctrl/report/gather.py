@@ -293,7 +293,17 @@ def _certificate(reader: _Reader) -> Section:
         sources.append(manifest_source)
     checks = {check.get("name"): check for check in certificate.get("checks", [])}
     data["checks_by_name"] = checks
-    return Section("certificate", "Certificate: verdicts and margins", tuple(sources), _frozen(data))
+    images = ()
+    rows = ((checks.get("closed_loop_safety") or {}).get("details") or {}).get("rows")
+    if rows:
+        from .plots import margins_png
+
+        worst = {name: row["worst"] for name, row in rows.items() if isinstance(row.get("worst"), (int, float))}
+        if worst:
+            title = "Safety margins (certificate.json, closed_loop_safety)"
+            png = margins_png(worst, title)
+            images = (Image(title, source, "data:image/png;base64," + base64.b64encode(png).decode("ascii")),)
+    return Section("certificate", "Certificate: verdicts and margins", tuple(sources), _frozen(data), images)
 
 
 def _hil(reader: _Reader) -> Section:
