@@ -143,9 +143,7 @@ class _Reader:
 
 
 def _plain(value: np.ndarray):
-    """A numpy array from an .npz as plain Python values (lists, floats, str)."""
-    if value.dtype.kind in "US":
-        return value.tolist()
+    """A numpy array from an .npz as plain Python values (nested lists, floats, ints, str)."""
     return value.tolist()
 
 
