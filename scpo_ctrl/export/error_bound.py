@@ -128,10 +128,21 @@ def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32
         The bound [input units]; where the monitor trips (outside the region: the decision is
         exact in every precision) the bound of the saturated backup.
     """
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    u, fallback = _law_errors(_Arithmetic(precision), law, X, precision, activation_ulps, any_order)
+    tripped = evaluate(law, X).reason != REASON_OK
+    return np.where(tripped[:, None], fallback.e, u.e)
+
+
+def _law_errors(ar: _Arithmetic, law: DeployedLaw, X: np.ndarray, precision: str, activation_ulps: float | None,
+                any_order: bool = False, gate_adjust=None) -> tuple:
+    """The C step function's operations on ``X (N, nx)`` under the arithmetic ``ar``.
+
+    ``gate_adjust(s, gate) -> gate`` may replace the tracked gate (the box version uses it). Returns the
+    tracked saturated law and the tracked saturated backup, each ``(N, nu)``.
+    """
     if activation_ulps is None:
         activation_ulps = TANH32_RELATIVE_UNITS if precision == "float32" else ACTIVATION_ULPS
-    ar = _Arithmetic(precision)
-    X = np.atleast_2d(np.asarray(X, dtype=float))
     N = len(X)
     x = ar.exact(X)
     dx = ar.add(x, ar.constant(np.broadcast_to(law.x_eq, X.shape)), sign=-1.0)
@@ -146,6 +157,8 @@ def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32
     s = ar.clip(s, 0.0, 1.0)
     three_minus = ar.add(ar.exact(np.full(N, 3.0)), ar.mul(ar.exact(np.full(N, 2.0)), s), sign=-1.0)
     gate = ar.mul(ar.mul(s, s), three_minus)
+    if gate_adjust is not None:
+        gate = gate_adjust(s, gate)
     h = ar.div_constant(dx, np.broadcast_to(law.x_scale, X.shape))
     for index, (W, b) in enumerate(zip(law.weights, law.biases)):
         h = dot(ar, h, W, bias=b)
@@ -155,10 +168,7 @@ def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32
     gate_u = Tracked(np.repeat(gate.a[:, None], law.nu, axis=1), np.repeat(gate.e[:, None], law.nu, axis=1))
     u = ar.add(u_backup, ar.mul(gate_u, scaled))
     limits = deployed_input_limits(law, precision)
-    u = ar.clip(u, law.u_min, law.u_max, limits)
-    fallback = ar.clip(u_backup, law.u_min, law.u_max, limits)
-    tripped = evaluate(law, X).reason != REASON_OK
-    return np.where(tripped[:, None], fallback.e, u.e)
+    return ar.clip(u, law.u_min, law.u_max, limits), ar.clip(u_backup, law.u_min, law.u_max, limits)
 
 
 def _dot(ar: _Arithmetic, x: Tracked, M: np.ndarray, bias) -> Tracked:
@@ -258,38 +268,18 @@ def float_error_bound_box(law: DeployedLaw, lo: np.ndarray, hi: np.ndarray, prec
     -------
     ndarray, shape (M, nu)
     """
-    if activation_ulps is None:
-        activation_ulps = TANH32_RELATIVE_UNITS if precision == "float32" else ACTIVATION_ULPS
-    ar = _Magnitudes(precision)
     lo, hi = np.atleast_2d(lo), np.atleast_2d(hi)
-    M = len(lo)
-    x = ar.exact(np.maximum(np.abs(lo), np.abs(hi)))
-    dx = ar.add(x, ar.constant(np.broadcast_to(law.x_eq, lo.shape)), sign=-1.0)
-    backup_sum = _dot(ar, dx, law.K, bias=None)
-    u_backup = ar.add(ar.constant(np.broadcast_to(law.u_eq, (M, law.nu))), backup_sum, sign=-1.0)
-    Pdx = _dot(ar, dx, law.P, bias=None)
-    V = _sum(ar, ar.mul(dx, Pdx))
-    level = ar.div_constant(V, law.c)
-    s = ar.div_constant(ar.add(level, ar.exact(np.ones(M)), sign=-1.0), law.gate_ratio - 1.0)
-    s = ar.clip(s, 0.0, 1.0)
-    three_minus = ar.add(ar.exact(np.full(M, 3.0)), ar.mul(ar.exact(np.full(M, 2.0)), s), sign=-1.0)
-    gate = ar.mul(ar.mul(s, s), three_minus)
-    gate = Tracked(np.minimum(gate.a, 1.0), gate.e)
-    if level_range is not None:
+
+    def adjust(s: Tracked, gate: Tracked) -> Tracked:
+        gate = Tracked(np.minimum(gate.a, 1.0), gate.e)
+        if level_range is None:
+            return gate
         # the computed s lies within e of the exact one; the clip then returns exactly 0 or 1
         s_low = (np.asarray(level_range[0]) - 1.0) / (law.gate_ratio - 1.0) - s.e
         s_high = (np.asarray(level_range[1]) - 1.0) / (law.gate_ratio - 1.0) + s.e
         zero, one = s_high < 0.0, s_low > 1.0
-        gate = Tracked(np.where(zero, 0.0, np.where(one, 1.0, gate.a)), np.where(zero | one, 0.0, gate.e))
-    h = ar.div_constant(dx, np.broadcast_to(law.x_scale, lo.shape))
-    for index, (W, b) in enumerate(zip(law.weights, law.biases)):
-        h = _dot(ar, h, W, bias=b)
-        if index < len(law.weights) - 1:
-            h = ar.tanh(h, activation_ulps)
-    scaled = ar.mul(ar.constant(np.broadcast_to(law.u_scale, (M, law.nu))), h)
-    gate_u = Tracked(np.repeat(gate.a[:, None], law.nu, axis=1), np.repeat(gate.e[:, None], law.nu, axis=1))
-    u = ar.add(u_backup, ar.mul(gate_u, scaled))
-    limits = deployed_input_limits(law, precision)
-    u = ar.clip(u, law.u_min, law.u_max, limits)
-    fallback = ar.clip(u_backup, law.u_min, law.u_max, limits)
+        return Tracked(np.where(zero, 0.0, np.where(one, 1.0, gate.a)), np.where(zero | one, 0.0, gate.e))
+
+    u, fallback = _law_errors(_Magnitudes(precision), law, np.maximum(np.abs(lo), np.abs(hi)), precision,
+                              activation_ulps, gate_adjust=adjust)
     return np.maximum(u.e, fallback.e)
