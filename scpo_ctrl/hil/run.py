@@ -24,8 +24,8 @@ from ..export.equivalence import SWITCHING_BAND
 from ..export.error_bound import float_error_bound
 from ..export.law import BRANCHES, DeployedLaw, deployed_input_limits, evaluate, law_from_run
 from ..files import atomic_write_json, json_safe
-from ..plant.model import build_plant
-from ..sim.initial_states import validation_states
+from ..plant.model import build_plant, evaluate_rows
+from ..sim.initial_states import initial_box, validation_states
 from ..verify.closed_loop import simulate
 from .deviation import propagated_bound
 from .faults import FaultInjector, parse_faults
@@ -106,19 +106,11 @@ def initial_states(spec, episodes: int, seed: int) -> np.ndarray:
     on, in their order), then, beyond its size, uniform draws from the initial-state box (seeded)."""
     validation = validation_states(spec.safety.initial_states)
     chosen = list(validation[:episodes])
-    box = _box(spec)
+    box = initial_box(spec.safety.initial_states)
     rng = np.random.default_rng(seed)
     while len(chosen) < episodes:
         chosen.append(box[:, 0] + (box[:, 1] - box[:, 0]) * rng.random(len(box)))
     return np.array(chosen, dtype=float).reshape(episodes, len(box))
-
-
-def _box(spec) -> np.ndarray:
-    initial = spec.safety.initial_states
-    if initial.box is not None:
-        return np.asarray(initial.box, dtype=float)
-    points = np.asarray(initial.points, dtype=float)
-    return np.stack([points.min(axis=0), points.max(axis=0)], axis=1)
 
 
 def backup_reference(law: DeployedLaw, x: np.ndarray) -> tuple:
@@ -164,7 +156,8 @@ def run_hil(request: HilRequest) -> HilResult:
     if not 0 < watchdog_s < 10:
         raise UsageError("--watchdog-ms must be in (0, 10000)")
     x0 = initial_states(spec, request.episodes, request.seed)
-    half_width = (_box(spec)[:, 1] - _box(spec)[:, 0]) / 2
+    box = initial_box(spec.safety.initial_states)
+    half_width = (box[:, 1] - box[:, 0]) / 2
     injector = FaultInjector(faults, request.seed)
     out_dir = run_dir / "hil" / target.label
     reply_timeout = watchdog_s + (1.0 if target.kind == "sil" else 10.0)
@@ -244,13 +237,6 @@ def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, ste
                         u_ref=u_ref, tol=tol, branch_mismatch=mismatch, stats=stats)
 
 
-def _rows(function, x: np.ndarray, u: np.ndarray) -> np.ndarray:
-    n = function.size1_out(0)
-    if n == 0:
-        return np.zeros((len(x), 0))
-    return np.array(function.map(len(x))(x.T, u.T), dtype=float).reshape(n, len(x)).T
-
-
 def _report(request, target, description, law, model, hello, traces, python, faults, injector, link, wire,
             seconds, watchdog_s, steps, x0) -> dict:
     H = steps
@@ -267,7 +253,7 @@ def _report(request, target, description, law, model, hello, traces, python, fau
     # safety rows on every visited state (with the command applied there; the last state with u_{H-1})
     flat_x = X.reshape(-1, law.nx)
     flat_u = np.concatenate([U, U[:, -1:]], axis=1).reshape(-1, law.nu)
-    G = _rows(model.g, flat_x, flat_u)
+    G = evaluate_rows(model.g, flat_x, flat_u)
     G = np.where(np.isfinite(G), G, np.inf)
     worst_rows = G.max(axis=0) if G.shape[1] else np.zeros(0)
     violating_steps = int(np.sum(np.any(G > 0, axis=1))) if G.shape[1] else 0

@@ -186,3 +186,11 @@ def _check_equilibrium_inside(model: PlantModel) -> None:
                     f"the equilibrium is not strictly inside constraint {row.name!r} ({row.description}): "
                     f"value {value:.3g}, needs < 0",
                 )
+
+
+def evaluate_rows(function: ca.Function, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """A row function such as ``PlantModel.g`` on a batch: ``x (N, nx)``, ``u (N, nu)`` -> ``(N, n_rows)``."""
+    n = function.size1_out(0)
+    if n == 0:
+        return np.zeros((len(x), 0))
+    return np.array(function.map(len(x))(x.T, u.T), dtype=float).reshape(n, len(x)).T

@@ -28,3 +28,11 @@ def validation_states(initial: InitialStateSpec) -> np.ndarray:
         choice = np.array(list(itertools.product((0, 1), repeat=nx)))
         points = np.concatenate([points, box[np.arange(nx), choice]])
     return points
+
+
+def initial_box(initial: InitialStateSpec) -> np.ndarray:
+    """The initial-state box ``(nx, 2)``: the file's box, or the bounding box of its explicit points."""
+    if initial.box is not None:
+        return np.asarray(initial.box, dtype=float)
+    points = np.asarray(initial.points, dtype=float)
+    return np.stack([points.min(axis=0), points.max(axis=0)], axis=1)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..plant.model import PlantModel
+from ..plant.model import PlantModel, evaluate_rows
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ def simulate(model: PlantModel, controller: Callable[[np.ndarray], np.ndarray], 
             X[:, t + 1] = np.array(step(X[:, t].T, U[:, t].T)).T
     flat_x, flat_u = X.reshape(-1, nx), U.reshape(-1, nu)
     if rows:
-        G = _rows(model.g, flat_x, flat_u).reshape(N, horizon + 1, -1)
-        G_in = _rows(model.g_input, flat_x, flat_u).reshape(N, horizon + 1, -1)
+        G = evaluate_rows(model.g, flat_x, flat_u).reshape(N, horizon + 1, -1)
+        G_in = evaluate_rows(model.g_input, flat_x, flat_u).reshape(N, horizon + 1, -1)
     else:
         G, G_in = np.zeros((N, horizon + 1, 0)), np.zeros((N, horizon + 1, 0))
     G = np.where(np.isfinite(G), G, np.inf)
@@ -84,9 +84,3 @@ def simulate(model: PlantModel, controller: Callable[[np.ndarray], np.ndarray], 
                            row_names=tuple(row.name for row in model.rows),
                            input_row_names=tuple(row.name for row in model.input_rows))
 
-
-def _rows(function, x: np.ndarray, u: np.ndarray) -> np.ndarray:
-    n = function.size1_out(0)
-    if n == 0:
-        return np.zeros((len(x), 0))
-    return np.array(function.map(len(x))(x.T, u.T), dtype=float).reshape(n, len(x)).T

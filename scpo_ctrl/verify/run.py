@@ -42,6 +42,7 @@ from ..export.run import build_host_law, inputs_hash, run_onnx, sha256_file
 from ..files import atomic_write, atomic_write_json, json_safe
 from ..plant.model import build_plant
 from ..policy.residual import ResidualPolicy
+from ..sim.initial_states import initial_box
 from . import falsify, reach
 from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Check
 from .closed_loop import simulate
@@ -106,7 +107,7 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     model = build_plant(spec)
     policy, theta, _ = ResidualPolicy.load(run_dir / "policy.npz")
     precision = manifest.get("precision", "float32")
-    box = _initial_box(spec)
+    box = initial_box(spec.safety.initial_states)
     horizon = spec.safety.horizon
 
     checks = [_integrity(run_dir, manifest, law, precision)]
@@ -156,14 +157,6 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     path = run_dir / "certificate.json"
     atomic_write_json(path, json_safe(certificate))
     return VerifyResult(certificate=certificate, path=path, exit_code=exit_code)
-
-
-def _initial_box(spec) -> np.ndarray:
-    initial = spec.safety.initial_states
-    if initial.box is not None:
-        return np.asarray(initial.box, dtype=float)
-    points = np.asarray(initial.points, dtype=float)
-    return np.column_stack([points.min(axis=0), points.max(axis=0)])
 
 
 # -- 1. integrity --------------------------------------------------------------------------------
