@@ -121,31 +121,32 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
     }
     model = build_model(law, precision, metadata)
     (directory / "policy.onnx").write_bytes(model.SerializeToString())
-    for source in render_bundle(law, precision, digest):
+    bundle = render_bundle(law, precision, digest)
+    for source in bundle:
         atomic_write_text(directory / source.name, source.text)
 
     host = directory / "host"
     host.mkdir()
-    for source in render_bundle(law, precision, digest):
+    for source in bundle:
         shutil.copyfile(directory / source.name, host / source.name)
     batch = render_host_batch(law, precision, digest)
     atomic_write_text(host / batch.name, batch.text)
     host_object = build.compile_object(build.HOST_COMPILER, f"{name}_policy.c", host, f"{name}_policy.o")
     build.archive([host_object.path], host, f"lib{name}_policy.a", arm=False)
     build.shared_library([f"{name}_policy.c", batch.name], host, f"lib{name}_policy.so")
-    for source in render_bundle(law, precision, digest):
+    for source in bundle:
         (host / source.name).unlink()
     builds = {"host": _object_summary(host_object, build.HOST_COMPILER)}
 
     if request.target == "cortex-m4":
         arm = directory / "cortex-m4"
         arm.mkdir()
-        for source in render_bundle(law, precision, digest):
+        for source in bundle:
             shutil.copyfile(directory / source.name, arm / source.name)
         arm_object = build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", arm, f"{name}_policy.o",
                                           build.CORTEX_M4_FLAGS)
         build.archive([arm_object.path], arm, f"lib{name}_policy.a", arm=True)
-        for source in render_bundle(law, precision, digest):
+        for source in bundle:
             (arm / source.name).unlink()
         builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS)
 
