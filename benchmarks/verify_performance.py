@@ -72,6 +72,23 @@ def main() -> None:
             print(f"| {label} | {cells} | {depth} | {len(result.cells)} | {fraction:.3f} | {result.seconds:.1f} |",
                   flush=True)
     print()
+    # why cells of the adapted law stay unproven: time spent in the gate band, and entry into T
+    result = reach.analyse(law, model, box[:, 0], box[:, 1], H, reach.ReachSettings(cells_per_axis=16, max_depth=2))
+    lo = np.array([c.lo for c in result.cells])
+    hi = np.array([c.hi for c in result.cells])
+    proven = np.array([c.verified for c in result.cells])
+    starts = np.random.default_rng(2).uniform(box[:, 0], box[:, 1], size=(20000, law.nx))
+    cell = np.argmax(np.all((starts[:, None, :] >= lo[None]) & (starts[:, None, :] <= hi[None]), axis=2), axis=1)
+    loop = simulate(model, lambda X: evaluate(law, X).u, starts, H, law.P, law.c, law.x_eq, rows=False)
+    band = ((loop.level > 1.0) & (loop.level <= law.gate_ratio)).sum(axis=1)
+    entry = np.argmax(loop.level <= 1.0, axis=1)
+    good = proven[cell]
+    print("adapted law, 16 x 16 cells bisected twice: closed loops from 20,000 uniform initial states")
+    print("| cells | initial states | median steps in the gate band (1 < V/c <= gate_ratio) | median step of entry into T |")
+    print("|---|---|---|---|")
+    for label, mask in (("proven", good), ("not proven", ~good)):
+        print(f"| {label} | {int(mask.sum())} | {np.median(band[mask]):.0f} | {np.median(entry[mask]):.0f} |")
+    print()
     # tightness on the proven backup
     subject = backup_only(law)
     result = reach.analyse(subject, model, box[:, 0], box[:, 1], H, reach.ReachSettings(cells_per_axis=8, max_depth=3))
