@@ -190,7 +190,7 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
 
 
 def _backup_safety(problem) -> str | None:
-    _, evaluation = problem.closed_loop(problem.backup.function())
+    _, evaluation = problem.closed_loop(problem.backup_law())
     if evaluation.safe:
         return None
     worst = int(np.argmax(evaluation.worst))

@@ -62,7 +62,7 @@ def run_check(path: str) -> CheckReport:
     """Load, build and check the plant file at ``path``."""
     spec = load_plant_spec(path)
     problem = build_problem(spec)
-    _, backup_eval = problem.closed_loop(problem.backup.function())
+    _, backup_eval = problem.closed_loop(problem.backup_law())
     expert = expert_function(spec)
     expert_eval = problem.closed_loop(expert)[1] if expert is not None else None
     backup = problem.backup

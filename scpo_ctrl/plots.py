@@ -60,7 +60,7 @@ def _training(path: Path, records: list, group_names: tuple) -> Path:
 
 def _trajectories(problem, policy, theta) -> dict:
     out = {}
-    runs = [("backup", problem.backup.function(), None), ("adapted", policy.function(), theta)]
+    runs = [("backup", problem.backup_law(), None), ("adapted", policy.law(), theta)]
     expert = expert_function(problem.spec)
     if expert is not None:
         runs.insert(1, ("expert", expert, None))

@@ -24,6 +24,8 @@ from .yaml_source import read_yaml
 
 SCHEMA = "scpo-plant/1"
 BACKUP_TYPES = ("lqr", "mpc")
+MPC_SOLVERS = ("sqp", "sqp_rti")
+DEFAULT_MPC_HORIZON = 20
 TASK_TYPES = ("imitation", "closed_loop_cost")
 ACTIVATIONS = ("tanh",)
 MAX_EXPERT_ROWS = 1_000_000
@@ -84,12 +86,17 @@ class ConstraintSpec:
 
 @dataclass(frozen=True)
 class BackupSpec:
-    """The trusted backup controller: type and quadratic weights ``Q (nx, nx)``, ``R (nu, nu)``."""
+    """The trusted backup controller: type and quadratic weights ``Q (nx, nx)``, ``R (nu, nu)``.
+
+    ``horizon`` [steps] and ``solver`` (``sqp``: iterated to convergence, ``sqp_rti``: one real-time
+    iteration per step) apply to the ``mpc`` type only (``None`` otherwise).
+    """
 
     type: str
     Q: np.ndarray
     R: np.ndarray
     horizon: int | None
+    solver: str | None = None
 
 
 @dataclass(frozen=True)
@@ -340,14 +347,18 @@ def _constraints(field: Field, symbols) -> tuple:
 
 
 def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
-    field.mapping(("type", "Q", "R", "horizon"), required=("type", "Q", "R"))
+    field.mapping(("type", "Q", "R", "horizon", "solver"), required=("type", "Q", "R"))
     kind = field.child("type").text(choices=BACKUP_TYPES)
     Q = field.child("Q").weight_matrix(nx, definite=False)
     R = field.child("R").weight_matrix(nu, definite=True)
-    horizon = field.child("horizon").integer(minimum=1, maximum=1000, default=None)
-    if kind != "mpc" and horizon is not None:
-        raise field.child("horizon").error("horizon applies to the mpc backup only")
-    return BackupSpec(kind, Q, R, horizon)
+    for key in ("horizon", "solver"):
+        if kind != "mpc" and field.has(key):
+            raise field.child(key).error(f"{key} applies to the mpc backup only")
+    if kind != "mpc":
+        return BackupSpec(kind, Q, R, None)
+    horizon = field.child("horizon").integer(minimum=1, maximum=200, default=DEFAULT_MPC_HORIZON)
+    solver = field.child("solver").text(choices=MPC_SOLVERS, default="sqp")
+    return BackupSpec(kind, Q, R, horizon, solver)
 
 
 def _safety(field: Field, states) -> SafetySpec:

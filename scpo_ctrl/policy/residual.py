@@ -52,6 +52,10 @@ class ResidualPolicy:
     plant : str
     state_names, input_names : tuple of str
     dt : float
+    backup : {'lqr', 'mpc'}
+        What ``u_b`` is: the saturated LQR ``u_eq - K (x - x_eq)`` (a CasADi expression, so
+        :meth:`control` and :meth:`function` exist), or an MPC solved outside CasADi (then the law
+        takes the MPC's input as an argument: :meth:`control_on_backup`, :meth:`function_on_backup`).
     """
 
     layout: MlpLayout
@@ -69,6 +73,7 @@ class ResidualPolicy:
     state_names: tuple
     input_names: tuple
     dt: float
+    backup: str = "lqr"
 
     @property
     def n_theta(self) -> int:
@@ -92,12 +97,25 @@ class ResidualPolicy:
         return self.gate(x) * ca.DM(self.u_scale) * self.layout.forward(z, theta)
 
     def control(self, x, theta):
+        if self.backup != "lqr":
+            raise ValueError(f"the {self.backup} backup is not a CasADi expression: use control_on_backup")
         u = ca.DM(self.u_eq) - ca.mtimes(ca.DM(self.K), x - ca.DM(self.x_eq)) + self.residual(x, theta)
         return ca.fmin(ca.fmax(u, ca.DM(self.u_min)), ca.DM(self.u_max))
 
-    def control_batch(self, X, theta):
-        """The control law on the columns of ``X (nx, M)`` at once (MX matrix form); returns ``(nu, M)``."""
+    def control_on_backup(self, x, theta, u_backup):
+        """``sat(u_backup + residual)``: the law on top of a backup input computed elsewhere (the MPC's)."""
+        u = u_backup + self.residual(x, theta)
+        return ca.fmin(ca.fmax(u, ca.DM(self.u_min)), ca.DM(self.u_max))
+
+    def control_batch(self, X, theta, U_backup=None):
+        """The control law on the columns of ``X (nx, M)`` at once (MX matrix form); returns ``(nu, M)``.
+
+        ``U_backup (nu, M)``: the backup's inputs at those states (required for an MPC backup; the LQR's
+        unsaturated ``u_eq - K (x - x_eq)`` when omitted).
+        """
         M = X.shape[1]
+        if U_backup is None and self.backup != "lqr":
+            raise ValueError(f"the {self.backup} backup's inputs must be given")
         dX = X - ca.repmat(ca.DM(self.x_eq), 1, M)
         V = ca.sum1(dX * ca.mtimes(ca.DM(self.P), dX))
         s = ca.fmin(ca.fmax((V / self.c - 1.0) / (self.gate_ratio - 1.0), 0.0), 1.0)
@@ -106,7 +124,9 @@ class ResidualPolicy:
         residual = ca.repmat(gate, self.layout.sizes[-1], 1) * (
             ca.repmat(ca.DM(self.u_scale), 1, M) * self.layout.forward_batch(Z, theta)
         )
-        U = ca.repmat(ca.DM(self.u_eq), 1, M) - ca.mtimes(ca.DM(self.K), dX) + residual
+        if U_backup is None:
+            U_backup = ca.repmat(ca.DM(self.u_eq), 1, M) - ca.mtimes(ca.DM(self.K), dX)
+        U = U_backup + residual
         return ca.fmin(ca.fmax(U, ca.repmat(ca.DM(self.u_min), 1, M)), ca.repmat(ca.DM(self.u_max), 1, M))
 
     def function(self, symbolic=ca.SX) -> ca.Function:
@@ -119,6 +139,19 @@ class ResidualPolicy:
         x = symbolic.sym("x", self.layout.sizes[0])
         theta = symbolic.sym("theta", self.n_theta)
         return ca.Function("policy", [x, theta], [self.control(x, theta)], ["x", "theta"], ["u"])
+
+    def function_on_backup(self, symbolic=ca.SX) -> ca.Function:
+        """``pi: (x (nx,), theta (n_theta,), u_backup (nu,)) -> u (nu,)``, see :meth:`control_on_backup`."""
+        x = symbolic.sym("x", self.layout.sizes[0])
+        theta = symbolic.sym("theta", self.n_theta)
+        u_backup = symbolic.sym("u_backup", self.layout.sizes[-1])
+        return ca.Function("policy", [x, theta, u_backup], [self.control_on_backup(x, theta, u_backup)],
+                           ["x", "theta", "u_backup"], ["u"])
+
+    def law(self, symbolic=ca.SX) -> ca.Function:
+        """The law in the form the problem's rollout engines take: :meth:`function` for the LQR backup,
+        :meth:`function_on_backup` otherwise."""
+        return self.function(symbolic) if self.backup == "lqr" else self.function_on_backup(symbolic)
 
     def initial_theta(self, seed: int) -> np.ndarray:
         """Glorot hidden layers, zero last layer: the policy equals the backup exactly."""
@@ -136,7 +169,7 @@ class ResidualPolicy:
             "P": self.P, "c": np.array(self.c), "gate_ratio": np.array(self.gate_ratio),
             "x_scale": self.x_scale, "u_scale": self.u_scale, "plant": np.array(self.plant),
             "state_names": np.array(self.state_names), "input_names": np.array(self.input_names),
-            "dt": np.array(self.dt), "metadata": np.array(json.dumps(metadata or {}, sort_keys=True)),
+            "dt": np.array(self.dt), "backup": np.array(self.backup), "metadata": np.array(json.dumps(metadata or {}, sort_keys=True)),
         }
         atomic_write(Path(path), lambda handle: np.savez(handle, **arrays))
 
@@ -153,5 +186,6 @@ class ResidualPolicy:
                 u_scale=data["u_scale"], plant=str(data["plant"]),
                 state_names=tuple(str(v) for v in data["state_names"]),
                 input_names=tuple(str(v) for v in data["input_names"]), dt=float(data["dt"]),
+                backup=str(data["backup"]) if "backup" in data.files else "lqr",
             )
             return policy, np.array(data["theta"]), json.loads(str(data["metadata"]))

@@ -32,7 +32,9 @@ from ..policy.expert import expert_function
 from ..policy.mlp import MlpLayout
 from ..policy.residual import DEFAULT_GATE_RATIO, ResidualPolicy
 from ..problem import ControlProblem
-from ..sim.rollout import REACH_ROW, RolloutEngine
+from ..errors import ScpoError
+from ..sim.rollout import REACH_ROW
+from .mpc_cost import MpcClosedLoopCost
 
 LOSS_STATES = 2048
 TRAINING_STARTS = 256
@@ -52,7 +54,7 @@ def residual_policy(problem: ControlProblem, hidden: tuple, activation: str = "t
         layout=MlpLayout((spec.nx, *hidden, spec.nu), activation), K=backup.K, x_eq=backup.x_eq, u_eq=backup.u_eq,
         u_min=backup.u_min, u_max=backup.u_max, P=problem.target.P, c=problem.target.c, gate_ratio=gate_ratio,
         x_scale=x_scale, u_scale=span, plant=spec.name, state_names=spec.state_names,
-        input_names=spec.input_names, dt=spec.dt,
+        input_names=spec.input_names, dt=spec.dt, backup=spec.backup.type,
     )
 
 
@@ -79,9 +81,14 @@ class ControlAdaptation:
         self.dimension = policy.n_theta
         jit = compiler_available() if jit is None else jit
         self.jit = jit
-        # matrix (MX) form: the compiled rollouts stay small and build in about a second at any width
-        self.pi = policy.function(ca.MX)
-        self.engine = RolloutEngine(problem.model, self.pi, problem.spec.safety.horizon, jit=jit)
+        self.mpc = problem.mpc is not None
+        if self.mpc:
+            # the closed loop runs in C around acados; the law is generated as scalar C code
+            self.pi = policy.law(ca.SX)
+        else:
+            # matrix (MX) form: the compiled rollouts stay small and build in about a second at any width
+            self.pi = policy.function(ca.MX)
+        self.engine = problem.engine(self.pi, jit=jit)
         names = [row.name for row in problem.model.rows] + [REACH_ROW]
         self.group_names = tuple(names)
         self.n_states = problem.x0.shape[0]
@@ -121,6 +128,9 @@ class ControlAdaptation:
 
     def weighted_constraint_gradient(self, theta: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
         """``sum_i w_i g_i`` and its gradient through the rollout (baselines only; SCPO never calls it)."""
+        if self.mpc:
+            raise ScpoError("the gradient-based baselines need gradients of the safety rows through the rollout; "
+                            "they are not available with an MPC backup (SCPO itself does not need them)")
         rollouts = self.engine.simulate(self.problem.x0, theta)
         N, steps, ng = rollouts.g.shape
         weights = np.asarray(weights, dtype=float).reshape(N, steps * ng + 1)
@@ -152,7 +162,7 @@ class ControlAdaptation:
             states, targets = data[:, : spec.nx], data[:, spec.nx:]
             targets = np.clip(targets, self.policy.u_min, self.policy.u_max)
         else:
-            backup_engine = RolloutEngine(self.problem.model, self.problem.backup.function(), spec.safety.horizon, jit=False)
+            backup_engine = self.problem.engine(self.problem.backup_law(), jit=False)
             visited = backup_engine.simulate(training_starts(self.problem, TRAINING_STARTS)).x.reshape(-1, spec.nx)
             # inside the target set the gate holds the policy at the backup: nothing to learn there
             visited = visited[self.problem.target.value(visited) > self.problem.target.c]
@@ -167,7 +177,12 @@ class ControlAdaptation:
         # gradients of P weighted sums (P reverse sweeps), never per-sample gradients.
         M = states.shape[0]
         theta = ca.MX.sym("theta", self.dimension)
-        U = self.policy.control_batch(ca.DM(states.T), theta)
+        U_backup = None
+        if self.mpc:
+            # the MPC's inputs at the loss states do not depend on theta: solved once (cold starts)
+            u_backup, _ = self.engine.solve(states)
+            U_backup = ca.DM(u_backup.T)
+        U = self.policy.control_batch(ca.DM(states.T), theta, U_backup)
         E = (U - ca.DM(targets.T)) / ca.repmat(ca.DM(self.policy.u_scale), 1, M)
         self._e2 = ca.sum1(E * E)  # (1, M)
         self._theta = theta
@@ -179,6 +194,9 @@ class ControlAdaptation:
         Q, R = np.array(spec.task.Q), np.array(spec.task.R)
         starts = training_starts(self.problem, COST_STARTS)
         self.cost_starts = starts
+        if self.mpc:
+            self._mpc_cost = MpcClosedLoopCost(self.engine, self.policy, Q, R, starts, self.jit)
+            return
         x0, theta, X, U, _ = self.engine.symbolic()
         dX = X - ca.repmat(ca.DM(self.policy.x_eq), 1, X.shape[1])
         dU = U - ca.repmat(ca.DM(self.policy.u_eq), 1, U.shape[1])
@@ -213,12 +231,17 @@ class ControlAdaptation:
                 )
             value, jacobian = self._imitation_pieces[count](theta, W[:, :count])
             return np.array(value).ravel(), np.array(jacobian)
-        value, gradient = self._weighted_cost(self.cost_starts.T, W.T, theta)
+        if self.mpc:
+            value, gradient = self._mpc_cost.weighted(theta, W)
+        else:
+            value, gradient = self._weighted_cost(self.cost_starts.T, W.T, theta)
         return np.array(value).ravel()[:count], np.array(gradient).T[:count]
 
     def loss(self, theta: np.ndarray) -> float:
         if self.task == "imitation":
             return float(self._imitation_loss(theta))
+        if self.mpc:
+            return self._mpc_cost.value(theta)
         return float(self._cost_only(self.cost_starts.T, theta)) / self.cost_starts.shape[0]
 
     def loss_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
