@@ -9,7 +9,7 @@ import numpy as np
 from .config.plant_spec import load_plant_spec
 from .policy.expert import expert_function
 from .problem import ControlProblem, build_problem
-from .sim.rollout import REACH_ROW, SafetyEvaluation
+from .sim.rollout import REACH_ROW, SafetyEvaluation, safety_metrics
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class CheckReport:
     backup_safe: bool
     expert_margins: list | None
     expert_safe: bool | None
+    backup_type: str = "lqr"
+    mpc: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +64,15 @@ def run_check(path: str) -> CheckReport:
     """Load, build and check the plant file at ``path``."""
     spec = load_plant_spec(path)
     problem = build_problem(spec)
-    _, backup_eval = problem.closed_loop(problem.backup_law())
+    mpc = None
+    if problem.mpc is not None:
+        engine = problem.engine(problem.backup_law())
+        result = engine.rollout(problem.x0)
+        backup_eval = safety_metrics(problem.model, result.rollouts, problem.target.c, problem.target.P,
+                                     problem.target.x_eq)
+        mpc = _mpc_summary(problem, result.stats)
+    else:
+        _, backup_eval = problem.closed_loop(problem.backup_law())
     expert = expert_function(spec)
     expert_eval = problem.closed_loop(expert)[1] if expert is not None else None
     backup = problem.backup
@@ -98,7 +108,24 @@ def run_check(path: str) -> CheckReport:
         backup_safe=backup_eval.safe,
         expert_margins=None if expert_eval is None else [asdict(m) for m in _margins(problem, expert_eval)],
         expert_safe=None if expert_eval is None else expert_eval.safe,
+        backup_type=spec.backup.type,
+        mpc=mpc,
     )
+
+
+def _mpc_summary(problem: ControlProblem, stats) -> dict:
+    """The MPC's settings and how its solves went in the validation closed loops (times measured in C)."""
+    F = problem.mpc.formulation
+    seconds = stats.seconds.ravel()
+    return {
+        "horizon": F.N, "solver": F.solver, "terminal_level": F.c,
+        "solves": int(seconds.size),
+        "not_converged": int(np.count_nonzero(stats.status.ravel() != 0)),
+        "iterations_median": float(np.median(stats.iterations)),
+        "solve_us_median": float(np.median(seconds) * 1e6),
+        "solve_us_p99": float(np.percentile(seconds, 99) * 1e6),
+        "library": str(problem.mpc.files.library),
+    }
 
 
 def _margins(problem: ControlProblem, evaluation: SafetyEvaluation) -> list:

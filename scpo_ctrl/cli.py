@@ -286,6 +286,18 @@ def _format_check(report) -> str:
         else:
             shown = "any c"
         lines.append(f"    {level['name']:<22} allows {shown:<18} ({level['method']})")
+    if report.mpc is not None:
+        m = report.mpc
+        lines[5] = "  LQR gain K (terminal ingredients of the MPC; u = u_eq - K (x - x_eq)):"
+        lines.append(
+            f"  backup        MPC (acados {m['solver'].upper()}), horizon {m['horizon']} steps, terminal cost P, "
+            f"terminal set V <= {m['terminal_level']:.6g}, limits as exact-penalty soft constraints"
+        )
+        lines.append(
+            f"    {m['solves']} solves in the validation closed loops: median {m['solve_us_median']:.0f} us, "
+            f"p99 {m['solve_us_p99']:.0f} us, median {m['iterations_median']:.0f} SQP iterations, "
+            f"{m['not_converged']} not converged"
+        )
     lines.append(
         f"  validation    {report.validation_states} initial states, horizon {report.horizon} steps;"
         " backup worst value per constraint (<= 0 safe):"

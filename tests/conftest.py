@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 MODEL_FILES = sorted(MODELS.glob("*.yaml"))
 MODEL_NAMES = [path.stem for path in MODEL_FILES]
+#: the models whose backup is the LQR (export, verify and hil handle these) and those with an MPC backup
+LQR_MODEL_NAMES = [path.stem for path in MODEL_FILES if yaml.safe_load(path.read_text())["backup"]["type"] == "lqr"]
+MPC_MODEL_NAMES = [name for name in MODEL_NAMES if name not in LQR_MODEL_NAMES]
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,6 +28,11 @@ def problem_for(name: str):
 
 @pytest.fixture(params=MODEL_NAMES)
 def model_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=LQR_MODEL_NAMES)
+def lqr_model_name(request) -> str:
     return request.param
 
 

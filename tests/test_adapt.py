@@ -19,7 +19,7 @@ from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.scpo.control import ControlAdaptation
 
-from .conftest import MODEL_NAMES, MODELS
+from .conftest import LQR_MODEL_NAMES, MODELS
 
 DI = str(MODELS / "double_integrator.yaml")
 
@@ -118,7 +118,7 @@ SHORT_RUN = 8
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", LQR_MODEL_NAMES)
 def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, name):
     """Issue 3, DoD 2 on short runs: on every shipped plant (two of them nonlinear) the task pulls toward a limit.
 

@@ -26,7 +26,7 @@ from scpo_ctrl.export.run import ExportRequest, run_export, run_onnx, sha256_fil
 from scpo_ctrl.policy.mlp import MlpLayout
 from scpo_ctrl.policy.residual import ResidualPolicy
 
-from .conftest import MODEL_NAMES
+from .conftest import LQR_MODEL_NAMES
 
 # The ARM toolchain and QEMU are installed by scripts/setup.sh (part of the test command): these tests
 # do not skip when they are missing, they fail.
@@ -55,9 +55,9 @@ def _export(run: Path, precision: str, target: str = "host") -> dict:
     return result.manifest
 
 
-def test_reference_is_the_trained_policy(adapted_runs, model_name):
+def test_reference_is_the_trained_policy(adapted_runs, lqr_model_name):
     """The deployed law's float64 reference equals the CasADi policy SCPO certified (inside the region)."""
-    run = adapted_runs[model_name]
+    run = adapted_runs[lqr_model_name]
     law = law_from_run(run)
     policy, theta, _ = ResidualPolicy.load(run / "policy.npz")
     X = equivalence_campaign(law, seed=3, scale=0.1).X
@@ -85,7 +85,7 @@ def test_campaign_covers_what_the_issue_asks(adapted_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", LQR_MODEL_NAMES)
 def test_onnx_and_host_c_match_the_reference(adapted_runs, tmp_path, name):
     """DoD 1: 10,000 states; ONNX float64 to 1e-6, C float64 to 1e-12, float32 within the derived bound."""
     law = law_from_run(adapted_runs[name])
@@ -176,7 +176,7 @@ def test_bundle_tanh_bound_exhaustively():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", LQR_MODEL_NAMES)
 def test_cortex_m4_under_qemu_is_bitwise_the_host_float32(adapted_runs, tmp_path, name):
     """DoD 2: the same C cross-compiled for the Cortex-M4F, run under qemu-system-arm on mps2-an386 on the
     10,000-state vector file, gives the host float32 build's results bit for bit (stated bound: 0 ulp)."""

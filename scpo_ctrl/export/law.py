@@ -172,6 +172,12 @@ def law_from_run(run_dir: Path) -> DeployedLaw:
         raise UsageError(f"{policy_path}: cannot read the policy ({exc})") from None
     if policy.plant != spec.name or policy.layout.sizes[0] != spec.nx or policy.layout.sizes[-1] != spec.nu:
         raise UsageError(f"{policy_path}: does not belong to the plant in {plant_path}")
+    if policy.backup != "lqr":
+        raise UsageError(
+            f"{policy_path}: the policy runs on top of an {policy.backup.upper()} backup; export, verify and hil "
+            "handle LQR-backed policies only in this version (a bundle with the acados MPC as its fallback is "
+            "not built yet, and exporting the LQR in its place would not be the law SCPO certified)"
+        )
     return law_from_policy(policy, theta, spec)
 
 
