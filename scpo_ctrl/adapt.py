@@ -124,6 +124,9 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
     config = _resolved_config(spec, settings, hidden, patience)
+    if spec.backup.type == "mpc" and settings.method in ("penalty", "lagrangian"):
+        raise UsageError(f"--method {settings.method} needs gradients of the safety rows through the rollout, which "
+                         "an MPC backup does not provide; use scpo or unconstrained")
     _check_directory(run_dir, request, config)
     problem = build_problem(spec)
     safety = _backup_safety(problem)

@@ -47,13 +47,13 @@ def _reduced(tmp_path, name: str, count: int, horizon: int, **changes):
 @pytest.mark.slow
 def test_adapt_on_the_pendulum_with_mpc_is_safe_and_improves(tmp_path, capsys):
     run = tmp_path / "run"
-    result = run_adapt(AdaptRequest(plant=str(MODELS / "pendulum_mpc.yaml"), out=str(run), iterations=3,
+    result = run_adapt(AdaptRequest(plant=str(MODELS / "pendulum_mpc.yaml"), out=str(run), iterations=2,
                                     progress=False))
     summary = result.summary
     assert summary["feasible_every_iteration"] and summary["final_safe"]
     assert summary["final_loss"] < summary["initial_loss"]
     lines = [json.loads(line) for line in (run / "training.jsonl").read_text().splitlines()]
-    assert len(lines) == 3 and all(line["g_max"] <= 0 for line in lines)
+    assert len(lines) == 2 and all(line["g_max"] <= 0 for line in lines)
 
     # the saved policy knows it runs on top of the MPC, and an independent closed loop of it is safe
     policy, theta, _ = ResidualPolicy.load(run / "policy.npz")
@@ -72,8 +72,8 @@ def test_adapt_on_the_pendulum_with_mpc_is_safe_and_improves(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_adapt_on_the_cartpole_with_mpc_lowers_the_closed_loop_cost_safely(tmp_path):
-    plant = _reduced(tmp_path, "cartpole_mpc", count=12, horizon=60)
-    result = run_adapt(AdaptRequest(plant=str(plant), out=str(tmp_path / "run"), iterations=2, progress=False))
+    plant = _reduced(tmp_path, "cartpole_mpc", count=8, horizon=60)
+    result = run_adapt(AdaptRequest(plant=str(plant), out=str(tmp_path / "run"), iterations=1, progress=False))
     summary = result.summary
     assert summary["feasible_every_iteration"] and summary["final_safe"]
     assert summary["final_loss"] < summary["initial_loss"]
@@ -106,3 +106,11 @@ def test_missing_acados_is_a_clear_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "acados is not installed" in err and "install-acados.sh" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("method", ["penalty", "lagrangian"])
+def test_gradient_baselines_are_refused_with_an_mpc_backup(tmp_path, capsys, method):
+    out = tmp_path / "run"
+    assert main(["adapt", str(MODELS / "pendulum_mpc.yaml"), "--method", method, "--out", str(out), "--quiet"]) == 2
+    assert "MPC backup" in capsys.readouterr().err
+    assert not out.exists()
