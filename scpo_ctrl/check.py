@@ -118,7 +118,7 @@ def _mpc_summary(problem: ControlProblem, stats) -> dict:
     F = problem.mpc.formulation
     seconds = stats.seconds.ravel()
     return {
-        "horizon": F.N, "solver": F.solver, "terminal_level": F.c,
+        "horizon": F.N, "solver": F.solver, "terminal_level": F.c, "tighten": problem.spec.backup.tighten,
         "solves": int(seconds.size),
         "not_converged": int(np.count_nonzero(stats.status.ravel() != 0)),
         "iterations_median": float(np.median(stats.iterations)),

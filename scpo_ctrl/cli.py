@@ -291,7 +291,8 @@ def _format_check(report) -> str:
         lines[5] = "  LQR gain K (terminal ingredients of the MPC; u = u_eq - K (x - x_eq)):"
         lines.append(
             f"  backup        MPC (acados {m['solver'].upper()}), horizon {m['horizon']} steps, terminal cost P, "
-            f"terminal set V <= {m['terminal_level']:.6g}, limits as exact-penalty soft constraints"
+            f"terminal set V <= {m['terminal_level']:.6g}, state limits as exact-penalty soft constraints"
+            + (f", planned {100 * m['tighten']:g} % inside them" if m["tighten"] else "")
         )
         lines.append(
             f"    {m['solves']} solves in the validation closed loops: median {m['solve_us_median']:.0f} us, "

@@ -99,7 +99,8 @@ class MpcFormulation:
     Attributes
     ----------
     name : str
-        C identifier prefix of the generated solver.
+        C identifier prefix of the generated solver; the solver itself is named ``<name>_<hash>``
+        (:meth:`solver_name`), so that two formulations never share a library name in one process.
     N : int
         Horizon [steps].
     solver : {'sqp', 'sqp_rti'}
@@ -113,7 +114,8 @@ class MpcFormulation:
     u_min, u_max : ndarray, shape (nu,)
         Input bounds (+-inf where none).
     x_min, x_max : ndarray, shape (nx,)
-        State limits (+-inf where none): soft box constraints on x_1 .. x_{N-1}.
+        State limits the MPC plans within (+-inf where none; tightened from the plant's by
+        ``backup.tighten``): soft box constraints on x_1 .. x_{N-1}.
     extra_rows : tuple of int
         Rows of the plant's g(x, u) that are extra constraints (not state limits): soft, stages 0 .. N-1.
     """
@@ -133,6 +135,14 @@ class MpcFormulation:
     x_max: np.ndarray
     extra_rows: tuple
 
+    def solver_name(self, model: PlantModel) -> str:
+        """The acados model name: :attr:`name` and 10 hex digits of :meth:`fingerprint`.
+
+        The rollout libraries link the solver by a file name made of it, and the dynamic linker
+        resolves a second library of the same name to the first one loaded.
+        """
+        return f"{self.name}_{self.fingerprint(model)[:10]}"
+
     def fingerprint(self, model: PlantModel) -> str:
         """sha256 of everything the generated solver depends on (the plant's functions serialised)."""
         digest = hashlib.sha256()
@@ -151,12 +161,14 @@ class MpcFormulation:
 def formulation_for(model: PlantModel, lqr: LqrBackup, level: float) -> MpcFormulation:
     """The MPC formulation of a plant whose spec asks for an ``mpc`` backup."""
     spec = model.spec
+    x_min = np.array([-np.inf if v.min is None else v.min for v in spec.states])
+    x_max = np.array([np.inf if v.max is None else v.max for v in spec.states])
+    tighten = spec.backup.tighten
     return MpcFormulation(
         name=f"scpo_{spec.name}", N=int(spec.backup.horizon), solver=spec.backup.solver or "sqp",
         Q=np.array(spec.backup.Q, dtype=float), R=np.array(spec.backup.R, dtype=float), P=lqr.P, c=float(level),
         x_eq=lqr.x_eq, u_eq=lqr.u_eq, u_min=lqr.u_min, u_max=lqr.u_max,
-        x_min=np.array([-np.inf if v.min is None else v.min for v in spec.states]),
-        x_max=np.array([np.inf if v.max is None else v.max for v in spec.states]),
+        x_min=x_min + tighten * (lqr.x_eq - x_min), x_max=x_max - tighten * (x_max - lqr.x_eq),
         extra_rows=tuple(i for i, row in enumerate(model.rows) if row.kind != "state"),
     )
 
@@ -190,6 +202,7 @@ class MpcSolverFiles:
     code_dir: Path
     library: Path
     json_file: Path
+    solver_name: str
 
 
 def _ocp(formulation: MpcFormulation, model: PlantModel, code_dir: Path, acados_template):
@@ -199,7 +212,7 @@ def _ocp(formulation: MpcFormulation, model: PlantModel, code_dir: Path, acados_
     ocp = acados_template.AcadosOcp()
     x, u = ca.SX.sym("x", nx), ca.SX.sym("u", nu)
     acados_model = acados_template.AcadosModel()
-    acados_model.name = F.name
+    acados_model.name = F.solver_name(model)
     acados_model.x, acados_model.u = x, u
     acados_model.xdot = ca.SX.sym("xdot", nx)
     acados_model.disc_dyn_expr = model.f(x, u)
@@ -273,8 +286,9 @@ def build_solver(formulation: MpcFormulation, model: PlantModel, cache: Path | N
     acados_template = load_acados()
     directory = (cache or cache_root()) / "mpc" / formulation.fingerprint(model)[:24]
     code_dir = directory / "c_generated_code"
-    files = MpcSolverFiles(directory, code_dir, code_dir / f"libacados_ocp_solver_{formulation.name}.so",
-                           directory / "acados_ocp.json")
+    name = formulation.solver_name(model)
+    files = MpcSolverFiles(directory, code_dir, code_dir / f"libacados_ocp_solver_{name}.so",
+                           directory / "acados_ocp.json", name)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = directory / "complete"
     with open(directory / "lock", "w") as lock:
@@ -296,7 +310,7 @@ def build_solver(formulation: MpcFormulation, model: PlantModel, cache: Path | N
             os.chdir(cwd)
         if not files.library.exists():
             raise MpcBuildError(f"acados' build did not produce {files.library} (is `make` installed?)")
-        stamp.write_text(formulation.name + "\n")
+        stamp.write_text(name + "\n")
     return files
 
 

@@ -88,8 +88,10 @@ class ConstraintSpec:
 class BackupSpec:
     """The trusted backup controller: type and quadratic weights ``Q (nx, nx)``, ``R (nu, nu)``.
 
-    ``horizon`` [steps] and ``solver`` (``sqp``: iterated to convergence, ``sqp_rti``: one real-time
-    iteration per step) apply to the ``mpc`` type only (``None`` otherwise).
+    ``horizon`` [steps], ``solver`` (``sqp``: iterated to convergence, ``sqp_rti``: one real-time
+    iteration per step) and ``tighten`` (the MPC plans within state limits moved this fraction of the
+    way from each limit toward the equilibrium, so that its closed loops keep a margin instead of
+    running along the plant's limits) apply to the ``mpc`` type only.
     """
 
     type: str
@@ -97,6 +99,7 @@ class BackupSpec:
     R: np.ndarray
     horizon: int | None
     solver: str | None = None
+    tighten: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -347,18 +350,21 @@ def _constraints(field: Field, symbols) -> tuple:
 
 
 def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
-    field.mapping(("type", "Q", "R", "horizon", "solver"), required=("type", "Q", "R"))
+    field.mapping(("type", "Q", "R", "horizon", "solver", "tighten"), required=("type", "Q", "R"))
     kind = field.child("type").text(choices=BACKUP_TYPES)
     Q = field.child("Q").weight_matrix(nx, definite=False)
     R = field.child("R").weight_matrix(nu, definite=True)
-    for key in ("horizon", "solver"):
+    for key in ("horizon", "solver", "tighten"):
         if kind != "mpc" and field.has(key):
             raise field.child(key).error(f"{key} applies to the mpc backup only")
     if kind != "mpc":
         return BackupSpec(kind, Q, R, None)
     horizon = field.child("horizon").integer(minimum=1, maximum=200, default=DEFAULT_MPC_HORIZON)
     solver = field.child("solver").text(choices=MPC_SOLVERS, default="sqp")
-    return BackupSpec(kind, Q, R, horizon, solver)
+    tighten = field.child("tighten").number(default=0.0)
+    if not 0.0 <= tighten < 0.5:
+        raise field.child("tighten").error(f"expected a fraction in [0, 0.5), got {tighten}")
+    return BackupSpec(kind, Q, R, horizon, solver, tighten)
 
 
 def _safety(field: Field, states) -> SafetySpec:

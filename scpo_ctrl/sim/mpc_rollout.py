@@ -77,12 +77,12 @@ def _compile(library: Path, sources: list, files: MpcSolverFiles, formulation: M
     include = installation.include_dir
     command = [
         "gcc", "-O2", "-fPIC", "-shared", "-std=gnu99", "-w",
-        f"-DMODEL={formulation.name}", f'-DSOLVER_HEADER="acados_solver_{formulation.name}.h"',
+        f"-DMODEL={files.solver_name}", f'-DSOLVER_HEADER="acados_solver_{files.solver_name}.h"',
         f"-DSTEP={STEP_NAME}", f'-DSTEP_HEADER="{STEP_NAME}.h"',
         f"-I{build_dir}", f"-I{files.code_dir}", f"-I{include}", f"-I{include / 'acados'}",
         f"-I{include / 'blasfeo' / 'include'}", f"-I{include / 'hpipm' / 'include'}",
         *[str(source) for source in sources], "-o", str(library),
-        f"-L{files.code_dir}", f"-lacados_ocp_solver_{formulation.name}", f"-L{installation.lib_dir}",
+        f"-L{files.code_dir}", f"-lacados_ocp_solver_{files.solver_name}", f"-L{installation.lib_dir}",
         "-lacados", "-lhpipm", "-lblasfeo", "-lm", "-lpthread",
         f"-Wl,-rpath,{files.code_dir}", f"-Wl,-rpath,{installation.lib_dir}",
     ]
