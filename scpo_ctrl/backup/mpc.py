@@ -242,19 +242,15 @@ def _ocp(formulation: MpcFormulation, model: PlantModel, code_dir: Path, acados_
     ocp.cost.yref = np.concatenate([F.x_eq, F.u_eq])
     ocp.cost.yref_e = F.x_eq.copy()
 
-    bounded = np.flatnonzero(np.isfinite(F.u_min) | np.isfinite(F.u_max))
+    bounded, lower, upper = _box(F.u_min, F.u_max)
     if bounded.size:
-        ocp.constraints.idxbu = bounded
-        ocp.constraints.lbu = np.where(np.isfinite(F.u_min), F.u_min, LOWER_INFINITY)[bounded]
-        ocp.constraints.ubu = np.where(np.isfinite(F.u_max), F.u_max, -LOWER_INFINITY)[bounded]
+        ocp.constraints.idxbu, ocp.constraints.lbu, ocp.constraints.ubu = bounded, lower, upper
     ocp.constraints.x0 = F.x_eq.copy()
     # state limits: soft bounds on x_1 .. x_{N-1} (box constraints, cheap in the QP); x_0 is given and
     # x_N lies in the terminal set, inside every limit
-    limited = np.flatnonzero(np.isfinite(F.x_min) | np.isfinite(F.x_max))
+    limited, lower, upper = _box(F.x_min, F.x_max)
     if limited.size:
-        ocp.constraints.idxbx = limited
-        ocp.constraints.lbx = np.where(np.isfinite(F.x_min), F.x_min, LOWER_INFINITY)[limited]
-        ocp.constraints.ubx = np.where(np.isfinite(F.x_max), F.x_max, -LOWER_INFINITY)[limited]
+        ocp.constraints.idxbx, ocp.constraints.lbx, ocp.constraints.ubx = limited, lower, upper
         ocp.constraints.idxsbx = np.arange(limited.size)
     n_soft = limited.size + len(F.extra_rows)
     if F.extra_rows:
@@ -275,6 +271,13 @@ def _ocp(formulation: MpcFormulation, model: PlantModel, code_dir: Path, acados_
     ocp.cost.Zu_e = np.array([SLACK_L2])
     ocp.code_export_directory = str(code_dir)
     return ocp
+
+
+def _box(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """acados box bounds: the indices with a finite bound, and the bounds there (infinite -> +-1e4)."""
+    index = np.flatnonzero(np.isfinite(low) | np.isfinite(high))
+    return (index, np.where(np.isfinite(low), low, LOWER_INFINITY)[index],
+            np.where(np.isfinite(high), high, -LOWER_INFINITY)[index])
 
 
 def build_solver(formulation: MpcFormulation, model: PlantModel, cache: Path | None = None) -> MpcSolverFiles:
