@@ -95,9 +95,8 @@ def test_closed_loop_cost_gradient_through_the_mpc_matches_finite_differences(tm
     direction /= np.linalg.norm(direction)
     h = 1e-4
     slope = (adaptation.loss(theta + h * direction) - adaptation.loss(theta - h * direction)) / (2 * h)
-    # acados' sensitivity comes from the last QP's factorisation (its Hessian projected to positive
-    # definite): measured 0.4% off here, where re-solve finite differences gave 0.1%
-    assert gradient @ direction == pytest.approx(slope, rel=1e-2, abs=1e-6)
+    # re-solve finite differences of the MPC: 0.1 % here (acados' parametric sensitivity was 5 % off)
+    assert gradient @ direction == pytest.approx(slope, rel=2e-3, abs=1e-6)
 
 
 def test_missing_acados_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ from .conftest import problem_for
 
 #: |u0_acados - u0_ipopt| allowed; both solve the same OCP to tight tolerances (see test_matches_ipopt)
 IPOPT_TOLERANCE = 1e-5
-#: the MPC's Jacobian (acados' sensitivity) at the equilibrium against -K
+#: the forward-difference Jacobian at the equilibrium against -K
 JACOBIAN_TOLERANCE = 1e-5
 
 try:
@@ -54,7 +54,7 @@ def test_matches_ipopt(problem):
 
 def test_jacobian_at_equilibrium_is_the_lqr(problem):
     """Near the equilibrium no constraint is active and the MPC, with the LQR's Riccati matrix as terminal
-    cost and the same Q, R, is the LQR: its Jacobian is -K."""
+    cost and the same Q, R, is the LQR: its forward-difference Jacobian is -K."""
     engine = problem.engine(problem.backup_law(), horizon=2, threads=1)
     result = engine.rollout(problem.backup.x_eq[None, :], jacobian=True)
     assert np.all(result.stats.status == 0)

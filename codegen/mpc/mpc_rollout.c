@@ -35,10 +35,8 @@ typedef struct {
     ocp_nlp_dims *dims;
     ocp_nlp_in *in;
     ocp_nlp_out *out;
-    ocp_nlp_out *sens;
-    ocp_nlp_solver *solver;
     double *xs, *us;          /* stored plan (N+1) nx, N nu: the next solve's initial guess */
-    double *x, *xp, *u0p; /* scratch */
+    double *x, *xp, *u0, *u0p; /* scratch */
     const double **arg;
     double **res;
     casadi_int *iw;
@@ -64,7 +62,7 @@ static void free_worker(worker_t *wk) {
         SOLVER(free)(wk->capsule);
         SOLVER(free_capsule)(wk->capsule);
     }
-    free(wk->xs); free(wk->us); free(wk->x); free(wk->xp); free(wk->u0p);
+    free(wk->xs); free(wk->us); free(wk->x); free(wk->xp); free(wk->u0); free(wk->u0p);
     free(wk->arg); free(wk->res); free(wk->iw); free(wk->w);
 }
 
@@ -100,19 +98,18 @@ scpo_mpc_t *scpo_mpc_create(int threads, const double *u_init) {
         wk->dims = SOLVER(get_nlp_dims)(wk->capsule);
         wk->in = SOLVER(get_nlp_in)(wk->capsule);
         wk->out = SOLVER(get_nlp_out)(wk->capsule);
-        wk->sens = SOLVER(get_sens_out)(wk->capsule);
-        wk->solver = SOLVER(get_nlp_solver)(wk->capsule);
         m->N = wk->dims->N;
         wk->xs = calloc((size_t)(m->N + 1) * (size_t)m->nx, sizeof(double));
         wk->us = calloc((size_t)m->N * (size_t)m->nu, sizeof(double));
         wk->x = calloc((size_t)m->nx, sizeof(double));
         wk->xp = calloc((size_t)m->nx, sizeof(double));
+        wk->u0 = calloc((size_t)m->nu, sizeof(double));
         wk->u0p = calloc((size_t)m->nu, sizeof(double));
         wk->arg = calloc((size_t)sz_arg + 1, sizeof(double *));
         wk->res = calloc((size_t)sz_res + 1, sizeof(double *));
         wk->iw = calloc((size_t)sz_iw + 1, sizeof(casadi_int));
         wk->w = calloc((size_t)sz_w + 1, sizeof(double));
-        if (!wk->xs || !wk->us || !wk->x || !wk->xp || !wk->u0p || !wk->arg || !wk->res || !wk->iw || !wk->w) {
+        if (!wk->xs || !wk->us || !wk->x || !wk->xp || !wk->u0 || !wk->u0p || !wk->arg || !wk->res || !wk->iw || !wk->w) {
             scpo_mpc_free(m);
             return NULL;
         }
@@ -140,7 +137,7 @@ static int solve_from(const scpo_mpc_t *m, worker_t *wk, const double *x, double
     ocp_nlp_out_get(wk->config, wk->dims, wk->out, 0, "u", u0);
     if (iterations) {
         int it = 0;
-        ocp_nlp_get(wk->config, wk->solver, "sqp_iter", &it);
+        ocp_nlp_get(wk->config, SOLVER(get_nlp_solver)(wk->capsule), "sqp_iter", &it);
         *iterations = it;
     }
     return status;
@@ -202,12 +199,13 @@ int scpo_mpc_solve_batch(scpo_mpc_t *m, int n, const double *x, double *u, int *
  *   x0 (n nx), thetas (n_thetas ntheta), theta_index (n): the parameter vector of each trajectory.
  *   X (n (H+1) nx), U (n (H+1) nu), G (n (H+1) ng), UB (n (H+1) nu): states, applied inputs, safety rows,
  *   and the MPC's input at each step (step H: what would be applied at x_H).
- *   JB (n (H+1) nu nx, row-major per step) or NULL: the Jacobian of the MPC input in x, acados' parametric
- *   sensitivity of the converged solution (exact Hessian; valid where the active set does not change).
+ *   JB (n (H+1) nu nx, row-major per step) or NULL: forward-difference Jacobian of the MPC input in x
+ *   (step fd_step), from warm-started re-solves at x + fd_step e_j.
  *   status (n (H+1)): acados' status of each solve; iterations (n (H+1)); solve_seconds (n (H+1)). */
 typedef struct {
     scpo_mpc_t *m; int thread, n, H;
     const double *x0, *thetas; const int *theta_index;
+    double fd_step;
     double *X, *U, *G, *UB, *JB; int *status; int *iterations; double *solve_seconds;
 } rollout_job_t;
 
@@ -228,15 +226,25 @@ static void *rollout_worker(void *arg) {
             job->status[at] = solve_from(m, wk, wk->x, ub, &job->iterations[at]);
             job->solve_seconds[at] = now_seconds() - start;
             if (job->JB) {
-                /* the solution's sensitivity to the initial state, from the last QP's factorisation */
+                /* the re-solves start from the plan just found; the stored plan is updated after them */
                 double *J = job->JB + at * (size_t)nu * (size_t)nx;
-                for (int j = 0; j < nx; j++) {
-                    ocp_nlp_eval_param_sens(wk->solver, "ex", 0, j, wk->sens);
-                    ocp_nlp_out_get(wk->config, wk->dims, wk->sens, 0, "u", wk->u0p);
-                    for (int r = 0; r < nu; r++) J[(size_t)r * nx + j] = wk->u0p[r];
+                for (int ii = 0; ii < m->N; ii++) {
+                    ocp_nlp_out_get(wk->config, wk->dims, wk->out, ii, "x", wk->xs + (size_t)ii * nx);
+                    ocp_nlp_out_get(wk->config, wk->dims, wk->out, ii, "u", wk->us + (size_t)ii * nu);
                 }
+                ocp_nlp_out_get(wk->config, wk->dims, wk->out, m->N, "x", wk->xs + (size_t)m->N * nx);
+                for (int j = 0; j < nx; j++) {
+                    memcpy(wk->xp, wk->x, sizeof(double) * (size_t)nx);
+                    wk->xp[j] += job->fd_step;
+                    solve_from(m, wk, wk->xp, wk->u0p, NULL);
+                    for (int r = 0; r < nu; r++) J[(size_t)r * nx + j] = (wk->u0p[r] - ub[r]) / job->fd_step;
+                }
+                /* the plan of the unperturbed solve, shifted */
+                for (int ii = 0; ii < m->N; ii++) memcpy(wk->xs + (size_t)ii * nx, wk->xs + (size_t)(ii + 1) * nx, sizeof(double) * (size_t)nx);
+                for (int ii = 0; ii + 1 < m->N; ii++) memcpy(wk->us + (size_t)ii * nu, wk->us + (size_t)(ii + 1) * nu, sizeof(double) * (size_t)nu);
+            } else {
+                store_shifted_plan(m, wk);
             }
-            store_shifted_plan(m, wk);
             wk->arg[0] = wk->x;
             wk->arg[1] = theta;
             wk->arg[2] = ub;
@@ -253,11 +261,11 @@ static void *rollout_worker(void *arg) {
 }
 
 int scpo_mpc_rollout_batch(scpo_mpc_t *m, int n, int H, const double *x0, const double *thetas, const int *theta_index,
-                           double *X, double *U, double *G, double *UB, double *JB, int *status,
+                           double fd_step, double *X, double *U, double *G, double *UB, double *JB, int *status,
                            int *iterations, double *solve_seconds) {
     rollout_job_t jobs[MAX_THREADS];
     for (int t = 0; t < m->threads; t++)
-        jobs[t] = (rollout_job_t){m, t, n, H, x0, thetas, theta_index, X, U, G, UB, JB, status, iterations, solve_seconds};
+        jobs[t] = (rollout_job_t){m, t, n, H, x0, thetas, theta_index, fd_step, X, U, G, UB, JB, status, iterations, solve_seconds};
     run_threads(m, rollout_worker, jobs, sizeof(rollout_job_t));
     return 0;
 }

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STEP_NAME = "scpo_closed_step"
 DRIVER = Path("mpc") / "mpc_rollout.c"
+#: forward-difference step of the MPC input's Jacobian in the state [state units]
+FD_STEP = 1e-6
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class MpcRollouts:
     u_backup : ndarray, shape (B, H+1, nu)
         The MPC's input at each state.
     jacobian : ndarray, shape (B, H+1, nu, nx), or None
-        d u_backup / d x (acados' parametric sensitivity of the converged solution), when asked for.
+        d u_backup / d x (forward differences of warm-started solves), when asked for.
     stats : MpcSolveStats
         Shapes (B, H+1).
     """
@@ -135,7 +137,7 @@ class _Library:
                                                   double_p]
         optional_double = ctypes.c_void_p
         self.lib.scpo_mpc_rollout_batch.argtypes = [
-            ctypes.c_void_p, ctypes.c_int, ctypes.c_int, double_p, double_p, int_p,
+            ctypes.c_void_p, ctypes.c_int, ctypes.c_int, double_p, double_p, int_p, ctypes.c_double,
             double_p, double_p, double_p, double_p, optional_double, int_p, int_p, double_p,
         ]
         self.handle = self.lib.scpo_mpc_create(int(threads), np.ascontiguousarray(u_init, dtype=float))
@@ -207,7 +209,7 @@ class MpcRolloutEngine:
         status, iterations, seconds = np.zeros((B, H1), np.int32), np.zeros((B, H1), np.int32), np.zeros((B, H1))
         with c_output_to_log(log):
             self._library.lib.scpo_mpc_rollout_batch(
-                self._library.handle, B, self.horizon, x0, thetas if thetas.size else np.zeros(1), index,
+                self._library.handle, B, self.horizon, x0, thetas if thetas.size else np.zeros(1), index, FD_STEP,
                 X, U, G, UB, J.ctypes.data if J is not None else None, status, iterations, seconds,
             )
         return MpcRollouts(Rollouts(x=X, u=U, g=G), UB, J, MpcSolveStats(status, iterations, seconds))
