@@ -6,9 +6,11 @@ The optimal control problem, from the current state ``x``::
                + sum of slack penalties
     subject to x_0 = x,  x_{k+1} = f(x_k, u_k)        (the plant's own discrete map, RK4 substeps included)
                u_min <= u_k <= u_max                  (hard)
-               g(x_k, u_k) <= s_k,  k < N             (every safety row: state limits, extra constraints)
+               x_min' - l_k <= x_k <= x_max' + h_k,  0 < k < N   (state limits, tightened by
+                                                      ``backup.tighten``; x_0 is given)
+               g_extra(x_k, u_k) <= e_k,  k < N       (the plant file's extra constraints)
                V(x_N) - c <= s_N                      (terminal set: the LQR's target set T)
-               s >= 0, penalised by ``SLACK_L1 s + SLACK_L2 s^2 / 2``
+               slacks >= 0, each penalised by ``SLACK_L1 s + SLACK_L2 s^2 / 2``
 
 The backup applies ``u_0``. Q and R are the backup's weights, P and c the
 LQR's Riccati matrix and target-set level, so near the equilibrium the MPC
