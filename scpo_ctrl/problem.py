@@ -23,8 +23,7 @@ BACKUPS = ("lqr", "mpc")
 class MpcBackup:
     """The MPC backup: its formulation and the compiled acados solver (see :mod:`scpo_ctrl.backup.mpc`).
 
-    The LQR designed beside it supplies the terminal cost and set, and is the
-    fallback of builds without acados (Cortex-M4).
+    The LQR designed beside it supplies the terminal cost and set.
     """
 
     formulation: MpcFormulation
