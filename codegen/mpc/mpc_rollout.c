@@ -143,13 +143,16 @@ static int solve_from(const scpo_mpc_t *m, worker_t *wk, const double *x, double
     return status;
 }
 
-/* Keep the solution as the next initial guess, shifted by one stage (last stage repeated). */
-static void store_shifted_plan(const scpo_mpc_t *m, worker_t *wk) {
-    for (int i = 0; i < m->N; i++) ocp_nlp_out_get(wk->config, wk->dims, wk->out, i + 1, "x", wk->xs + (size_t)i * m->nx);
-    memcpy(wk->xs + (size_t)m->N * m->nx, wk->xs + (size_t)(m->N - 1) * m->nx, sizeof(double) * (size_t)m->nx);
-    for (int i = 0; i + 1 < m->N; i++) ocp_nlp_out_get(wk->config, wk->dims, wk->out, i + 1, "u", wk->us + (size_t)i * m->nu);
-    if (m->N > 1)
-        memcpy(wk->us + (size_t)(m->N - 1) * m->nu, wk->us + (size_t)(m->N - 2) * m->nu, sizeof(double) * (size_t)m->nu);
+/* Keep the solution as the next initial guess. */
+static void store_plan(const scpo_mpc_t *m, worker_t *wk) {
+    for (int i = 0; i <= m->N; i++) ocp_nlp_out_get(wk->config, wk->dims, wk->out, i, "x", wk->xs + (size_t)i * m->nx);
+    for (int i = 0; i < m->N; i++) ocp_nlp_out_get(wk->config, wk->dims, wk->out, i, "u", wk->us + (size_t)i * m->nu);
+}
+
+/* Shift the stored plan by one stage for the next step (the last stage is kept, i.e. repeated). */
+static void shift_plan(const scpo_mpc_t *m, worker_t *wk) {
+    for (int i = 0; i < m->N; i++) memcpy(wk->xs + (size_t)i * m->nx, wk->xs + (size_t)(i + 1) * m->nx, sizeof(double) * (size_t)m->nx);
+    for (int i = 0; i + 1 < m->N; i++) memcpy(wk->us + (size_t)i * m->nu, wk->us + (size_t)(i + 1) * m->nu, sizeof(double) * (size_t)m->nu);
 }
 
 /* Cold solves of independent states (for checks and timing): u (n nu), status, iterations, seconds per solve. */
@@ -225,26 +228,18 @@ static void *rollout_worker(void *arg) {
             double start = now_seconds();
             job->status[at] = solve_from(m, wk, wk->x, ub, &job->iterations[at]);
             job->solve_seconds[at] = now_seconds() - start;
+            store_plan(m, wk);
             if (job->JB) {
-                /* the re-solves start from the plan just found; the stored plan is updated after them */
+                /* the re-solves start from the plan just stored */
                 double *J = job->JB + at * (size_t)nu * (size_t)nx;
-                for (int ii = 0; ii < m->N; ii++) {
-                    ocp_nlp_out_get(wk->config, wk->dims, wk->out, ii, "x", wk->xs + (size_t)ii * nx);
-                    ocp_nlp_out_get(wk->config, wk->dims, wk->out, ii, "u", wk->us + (size_t)ii * nu);
-                }
-                ocp_nlp_out_get(wk->config, wk->dims, wk->out, m->N, "x", wk->xs + (size_t)m->N * nx);
                 for (int j = 0; j < nx; j++) {
                     memcpy(wk->xp, wk->x, sizeof(double) * (size_t)nx);
                     wk->xp[j] += job->fd_step;
                     solve_from(m, wk, wk->xp, wk->u0p, NULL);
                     for (int r = 0; r < nu; r++) J[(size_t)r * nx + j] = (wk->u0p[r] - ub[r]) / job->fd_step;
                 }
-                /* the plan of the unperturbed solve, shifted */
-                for (int ii = 0; ii < m->N; ii++) memcpy(wk->xs + (size_t)ii * nx, wk->xs + (size_t)(ii + 1) * nx, sizeof(double) * (size_t)nx);
-                for (int ii = 0; ii + 1 < m->N; ii++) memcpy(wk->us + (size_t)ii * nu, wk->us + (size_t)(ii + 1) * nu, sizeof(double) * (size_t)nu);
-            } else {
-                store_shifted_plan(m, wk);
             }
+            shift_plan(m, wk);
             wk->arg[0] = wk->x;
             wk->arg[1] = theta;
             wk->arg[2] = ub;

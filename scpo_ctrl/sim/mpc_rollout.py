@@ -74,7 +74,7 @@ class MpcRollouts:
     stats: MpcSolveStats
 
 
-def _compile(library: Path, sources: list, files: MpcSolverFiles, formulation: MpcFormulation, build_dir: Path) -> None:
+def _compile(library: Path, sources: list, files: MpcSolverFiles, build_dir: Path) -> None:
     installation = find_acados()
     include = installation.include_dir
     command = [
@@ -93,8 +93,7 @@ def _compile(library: Path, sources: list, files: MpcSolverFiles, formulation: M
         raise MpcBuildError(f"compiling the MPC rollout library failed:\n{result.stderr.strip()[:2000]}")
 
 
-def build_rollout_library(model: PlantModel, law: ca.Function, formulation: MpcFormulation,
-                          files: MpcSolverFiles) -> Path:
+def build_rollout_library(model: PlantModel, law: ca.Function, files: MpcSolverFiles) -> Path:
     """The rollout library for one law on one plant (cached by content, like the solver)."""
     nx, nu = model.nx, model.nu
     x, u_backup = ca.SX.sym("x", nx), ca.SX.sym("u_backup", nu)
@@ -117,7 +116,7 @@ def build_rollout_library(model: PlantModel, law: ca.Function, formulation: MpcF
         generator.add(step)
         generator.generate(str(directory) + "/")
         partial = directory / "libscpo_mpc_rollout.so.partial"
-        _compile(partial, [driver, directory / f"{STEP_NAME}.c"], files, formulation, directory)
+        _compile(partial, [driver, directory / f"{STEP_NAME}.c"], files, directory)
         partial.replace(library)
     return library
 
@@ -178,7 +177,7 @@ class MpcRolloutEngine:
         self.horizon = int(horizon)
         self.n_theta = law.size1_in(1)
         self.threads = threads or default_threads()
-        self.library_path = build_rollout_library(model, law, formulation, files)
+        self.library_path = build_rollout_library(model, law, files)
         self._library = _Library(self.library_path, self.threads, formulation.u_eq)
 
     # -- single solves ----------------------------------------------------------
