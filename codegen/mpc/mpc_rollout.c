@@ -8,6 +8,8 @@
  * over threads (trajectory i on thread i mod threads), each thread owning one acados solver, and
  * every trajectory starts from the same cold initial guess: results do not depend on the thread count.
  *
+ * The MPC step itself (solve, store, shift) is mpc_plan.h's, shared with the exported controller.
+ *
  * Build-time macros: MODEL (acados model name), SOLVER_HEADER ("acados_solver_<MODEL>.h"),
  * STEP (CasADi function name), STEP_HEADER.
  */
@@ -17,25 +19,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "acados_c/ocp_nlp_interface.h"
-#include SOLVER_HEADER
+#include "mpc_plan.h"
 #include STEP_HEADER
 
 #define MAX_THREADS 64
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
-#define SOLVER(fn) CAT(MODEL, CAT(_acados_, fn))
-#define CAPSULE CAT(MODEL, _solver_capsule)
 #define STEP_WORK CAT(STEP, _work)
 #define STEP_SPARSITY_IN CAT(STEP, _sparsity_in)
 
 typedef struct {
-    CAPSULE *capsule;
-    ocp_nlp_config *config;
-    ocp_nlp_dims *dims;
-    ocp_nlp_in *in;
-    ocp_nlp_out *out;
-    double *xs, *us;          /* stored plan (N+1) nx, N nu: the next solve's initial guess */
+    plan_t plan;
     double *x, *xp, *u0, *u0p; /* scratch */
     const double **arg;
     double **res;
@@ -49,8 +43,6 @@ typedef struct {
     worker_t *workers;
 } scpo_mpc_t;
 
-static int count_nonzeros(const casadi_int *sparsity) { return (int)(sparsity[0] * sparsity[1]); }
-
 static double now_seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -58,11 +50,8 @@ static double now_seconds(void) {
 }
 
 static void free_worker(worker_t *wk) {
-    if (wk->capsule) {
-        SOLVER(free)(wk->capsule);
-        SOLVER(free_capsule)(wk->capsule);
-    }
-    free(wk->xs); free(wk->us); free(wk->x); free(wk->xp); free(wk->u0); free(wk->u0p);
+    plan_free(&wk->plan);
+    free(wk->x); free(wk->xp); free(wk->u0); free(wk->u0p);
     free(wk->arg); free(wk->res); free(wk->iw); free(wk->w);
 }
 
@@ -92,15 +81,8 @@ scpo_mpc_t *scpo_mpc_create(int threads, const double *u_init) {
     STEP_WORK(&sz_arg, &sz_res, &sz_iw, &sz_w);
     for (int t = 0; t < m->threads; t++) {
         worker_t *wk = &m->workers[t];
-        wk->capsule = SOLVER(create_capsule)();
-        if (!wk->capsule || SOLVER(create)(wk->capsule) != 0) { scpo_mpc_free(m); return NULL; }
-        wk->config = SOLVER(get_nlp_config)(wk->capsule);
-        wk->dims = SOLVER(get_nlp_dims)(wk->capsule);
-        wk->in = SOLVER(get_nlp_in)(wk->capsule);
-        wk->out = SOLVER(get_nlp_out)(wk->capsule);
-        m->N = wk->dims->N;
-        wk->xs = calloc((size_t)(m->N + 1) * (size_t)m->nx, sizeof(double));
-        wk->us = calloc((size_t)m->N * (size_t)m->nu, sizeof(double));
+        if (plan_create(&wk->plan, m->nx, m->nu) != 0) { scpo_mpc_free(m); return NULL; }
+        m->N = wk->plan.N;
         wk->x = calloc((size_t)m->nx, sizeof(double));
         wk->xp = calloc((size_t)m->nx, sizeof(double));
         wk->u0 = calloc((size_t)m->nu, sizeof(double));
@@ -109,7 +91,7 @@ scpo_mpc_t *scpo_mpc_create(int threads, const double *u_init) {
         wk->res = calloc((size_t)sz_res + 1, sizeof(double *));
         wk->iw = calloc((size_t)sz_iw + 1, sizeof(casadi_int));
         wk->w = calloc((size_t)sz_w + 1, sizeof(double));
-        if (!wk->xs || !wk->us || !wk->x || !wk->xp || !wk->u0 || !wk->u0p || !wk->arg || !wk->res || !wk->iw || !wk->w) {
+        if (!wk->x || !wk->xp || !wk->u0 || !wk->u0p || !wk->arg || !wk->res || !wk->iw || !wk->w) {
             scpo_mpc_free(m);
             return NULL;
         }
@@ -119,40 +101,6 @@ scpo_mpc_t *scpo_mpc_create(int threads, const double *u_init) {
 
 void scpo_mpc_dims(const scpo_mpc_t *m, int *out) {
     out[0] = m->nx; out[1] = m->nu; out[2] = m->N; out[3] = m->ng; out[4] = m->ntheta; out[5] = m->threads;
-}
-
-/* The cold initial guess from state x: every predicted state x, every input u_init. */
-static void cold_plan(const scpo_mpc_t *m, worker_t *wk, const double *x) {
-    for (int i = 0; i <= m->N; i++) memcpy(wk->xs + (size_t)i * m->nx, x, sizeof(double) * (size_t)m->nx);
-    for (int i = 0; i < m->N; i++) memcpy(wk->us + (size_t)i * m->nu, m->u_init, sizeof(double) * (size_t)m->nu);
-}
-
-/* Solve from x with the stored plan as initial guess; u0 gets the first input. Returns acados' status. */
-static int solve_from(const scpo_mpc_t *m, worker_t *wk, const double *x, double *u0, int *iterations) {
-    ocp_nlp_constraints_model_set(wk->config, wk->dims, wk->in, 0, "lbx", (void *)x);
-    ocp_nlp_constraints_model_set(wk->config, wk->dims, wk->in, 0, "ubx", (void *)x);
-    for (int i = 0; i <= m->N; i++) ocp_nlp_out_set(wk->config, wk->dims, wk->out, i, "x", wk->xs + (size_t)i * m->nx);
-    for (int i = 0; i < m->N; i++) ocp_nlp_out_set(wk->config, wk->dims, wk->out, i, "u", wk->us + (size_t)i * m->nu);
-    int status = SOLVER(solve)(wk->capsule);
-    ocp_nlp_out_get(wk->config, wk->dims, wk->out, 0, "u", u0);
-    if (iterations) {
-        int it = 0;
-        ocp_nlp_get(wk->config, SOLVER(get_nlp_solver)(wk->capsule), "sqp_iter", &it);
-        *iterations = it;
-    }
-    return status;
-}
-
-/* Keep the solution as the next initial guess. */
-static void store_plan(const scpo_mpc_t *m, worker_t *wk) {
-    for (int i = 0; i <= m->N; i++) ocp_nlp_out_get(wk->config, wk->dims, wk->out, i, "x", wk->xs + (size_t)i * m->nx);
-    for (int i = 0; i < m->N; i++) ocp_nlp_out_get(wk->config, wk->dims, wk->out, i, "u", wk->us + (size_t)i * m->nu);
-}
-
-/* Shift the stored plan by one stage for the next step (the last stage is kept, i.e. repeated). */
-static void shift_plan(const scpo_mpc_t *m, worker_t *wk) {
-    for (int i = 0; i < m->N; i++) memcpy(wk->xs + (size_t)i * m->nx, wk->xs + (size_t)(i + 1) * m->nx, sizeof(double) * (size_t)m->nx);
-    for (int i = 0; i + 1 < m->N; i++) memcpy(wk->us + (size_t)i * m->nu, wk->us + (size_t)(i + 1) * m->nu, sizeof(double) * (size_t)m->nu);
 }
 
 /* Cold solves of independent states (for checks and timing): u (n nu), status, iterations, seconds per solve. */
@@ -167,10 +115,9 @@ static void *solve_worker(void *arg) {
     worker_t *wk = &m->workers[job->thread];
     for (int i = job->thread; i < job->n; i += m->threads) {
         const double *x = job->x + (size_t)i * m->nx;
-        SOLVER(reset)(wk->capsule, 1);
-        cold_plan(m, wk, x);
+        plan_cold(&wk->plan, x, m->u_init);
         double start = now_seconds();
-        job->status[i] = solve_from(m, wk, x, job->u + (size_t)i * m->nu, &job->iterations[i]);
+        job->status[i] = plan_solve(&wk->plan, x, job->u + (size_t)i * m->nu, &job->iterations[i]);
         job->seconds[i] = now_seconds() - start;
     }
     return NULL;
@@ -220,26 +167,25 @@ static void *rollout_worker(void *arg) {
     for (int i = job->thread; i < job->n; i += m->threads) {
         const double *theta = job->thetas + (size_t)job->theta_index[i] * m->ntheta;
         memcpy(wk->x, job->x0 + (size_t)i * nx, sizeof(double) * (size_t)nx);
-        SOLVER(reset)(wk->capsule, 1);
-        cold_plan(m, wk, wk->x);
+        plan_cold(&wk->plan, wk->x, m->u_init);
         for (int k = 0; k <= H; k++) {
             size_t at = (size_t)i * (size_t)(H + 1) + (size_t)k;
             double *ub = job->UB + at * nu;
             double start = now_seconds();
-            job->status[at] = solve_from(m, wk, wk->x, ub, &job->iterations[at]);
+            job->status[at] = plan_solve(&wk->plan, wk->x, ub, &job->iterations[at]);
             job->solve_seconds[at] = now_seconds() - start;
-            store_plan(m, wk);
+            plan_store(&wk->plan);
             if (job->JB) {
                 /* the re-solves start from the plan just stored */
                 double *J = job->JB + at * (size_t)nu * (size_t)nx;
                 for (int j = 0; j < nx; j++) {
                     memcpy(wk->xp, wk->x, sizeof(double) * (size_t)nx);
                     wk->xp[j] += job->fd_step;
-                    solve_from(m, wk, wk->xp, wk->u0p, NULL);
+                    plan_solve(&wk->plan, wk->xp, wk->u0p, NULL);
                     for (int r = 0; r < nu; r++) J[(size_t)r * nx + j] = (wk->u0p[r] - ub[r]) / job->fd_step;
                 }
             }
-            shift_plan(m, wk);
+            plan_shift(&wk->plan);
             wk->arg[0] = wk->x;
             wk->arg[1] = theta;
             wk->arg[2] = ub;

@@ -283,6 +283,7 @@ int main(void)
                 memset(&stats, 0, sizeof stats);
                 expected = 1u;
                 armed = watchdog_us != 0u; /* the deadline of step 1 runs from this HELLO */
+                policy_reset(); /* a new episode: a stateful policy (MPC plan) starts afresh */
                 have_reply = 0;
                 for (i = 0u; i < NX; ++i) {
                     last_x[i] = policy_x_eq[i];

@@ -85,6 +85,7 @@ def _context(law: DeployedLaw, precision: str, input_hash: str) -> dict:
         "gate_span": literal(law.gate_ratio - 1.0, precision), "x_scale": lits(law.x_scale),
         "u_scale": lits(law.u_scale), "layers": layers, "width": max(law.sizes),
         "output": "h_b" if (len(law.weights) - 1) % 2 == 0 else "h_a",
+        "backup_input": law.backup_is_input, "backup_name": "MPC" if law.backup_is_input else "LQR",
     }
 
 

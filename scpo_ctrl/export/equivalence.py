@@ -64,7 +64,7 @@ class Equivalence:
 
 
 def tolerance_for(law: DeployedLaw, X: np.ndarray, precision: str, any_order: bool,
-                  activation_ulps: float | None = None) -> tuple:
+                  activation_ulps: float | None = None, U_backup: np.ndarray | None = None) -> tuple:
     """Per-state, per-input tolerance ``(N, nu)`` and a sentence saying where it comes from.
 
     ``any_order`` marks an ONNX runtime (kernels with their own summation order), otherwise the C.
@@ -73,16 +73,18 @@ def tolerance_for(law: DeployedLaw, X: np.ndarray, precision: str, any_order: bo
         tolerance = FLOAT64_TOLERANCE["onnx" if any_order else "c"]
         return np.full((len(X), law.nu), tolerance), f"absolute {tolerance:g}"
     kwargs = {} if activation_ulps is None else {"activation_ulps": activation_ulps}
-    bound = float_error_bound(law, X, precision, any_order=any_order, **kwargs)
+    bound = float_error_bound(law, X, precision, any_order=any_order, U_backup=U_backup, **kwargs)
     order = "any summation order/FMA" if any_order else "the C code's operation order"
     return bound, f"forward rounding-error bound of the float32 evaluation ({order}), per state"
 
 
 def compare(law: DeployedLaw, implementation: str, precision: str, X: np.ndarray, output: LawOutput,
-            any_order: bool = False, activation_ulps: float | None = None) -> Equivalence:
-    """Compare ``output`` (computed on ``X``) with the reference; finite states only."""
-    reference = evaluate(law, X)
-    tolerance, how = tolerance_for(law, X, precision, any_order, activation_ulps)
+            any_order: bool = False, activation_ulps: float | None = None,
+            U_backup: np.ndarray | None = None) -> Equivalence:
+    """Compare ``output`` (computed on ``X``, and ``U_backup`` for an MPC-backed law) with the reference;
+    finite states only."""
+    reference = evaluate(law, X, U_backup)
+    tolerance, how = tolerance_for(law, X, precision, any_order, activation_ulps, U_backup)
     error = np.abs(output.u - reference.u)
     error = np.where(np.isnan(error), np.inf, error)
     ratio = np.max(error / np.maximum(tolerance, np.finfo(float).tiny))

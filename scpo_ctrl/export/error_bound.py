@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activation import TANH32_RELATIVE_UNITS
-from .law import ACTIVATION_ULPS, REASON_OK, DeployedLaw, deployed_input_limits, evaluate
+from .law import ACTIVATION_ULPS, REASON_OK, DeployedLaw, backup_inputs, deployed_input_limits, evaluate
 
 #: tanh error assumed for onnxruntime's float32 kernel [ulp]: it is a rational approximation,
 #: measured at 4 ulp at most on 10^5 points of [-5, 5] (tests check it on every export).
@@ -103,7 +103,7 @@ class _Arithmetic:
 
 
 def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32", any_order: bool = False,
-                      activation_ulps: float | None = None) -> np.ndarray:
+                      activation_ulps: float | None = None, U_backup: np.ndarray | None = None) -> np.ndarray:
     """Bound on ``|u_computed - u_exact|`` per state and input for an evaluation in ``precision``.
 
     Parameters
@@ -121,6 +121,9 @@ def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32
         Default: the C code's, i.e. the proven bound of the bundle's float32 tanh
         (:data:`.activation.TANH32_RELATIVE_UNITS`) or the C library's double ``tanh``
         (:data:`.law.ACTIVATION_ULPS`).
+    U_backup : ndarray, shape (N, nu), optional
+        The backup's inputs (float64) for a law whose backup is an input (MPC); the evaluation receives
+        them rounded to ``precision``, an error the bound carries.
 
     Returns
     -------
@@ -129,13 +132,14 @@ def float_error_bound(law: DeployedLaw, X: np.ndarray, precision: str = "float32
         exact in every precision) the bound of the saturated backup.
     """
     X = np.atleast_2d(np.asarray(X, dtype=float))
-    u, fallback = _law_errors(_Arithmetic(precision), law, X, precision, activation_ulps, any_order)
-    tripped = evaluate(law, X).reason != REASON_OK
+    u, fallback = _law_errors(_Arithmetic(precision), law, X, precision, activation_ulps, any_order,
+                              U_backup=U_backup)
+    tripped = evaluate(law, X, U_backup).reason != REASON_OK
     return np.where(tripped[:, None], fallback.e, u.e)
 
 
 def _law_errors(ar: _Arithmetic, law: DeployedLaw, X: np.ndarray, precision: str, activation_ulps: float | None,
-                any_order: bool = False, gate_adjust=None) -> tuple:
+                any_order: bool = False, gate_adjust=None, U_backup: np.ndarray | None = None) -> tuple:
     """The C step function's operations on ``X (N, nx)`` under the arithmetic ``ar``.
 
     ``gate_adjust(s, gate) -> gate`` may replace the tracked gate (the box version uses it). Returns the
@@ -147,8 +151,12 @@ def _law_errors(ar: _Arithmetic, law: DeployedLaw, X: np.ndarray, precision: str
     x = ar.exact(X)
     dx = ar.add(x, ar.constant(np.broadcast_to(law.x_eq, X.shape)), sign=-1.0)
     dot = _dot_any_order if any_order else _dot
-    backup_sum = dot(ar, dx, law.K, bias=None)
-    u_backup = ar.add(ar.constant(np.broadcast_to(law.u_eq, (N, law.nu))), backup_sum, sign=-1.0)
+    if law.backup_is_input:
+        # the backup's input arrives rounded to the evaluation's precision
+        u_backup = ar.constant(backup_inputs(law, X, U_backup))
+    else:
+        backup_sum = dot(ar, dx, law.K, bias=None)
+        u_backup = ar.add(ar.constant(np.broadcast_to(law.u_eq, (N, law.nu))), backup_sum, sign=-1.0)
     Pdx = dot(ar, dx, law.P, bias=None)
     products = ar.mul(dx, Pdx)
     V = _sum_any_order(ar, products) if any_order else _sum(ar, products)
@@ -268,6 +276,8 @@ def float_error_bound_box(law: DeployedLaw, lo: np.ndarray, hi: np.ndarray, prec
     -------
     ndarray, shape (M, nu)
     """
+    if law.backup_is_input:
+        raise ValueError("a box bound needs the backup in closed form; an MPC backup's input is not")
     lo, hi = np.atleast_2d(lo), np.atleast_2d(hi)
 
     def adjust(s: Tracked, gate: Tracked) -> Tracked:

@@ -6,7 +6,9 @@ The law, for a measured state ``x`` (nx,):
    ``x`` is outside the monitor region (the state limits of the plant file,
    rounded outward to float32 so every precision takes the same decision)
    -> ``OUTSIDE_REGION``;
-2. ``dx = x - x_eq``; backup ``u_b = u_eq - K dx``;
+2. ``dx = x - x_eq``; backup ``u_b = u_eq - K dx`` (LQR), or ``u_b`` given as an input (an MPC backup:
+   the first input of the acados solver's plan at ``x``, computed outside the law, see
+   :mod:`scpo_ctrl.export.mpc_bundle`);
 3. level ``V(x) / c`` with ``V = dx^T P dx``; gate ``sigma = smoothstep(s)``,
    ``s = clip((V/c - 1) / (gate_ratio - 1), 0, 1)``;
 4. network ``y = phi_theta(dx / x_scale)`` (tanh hidden layers, linear output);
@@ -78,6 +80,9 @@ class DeployedLaw:
         Input limits (``-inf``/``inf`` where absent).
     region_min, region_max : ndarray, shape (nx,)
         Monitor region (float32-representable; ``-inf``/``inf`` where absent).
+    backup : {'lqr', 'mpc'}
+        ``lqr``: the backup is ``u_eq - K dx`` inside the law. ``mpc``: the backup's input is an input
+        of the law (``K`` is then the LQR the MPC's terminal cost and set come from, not used by the law).
     """
 
     name: str
@@ -101,6 +106,12 @@ class DeployedLaw:
     u_max: np.ndarray
     region_min: np.ndarray
     region_max: np.ndarray
+    backup: str = "lqr"
+
+    @property
+    def backup_is_input(self) -> bool:
+        """True for an MPC backup: ``u_b`` is an input of the law, not ``u_eq - K dx``."""
+        return self.backup != "lqr"
 
     @property
     def nx(self) -> int:
@@ -172,12 +183,9 @@ def law_from_run(run_dir: Path) -> DeployedLaw:
         raise UsageError(f"{policy_path}: cannot read the policy ({exc})") from None
     if policy.plant != spec.name or policy.layout.sizes[0] != spec.nx or policy.layout.sizes[-1] != spec.nu:
         raise UsageError(f"{policy_path}: does not belong to the plant in {plant_path}")
-    if policy.backup != "lqr":
-        raise UsageError(
-            f"{policy_path}: the policy runs on top of an {policy.backup.upper()} backup; export, verify and hil "
-            "handle LQR-backed policies only in this version (a bundle with the acados MPC as its fallback is "
-            "not built yet, and exporting the LQR in its place would not be the law SCPO certified)"
-        )
+    if policy.backup != spec.backup.type:
+        raise UsageError(f"{policy_path}: the policy runs on a {policy.backup} backup but {plant_path} declares "
+                         f"backup type {spec.backup.type}")
     return law_from_policy(policy, theta, spec)
 
 
@@ -203,14 +211,17 @@ def law_from_policy(policy: ResidualPolicy, theta: np.ndarray, spec) -> Deployed
         gate_ratio=float(policy.gate_ratio), x_scale=np.asarray(policy.x_scale, float),
         u_scale=np.asarray(policy.u_scale, float), u_min=np.asarray(policy.u_min, float),
         u_max=np.asarray(policy.u_max, float), region_min=_outward_float32(lower, -1.0),
-        region_max=_outward_float32(upper, +1.0),
+        region_max=_outward_float32(upper, +1.0), backup=policy.backup,
     )
 
 
 def law_digest(law: DeployedLaw) -> str:
     """sha256 over every number and name of the law (the export's input hash, with the plant file)."""
     digest = hashlib.sha256()
-    for text in (law.name, law.activation, *law.state_names, *law.input_names, *law.state_units, *law.input_units):
+    texts = (law.name, law.activation, *law.state_names, *law.input_names, *law.state_units, *law.input_units)
+    if law.backup_is_input:  # LQR digests stay as they were before MPC backups existed
+        texts = texts + (f"backup={law.backup}",)
+    for text in texts:
         digest.update(text.encode() + b"\0")
     arrays = [np.array([law.dt, law.c, law.gate_ratio]), *law.weights, *law.biases, law.x_eq, law.u_eq, law.K, law.P,
               law.x_scale, law.u_scale, law.u_min, law.u_max, law.region_min, law.region_max]
@@ -221,14 +232,32 @@ def law_digest(law: DeployedLaw) -> str:
     return digest.hexdigest()
 
 
-def evaluate(law: DeployedLaw, X: np.ndarray) -> LawOutput:
-    """The law in float64 on states ``X (N, nx)``, in the C code's operation order."""
+def backup_inputs(law: DeployedLaw, X: np.ndarray, U_backup: np.ndarray | None) -> np.ndarray:
+    """The backup's unsaturated input at ``X (N, nx)``: ``u_eq - K dx`` (LQR) or ``U_backup (N, nu)`` (MPC)."""
+    if not law.backup_is_input:
+        if U_backup is not None:
+            raise ValueError("an LQR-backed law computes its backup itself; U_backup must not be given")
+        with np.errstate(invalid="ignore", over="ignore"):
+            return law.u_eq - _dot_rows(X - law.x_eq, law.K)
+    if U_backup is None:
+        raise ValueError(f"the law runs on an {law.backup.upper()} backup: its inputs U_backup (N, nu) are needed")
+    U_backup = np.atleast_2d(np.asarray(U_backup, dtype=float))
+    if U_backup.shape != (len(X), law.nu):
+        raise ValueError(f"U_backup has shape {U_backup.shape}, expected {(len(X), law.nu)}")
+    return U_backup
+
+
+def evaluate(law: DeployedLaw, X: np.ndarray, U_backup: np.ndarray | None = None) -> LawOutput:
+    """The law in float64 on states ``X (N, nx)``, in the C code's operation order.
+
+    ``U_backup (N, nu)``: the backup's inputs at ``X``, for a law whose backup is an input (MPC).
+    """
     X = np.atleast_2d(np.asarray(X, dtype=float))
     finite = np.all(np.isfinite(X), axis=1)
+    u_backup = backup_inputs(law, X, U_backup)
     with np.errstate(invalid="ignore", over="ignore"):
         inside = np.all((X >= law.region_min) & (X <= law.region_max), axis=1)
         dX = X - law.x_eq
-        u_backup = law.u_eq - _dot_rows(dX, law.K)
         level = np.sum(dX * _dot_rows(dX, law.P), axis=1) / law.c
         s = np.clip((level - 1.0) / (law.gate_ratio - 1.0), 0.0, 1.0)
         gate = s * s * (3.0 - 2.0 * s)

@@ -68,7 +68,10 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
     outside = g.any_row(outside_elements, law.nx)
 
     # backup, level and gate
-    u_backup = g.op("Sub", [u_eq, g.op("MatMul", [dx, g.const("K_T", law.K.T)])], "u_backup")
+    if law.backup_is_input:  # an MPC backup: its input is an input of the graph
+        u_backup = "u_backup"
+    else:
+        u_backup = g.op("Sub", [u_eq, g.op("MatMul", [dx, g.const("K_T", law.K.T)])], "u_backup")
     quadratic = g.op("Mul", [dx, g.op("MatMul", [dx, g.const("P_T", law.P.T)])])
     # ReduceSum, not a MatMul with ones: onnxruntime fuses MatMul + Div-by-scalar into FusedMatMul
     # with a float32 alpha, which would cost a float64 graph 7 digits.
@@ -118,7 +121,8 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
 
     graph = helper.make_graph(
         g.nodes, f"{law.name}_policy",
-        [helper.make_tensor_value_info("x", element, ["N", law.nx])],
+        [helper.make_tensor_value_info("x", element, ["N", law.nx])]
+        + ([helper.make_tensor_value_info("u_backup", element, ["N", law.nu])] if law.backup_is_input else []),
         [helper.make_tensor_value_info("u", element, ["N", law.nu]),
          helper.make_tensor_value_info("branch", TensorProto.INT32, ["N"]),
          helper.make_tensor_value_info("reason", TensorProto.INT32, ["N"]),
@@ -129,8 +133,10 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
     model = helper.make_model(graph, producer_name="scpo-ctrl", producer_version=__version__,
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
+    backup = ("the MPC backup's input u_backup (solved outside this graph by the exported acados solver)"
+              if law.backup_is_input else "LQR backup")
     model.doc_string = (f"Certified control law of plant {law.name}: residual {'-'.join(map(str, law.sizes))} "
-                        f"{law.activation} network, gate, LQR backup, saturation, runtime monitor ({precision}).")
+                        f"{law.activation} network, gate, {backup}, saturation, runtime monitor ({precision}).")
     for key, value in sorted(metadata.items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)

@@ -7,6 +7,9 @@ Layout::
     export/host/<name>_policy_batch.c     host-only helper (tests, verification); not deployed
     export/host/lib<name>_policy.so, .a   host builds (shared: ctypes; static: SIL firmware)
     export/cortex-m4/lib<name>_policy.a   with --target cortex-m4 (and the object, .su stack file)
+    export/mpc/, export/host/lib<name>_mpc.so
+                                          MPC-backed runs (host only): the acados solver SCPO used, the
+                                          controller's C and its host build (see mpc_bundle.py)
     export/manifest.json                  sha256 of every file above, inputs hash, sizes, self-check
 
 The directory is assembled in a temporary sibling and swapped in at the end,
@@ -29,6 +32,7 @@ import numpy as np
 import onnxruntime
 
 from .. import __version__
+from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..files import atomic_write_json, atomic_write_text, json_safe
 from . import build
@@ -38,6 +42,7 @@ from .equivalence import compare
 from .error_bound import ONNX_ACTIVATION_ULPS
 from .host_library import HostLaw
 from .law import DeployedLaw, LawOutput, law_digest, law_from_run
+from .mpc_bundle import MpcController, build_controller, campaign_backup_inputs, copy_solver, problem_mpc
 from .onnx_model import IR_VERSION, OPSET, build_model
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,15 @@ def run_export(request: ExportRequest) -> ExportResult:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
     law = law_from_run(run_dir)
+    mpc_files = None
+    if law.backup_is_input:
+        if request.target != "host":
+            raise UsageError(
+                f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, and the acados libraries "
+                "scpo-ctrl installs are x86-64 builds, so the certified law (network on the MPC) exists for the "
+                "host only (`--target host`, the SIL). A Cortex-M4 build would have to fall back on the LQR, "
+                "which is not the law SCPO certified: adapt with `backup: {type: lqr}` for a microcontroller")
+        mpc_files = problem_mpc(load_plant_spec(run_dir / "plant.yaml"), law).mpc.files
     if request.target == "cortex-m4" and not build.tool_available(build.ARM_COMPILER):
         raise UsageError(f"--target cortex-m4 needs {build.ARM_COMPILER} (run scripts/install-debian-packages.sh)")
     plant_bytes = (run_dir / "plant.yaml").read_bytes()
@@ -98,7 +112,7 @@ def run_export(request: ExportRequest) -> ExportResult:
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
     staging.chmod(0o755)
     try:
-        manifest = _assemble(staging, law, request, digest, plant_bytes)
+        manifest = _assemble(staging, law, request, digest, plant_bytes, mpc_files)
         target = run_dir / "export"
         _swap_in(staging, target)
     except BaseException:
@@ -108,7 +122,8 @@ def run_export(request: ExportRequest) -> ExportResult:
     return ExportResult(export_dir=target, manifest=manifest, equivalent=equivalent)
 
 
-def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest: str, plant_bytes: bytes) -> dict:
+def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest: str, plant_bytes: bytes,
+              mpc_files=None) -> dict:
     precision, name = request.precision, law.name
     metadata = {
         "plant": name, "generator": f"scpo-ctrl {__version__}", "precision": precision,
@@ -137,6 +152,16 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
     for source in bundle:
         (host / source.name).unlink()
     builds = {"host": _object_summary(host_object, build.HOST_COMPILER)}
+    backup = {"type": "lqr"}
+    if mpc_files is not None:
+        (directory / "mpc").mkdir()
+        artefacts = build_controller(copy_solver(mpc_files, directory / "mpc"), host, name)
+        backup = {"type": "mpc", "solver": artefacts.solver_name,
+                  "controller_library": str(artefacts.controller_library.relative_to(directory)),
+                  "sources": "mpc/ (acados-generated solver and the controller's C)",
+                  "cortex_m4": "not built: the bundled acados libraries are x86-64 only; the MPC-backed law runs "
+                               "on the host (SIL). A Cortex-M4 build would fall back on the LQR, which is not the "
+                               "law SCPO certified."}
 
     if request.target == "cortex-m4":
         arm = directory / "cortex-m4"
@@ -163,7 +188,7 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
                     "multiply_accumulates": law.multiply_accumulates},
         "onnx": {"file": "policy.onnx", "opset": OPSET, "ir_version": IR_VERSION,
                  "onnxruntime": onnxruntime.__version__},
-        "builds": builds, "self_check": checks, "artefacts": artefacts,
+        "backup": backup, "builds": builds, "self_check": checks, "artefacts": artefacts,
     }
     atomic_write_json(directory / "manifest.json", json_safe(manifest))
     return manifest
@@ -181,19 +206,28 @@ def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
     """Host C and ONNX against the reference on 2,000 campaign states (the full campaign is `verify`'s)."""
     campaign = equivalence_campaign(law, seed=0, scale=SELF_CHECK_SCALE)
     X = campaign.X
-    host = HostLaw(directory / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision)
-    results = [compare(law, f"c-host-{precision}", precision, X, host.evaluate(X))]
-    results.append(compare(law, f"onnxruntime-{precision}", precision, X, run_onnx(directory / "policy.onnx", X,
-                                                                                    precision),
-                           any_order=True, activation_ulps=ONNX_ACTIVATION_ULPS))
+    U = None
+    if law.backup_is_input:
+        controller = MpcController(directory / "host" / f"lib{law.name}_mpc.so", law.nx, law.nu, law.u_eq)
+        U = campaign_backup_inputs(law, X, controller, seed=0)
+    host = HostLaw(directory / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision,
+                   law.backup_is_input)
+    results = [compare(law, f"c-host-{precision}", precision, X, host.evaluate(X, U), U_backup=U)]
+    results.append(compare(law, f"onnxruntime-{precision}", precision, X,
+                           run_onnx(directory / "policy.onnx", X, precision, U),
+                           any_order=True, activation_ulps=ONNX_ACTIVATION_ULPS, U_backup=U))
     return [result.to_dict() for result in results]
 
 
-def run_onnx(path: Path, X, precision: str):
-    """The ONNX file under onnxruntime (CPU, default optimisations) on states ``X (N, nx)``."""
+def run_onnx(path: Path, X, precision: str, U_backup=None):
+    """The ONNX file under onnxruntime (CPU, default optimisations) on states ``X (N, nx)`` (and the backup's
+    inputs ``U_backup (N, nu)`` for an MPC-backed law)."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     dtype = np.float32 if precision == "float32" else np.float64
-    u, branch, reason, gate, level = session.run(None, {"x": np.ascontiguousarray(X, dtype=dtype)})
+    feeds = {"x": np.ascontiguousarray(X, dtype=dtype)}
+    if U_backup is not None:
+        feeds["u_backup"] = np.ascontiguousarray(U_backup, dtype=dtype)
+    u, branch, reason, gate, level = session.run(None, feeds)
     return LawOutput(u=u.astype(float), branch=branch, reason=reason, gate=gate.astype(float),
                      level=level.astype(float))
 
@@ -218,4 +252,4 @@ def build_host_law(law: DeployedLaw, precision: str, directory: Path, input_hash
         atomic_write_text(directory / source.name, source.text)
     library = f"lib{law.name}_policy_{precision}.so"
     build.shared_library([s.name for s in sources if s.name.endswith(".c")], directory, library)
-    return HostLaw(directory / library, law.name, law.nx, law.nu, precision)
+    return HostLaw(directory / library, law.name, law.nx, law.nu, precision, law.backup_is_input)

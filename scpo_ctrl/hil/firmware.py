@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..backup.acados_env import find_acados
 from ..export import build
 from ..export.firmware import LINK_FLAGS, RUNNER_FLAGS
 from ..resources import resource_dir
@@ -16,17 +17,29 @@ from ..resources import resource_dir
 HOST_BOARD_ID, MPS2_BOARD_ID = "HIL_BOARD_HOST", "HIL_BOARD_MPS2_AN386"
 
 
-def write_binding(work_dir: Path, name: str) -> None:
-    """``policy_binding.h``: the firmware's generic names mapped onto the plant's symbols."""
+def write_binding(work_dir: Path, name: str, mpc_u_init=None) -> None:
+    """``policy_binding.h``: the firmware's generic names mapped onto the plant's symbols.
+
+    ``mpc_u_init (nu,)``: for an MPC-backed law, the cold plan's input; ``policy_step``,
+    ``policy_backup_step`` and ``policy_reset`` are then ``hil/firmware/mpc_policy.c``'s.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     upper = name.upper()
-    (work_dir / "policy_binding.h").write_text(
-        f'#include "{name}_policy.h"\n'
-        f"typedef {name}_real_t policy_real_t;\ntypedef {name}_info_t policy_info_t;\n"
-        f"#define POLICY_NX {upper}_NX\n#define POLICY_NU {upper}_NU\n"
-        f"#define policy_step {name}_policy_step\n#define policy_backup_step {name}_backup_step\n"
-        f"#define policy_x_eq {name}_x_eq\n"
-    )
+    common = (f'#include "{name}_policy.h"\n'
+              f"typedef {name}_real_t policy_real_t;\ntypedef {name}_info_t policy_info_t;\n"
+              f"#define POLICY_NX {upper}_NX\n#define POLICY_NU {upper}_NU\n#define policy_x_eq {name}_x_eq\n")
+    if mpc_u_init is None:
+        specific = (f"#define policy_step {name}_policy_step\n#define policy_backup_step {name}_backup_step\n"
+                    "#define policy_reset() ((void)0)\n")
+    else:
+        values = ", ".join(repr(float(v)) for v in mpc_u_init)
+        specific = (f"#define policy_law_step {name}_policy_step\n#define policy_law_backup_step {name}_backup_step\n"
+                    f"#define POLICY_MPC_U_INIT {{ {values} }}\n"
+                    "int32_t policy_step(const policy_real_t x[POLICY_NX], policy_real_t u[POLICY_NU], "
+                    "policy_info_t *info);\n"
+                    "void policy_backup_step(const policy_real_t x[POLICY_NX], policy_real_t u[POLICY_NU]);\n"
+                    "void policy_reset(void);\n")
+    (work_dir / "policy_binding.h").write_text(common + specific)
 
 
 def _library(export_dir: Path, name: str, target: str) -> Path:
@@ -37,16 +50,28 @@ def _library(export_dir: Path, name: str, target: str) -> Path:
     return library
 
 
-def build_sil(export_dir: Path, name: str, work_dir: Path) -> Path:
-    """The host (SIL) firmware: talks frames on stdin/stdout. Returns the executable's path."""
+def build_sil(export_dir: Path, name: str, work_dir: Path, mpc_u_init=None) -> Path:
+    """The host (SIL) firmware: talks frames on stdin/stdout. Returns the executable's path.
+
+    ``mpc_u_init``: for an MPC-backed export, the cold plan's input; the firmware then links
+    ``hil/firmware/mpc_policy.c`` and the export's ``host/lib<name>_mpc.so`` (the acados controller).
+    """
     export_dir, work_dir = Path(export_dir).resolve(), Path(work_dir).resolve()
-    write_binding(work_dir, name)
+    write_binding(work_dir, name, mpc_u_init)
     hil = resource_dir("hil")
     executable = work_dir / "hil_sil"
+    mpc = []
+    if mpc_u_init is not None:
+        host = export_dir / "host"
+        if not (host / f"lib{name}_mpc.so").is_file():
+            raise build.BuildError(f"{host / f'lib{name}_mpc.so'} is missing (export the MPC-backed run again)")
+        acados_libraries = find_acados().lib_dir
+        mpc = [f"-I{export_dir / 'mpc'}", str(hil / "firmware" / "mpc_policy.c"), f"-L{host}", f"-l{name}_mpc",
+               f"-Wl,-rpath,{host}", f"-Wl,-rpath-link,{acados_libraries}", f"-Wl,-rpath,{acados_libraries}"]
     command = [
         build.HOST_COMPILER, *RUNNER_FLAGS, f"-DBOARD_ID={HOST_BOARD_ID}", f"-I{hil / 'board'}",
         f"-I{hil / 'firmware'}", f"-I{export_dir}", f"-I{work_dir}", str(hil / "board" / "host" / "board.c"),
-        str(hil / "board" / "host" / "uart.c"), str(hil / "firmware" / "hil_main.c"),
+        str(hil / "board" / "host" / "uart.c"), str(hil / "firmware" / "hil_main.c"), *mpc,
         str(_library(export_dir, name, "host")), "-lm", "-o", str(executable),
     ]
     build.run_tool(command, work_dir)

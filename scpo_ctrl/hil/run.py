@@ -27,6 +27,7 @@ from ..files import atomic_write_json, json_safe
 from ..plant.model import build_plant, evaluate_rows
 from ..sim.initial_states import initial_box, validation_states
 from ..verify.closed_loop import simulate
+from ..export.mpc_bundle import MpcController, MpcLawInTheLoop, artefacts_of
 from .deviation import propagated_bound
 from .faults import FaultInjector, parse_faults
 from .harness import Session
@@ -151,6 +152,14 @@ def run_hil(request: HilRequest) -> HilResult:
     law = law_from_run(run_dir)
     spec = load_plant_spec(run_dir / "plant.yaml")
     model = build_plant(spec)
+    controller = None
+    if law.backup_is_input:
+        if target.kind != "sil":
+            raise UsageError(f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, whose acados "
+                             "solver exists for the host only (x86-64 libraries): use --target sil")
+        if manifest.get("backup", {}).get("type") != "mpc":
+            raise UsageError(f"{export_dir}: the export has no MPC backup but the policy runs on one: export again")
+        controller = MpcController(artefacts_of(export_dir, manifest).controller_library, law.nx, law.nu, law.u_eq)
     steps = request.steps or spec.safety.horizon
     watchdog_s = (request.watchdog_ms / 1e3) if request.watchdog_ms else law.dt / 2
     if not 0 < watchdog_s < 10:
@@ -164,7 +173,8 @@ def run_hil(request: HilRequest) -> HilResult:
 
     traces = []
     started = time.perf_counter()
-    with open_target(target, export_dir, law.name, out_dir / "build") as (transport, description):
+    mpc_u_init = law.u_eq if controller is not None else None
+    with open_target(target, export_dir, law.name, out_dir / "build", mpc_u_init) as (transport, description):
         session = Session(transport, law.nx, law.nu, injector, reply_timeout)
         hello = None
         for episode, start in enumerate(x0):
@@ -172,7 +182,7 @@ def run_hil(request: HilRequest) -> HilResult:
             if (hello.nx, hello.nu, hello.real_bytes) != (law.nx, law.nu, 4):
                 raise UsageError(f"the target runs a different law (nx={hello.nx}, nu={hello.nu}, "
                                  f"real={hello.real_bytes} bytes); expected nx={law.nx}, nu={law.nu}, float32")
-            traces.append(_episode(session, law, model, start, steps, injector, half_width))
+            traces.append(_episode(session, law, model, start, steps, injector, half_width, controller))
             log.info("episode %d/%d done", episode + 1, len(x0))
         link = dict(session.counts)
         wire = {"wire_crc_errors": session.wire.crc_errors, "wire_length_errors": session.wire.length_errors,
@@ -180,7 +190,7 @@ def run_hil(request: HilRequest) -> HilResult:
                 "harness_rejected_frames": session.reader.rejected}
     seconds = time.perf_counter() - started
 
-    python = simulate(model, lambda X: evaluate(law, X).u, x0, steps, law.P, law.c, law.x_eq)
+    python = _python_closed_loop(model, law, x0, steps, None if controller is None else controller.library)
     report = _report(request, target, description, law, model, hello, traces, python, faults, injector, link, wire,
                      seconds, watchdog_s, steps, x0)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,8 +205,25 @@ def run_hil(request: HilRequest) -> HilResult:
     return HilResult(report=report, path=path, passed=report["summary"]["passed"])
 
 
+def _python_closed_loop(model, law: DeployedLaw, x0: np.ndarray, steps: int, controller_library=None):
+    """The float64 closed loop of the same law from ``x0`` (no noise, no faults): states ``x (E, H+1, nx)``
+    and inputs ``u (E, H+1, nu)``. With an MPC backup, the export's MPC (one solver per episode, warm-started
+    as on the target) gives the backup's inputs to the float64 reference law."""
+    if controller_library is None:
+        return simulate(model, lambda X: evaluate(law, X).u, x0, steps, law.P, law.c, law.x_eq)
+    controller = MpcLawInTheLoop(controller_library, law, len(x0))
+    return simulate(model, controller, x0, steps, law.P, law.c, law.x_eq)
+
+
+def mpc_backup_reference(law: DeployedLaw, u_backup: np.ndarray) -> tuple:
+    """The watchdog's answer of an MPC-backed target: the saturated MPC input ``(nu,)`` in float64 and its
+    float32 tolerance (the rounding of the MPC's double input to float32; the limits are the deployed ones)."""
+    lo, hi = deployed_input_limits(law, "float32")
+    return np.clip(u_backup, lo, hi), 2.0 ** -24 * np.abs(u_backup) + 2.0 ** -149
+
+
 def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, steps: int,
-             injector: FaultInjector, half_width: np.ndarray) -> EpisodeTrace:
+             injector: FaultInjector, half_width: np.ndarray, controller=None) -> EpisodeTrace:
     x = np.empty((steps + 1, law.nx))
     x[0] = x_start
     y = np.empty((steps, law.nx))
@@ -219,12 +246,20 @@ def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, ste
     stats = session.stats()
     u = np.array(rows["u"]).reshape(steps, law.nu)
     status = np.array(rows["status"])
-    reference = evaluate(law, y)
-    tol = float_error_bound(law, y, "float32")
-    u_ref = reference.u.copy()
     watchdog = status != 0
+    U_backup = None
+    if controller is not None:
+        # the target's MPC solved at y_k, or at the last accepted state on a watchdog step, in this order
+        solved = np.where(watchdog[:, None], np.array(accepted), y)
+        U_backup = controller.sequence(solved).u
+    reference = evaluate(law, y, U_backup)
+    tol = float_error_bound(law, y, "float32", U_backup=U_backup)
+    u_ref = reference.u.copy()
     for k in np.flatnonzero(watchdog):
-        u_ref[k], tol[k] = backup_reference(law, accepted[k])
+        if controller is None:
+            u_ref[k], tol[k] = backup_reference(law, accepted[k])
+        else:
+            u_ref[k], tol[k] = mpc_backup_reference(law, U_backup[k])
     branch = np.array(rows["branch"])
     near = np.zeros(steps, dtype=bool)
     for level in (1.0, law.gate_ratio):
@@ -262,7 +297,10 @@ def _report(request, target, description, law, model, hello, traces, python, fau
     trajectory = {"max_abs_state_deviation": deviation.max(axis=(0, 1)).tolist(),
                   "note": "HIL (float32 C, faults, noise) vs the float64 Python closed loop of the same law "
                   "from the same x0, no noise, no faults"}
-    if not faults.any and not np.any(status != 0):
+    if law.backup_is_input:
+        trajectory["propagated_bound"] = ("not computed for an MPC backup (the first-order propagation needs the "
+                                          "backup's Jacobian in closed form)")
+    elif not faults.any and not np.any(status != 0):
         bound = propagated_bound(law, model, python.x, python.u)
         ratio_x = deviation / np.maximum(bound, np.finfo(float).tiny)
         within = bool(np.all((deviation <= bound) | (deviation == 0)))

@@ -43,10 +43,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def open_target(target: TargetSpec, export_dir: Path, name: str, work_dir: Path):
-    """Build (sil, qemu) and start the target; yield ``(transport, description)``; stop it afterwards."""
+def open_target(target: TargetSpec, export_dir: Path, name: str, work_dir: Path, mpc_u_init=None):
+    """Build (sil, qemu) and start the target; yield ``(transport, description)``; stop it afterwards.
+
+    ``mpc_u_init``: an MPC-backed export (SIL only), see :func:`.firmware.build_sil`.
+    """
     if target.kind == "sil":
-        executable = firmware.build_sil(export_dir, name, work_dir)
+        executable = firmware.build_sil(export_dir, name, work_dir, mpc_u_init)
         transport = PipeTransport([executable])
         try:
             yield transport, f"host SIL process {executable.name} over a pipe"

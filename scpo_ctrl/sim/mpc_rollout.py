@@ -103,7 +103,8 @@ def build_rollout_library(model: PlantModel, law: ca.Function, files: MpcSolverF
                        ["x", "theta", "u_backup"], ["x_next", "u", "g"])
     driver = resource_dir("codegen") / DRIVER
     digest = hashlib.sha256()
-    for part in (step.serialize().encode(), driver.read_bytes(), str(files.library).encode()):
+    for part in (step.serialize().encode(), driver.read_bytes(), (driver.parent / "mpc_plan.h").read_bytes(),
+                 str(files.library).encode()):
         digest.update(part)
     directory = cache_root() / "mpc-rollout" / digest.hexdigest()[:24]
     library = directory / "libscpo_mpc_rollout.so"

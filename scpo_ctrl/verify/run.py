@@ -43,7 +43,7 @@ from ..files import atomic_write, atomic_write_json, json_safe
 from ..plant.model import build_plant
 from ..policy.residual import ResidualPolicy
 from ..sim.initial_states import initial_box
-from . import falsify, reach
+from . import falsify, mpc as verify_mpc, reach
 from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Check
 from .closed_loop import simulate
 
@@ -115,10 +115,15 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     if checks[0].verdict != VERIFIED:
         # never execute artefacts that are not the ones the manifest describes (a modified shared
         # library could do anything when loaded)
-        for name in ("equivalence", "closed_loop_safety", "closed_loop_reach", "falsification", "reachability"):
+        names = ("equivalence", "closed_loop_safety", "closed_loop_reach", "falsification", "reachability")
+        if law.backup_is_input:
+            names = ("mpc_solver",) + names
+        for name in names:
             checks.append(Check(name=name, claim="not checked", verdict=UNKNOWN, evidence="not run",
                                 seconds=0.0, details={"reason": "integrity failed: the artefacts are not the "
                                                                 "exported ones"}))
+    elif law.backup_is_input:
+        checks += verify_mpc.checks(law, run_dir, manifest, spec, model, box, horizon, request, precision)
     else:
         with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
             host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu,
@@ -186,23 +191,31 @@ def _integrity(run_dir: Path, manifest: dict, law, precision: str) -> Check:
 
 
 # -- 2. equivalence -------------------------------------------------------------------------------
-def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLaw, box: np.ndarray) -> Check:
+def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLaw, box: np.ndarray,
+                 backup_inputs=None) -> Check:
+    """``backup_inputs(X) -> U (N, nu)``: the campaign's backup inputs for an MPC-backed law."""
     start = time.perf_counter()
     X = equivalence_campaign(law, seed=1).X
+    U = None if backup_inputs is None else backup_inputs(X)
     results = [
-        compare(law, f"c-host-{precision} (exported)", precision, X, host.evaluate(X)),
-        compare(law, f"c-host-{twin.precision} (same law, other precision)", twin.precision, X, twin.evaluate(X)),
+        compare(law, f"c-host-{precision} (exported)", precision, X, host.evaluate(X, U), U_backup=U),
+        compare(law, f"c-host-{twin.precision} (same law, other precision)", twin.precision, X, twin.evaluate(X, U),
+                U_backup=U),
         compare(law, f"onnxruntime-{precision} (exported)", precision, X,
-                run_onnx(run_dir / "export" / "policy.onnx", X, precision), any_order=True,
-                activation_ulps=ONNX_ACTIVATION_ULPS),
+                run_onnx(run_dir / "export" / "policy.onnx", X, precision, U), any_order=True,
+                activation_ulps=ONNX_ACTIVATION_ULPS, U_backup=U),
     ]
     failed = [r for r in results if not r.passed]
-    budget_box = float(np.max(float_error_bound_box(law, box[:, 0][None], box[:, 1][None], "float32")))
     details = {
         "states": len(X), "implementations": [r.to_dict() for r in results],
         "float32_worst_error_on_campaign": max(r.worst_error for r in results if r.precision == "float32"),
-        "float32_error_bound_over_the_initial_box": budget_box,
     }
+    if U is None:
+        details["float32_error_bound_over_the_initial_box"] = float(np.max(float_error_bound_box(
+            law, box[:, 0][None], box[:, 1][None], "float32")))
+    else:
+        details["backup_inputs"] = ("the exported MPC's cold solution at the finite states inside the monitor "
+                                    "region; seeded draws (one in ten NaN) elsewhere")
     counterexample = None
     if failed:
         worst = max(failed, key=lambda r: r.worst_bound_ratio)
@@ -219,7 +232,14 @@ def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLa
 
 
 # -- 3. Monte Carlo --------------------------------------------------------------------------------
-def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest, precision: str) -> tuple:
+def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest, precision: str,
+                 closed_loop=None) -> tuple:
+    """``closed_loop(X0, exported: bool) -> ClosedLoopBatch`` replaces the default (the law alone in the loop),
+    e.g. with the MPC in the loop."""
+    if closed_loop is None:
+        def closed_loop(X0, exported):
+            controller = (lambda X: host.evaluate(X).u) if exported else (lambda X: evaluate(law, X).u)
+            return simulate(model, controller, X0, horizon, law.P, law.c, law.x_eq)
     start = time.perf_counter()
     rng = np.random.default_rng(request.seed)
     low, high = box[:, 0], box[:, 1]
@@ -229,9 +249,9 @@ def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest
     uniform = rng.uniform(low, high, size=(request.samples, law.nx))
     X0 = np.concatenate([quasi, uniform])
     loop_start = time.perf_counter()
-    run_c = simulate(model, lambda X: host.evaluate(X).u, X0, horizon, law.P, law.c, law.x_eq)
+    run_c = closed_loop(X0, True)
     c_loop_seconds = time.perf_counter() - loop_start
-    run_ref = simulate(model, lambda X: evaluate(law, X).u, X0, horizon, law.P, law.c, law.x_eq)
+    run_ref = closed_loop(X0, False)
     seconds_c = time.perf_counter() - start
     violating = run_c.violating()
     reached = run_c.reached()

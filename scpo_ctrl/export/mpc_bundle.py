@@ -1,0 +1,267 @@
+"""The MPC backup in an export: the acados solver SCPO certified with, its controller, host builds.
+
+An MPC-backed law takes the backup's input ``u_b`` as an argument (:mod:`.law`); this module
+supplies it. ``export/mpc/`` holds a copy of the acados-generated solver of the run's plant file
+(``<solver>/``: sources, headers, ``libacados_ocp_solver_<solver>.so``) and the controller's C
+(``mpc_plan.h``, ``mpc_controller.h/.c``, from ``codegen/mpc``), which performs exactly the
+MPC step of SCPO's rollouts: cold plan at the start of a trajectory, then warm starts from the
+previous plan shifted by one stage. ``export/host/lib<name>_mpc.so`` is that controller compiled
+against the copied solver; the SIL firmware links it, and :class:`MpcController` calls it from
+Python (the reference inputs of a HIL session, the equivalence campaign's backup inputs).
+
+Host only: the acados libraries scpo-ctrl installs (``scripts/install-acados.sh``) are x86-64
+builds, so there is no Cortex-M4 build of the MPC.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..backup.acados_env import c_output_to_log, find_acados, load_acados
+from ..backup.mpc import MpcFormulation, MpcSolverFiles
+from ..errors import UsageError
+from ..resources import resource_dir
+from . import build
+from .law import DeployedLaw
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_SOURCES = ("mpc_plan.h", "mpc_controller.h", "mpc_controller.c")
+#: what of acados' generated directory goes into the export (not its objects, Makefile or examples)
+SOLVER_SUFFIXES = (".c", ".h", ".so")
+
+
+@dataclass(frozen=True)
+class MpcArtefacts:
+    """Where an export's MPC lives.
+
+    Attributes
+    ----------
+    directory : Path
+        ``export/mpc``.
+    solver_name : str
+        acados' model name (``<plant>_<hash>``).
+    controller_library : Path
+        ``export/host/lib<name>_mpc.so``.
+    """
+
+    directory: Path
+    solver_name: str
+    controller_library: Path
+
+    @property
+    def solver_dir(self) -> Path:
+        return self.directory / self.solver_name
+
+
+def problem_mpc(spec, law: DeployedLaw):
+    """The run's MPC backup (formulation and compiled solver, from the plant file), checked against the law:
+    the policy must have been adapted on this MPC's terminal ingredients."""
+    from ..problem import build_problem
+
+    problem = build_problem(spec)
+    formulation: MpcFormulation = problem.mpc.formulation
+    if not (np.allclose(formulation.P, law.P, rtol=1e-9, atol=0.0) and np.isclose(formulation.c, law.c, rtol=1e-9)
+            and np.array_equal(formulation.u_eq, law.u_eq)):
+        raise UsageError("the run's policy.npz was adapted on a different MPC backup than its plant.yaml now "
+                         "gives (terminal cost, set or equilibrium differ): adapt again")
+    return problem
+
+
+def copy_solver(files: MpcSolverFiles, directory: Path) -> MpcArtefacts:
+    """Copy the generated solver and the controller's sources into ``directory`` (``export/mpc``)."""
+    target = directory / files.solver_name
+    for source in sorted(files.code_dir.rglob("*")):
+        if source.is_file() and source.suffix in SOLVER_SUFFIXES and not source.name.startswith("main_"):
+            destination = target / source.relative_to(files.code_dir)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+    for name in CONTROLLER_SOURCES:
+        shutil.copyfile(resource_dir("codegen") / "mpc" / name, directory / name)
+    return MpcArtefacts(directory, files.solver_name, Path())
+
+
+def build_controller(artefacts: MpcArtefacts, host_dir: Path, name: str) -> MpcArtefacts:
+    """Compile ``lib<name>_mpc.so`` (the controller against the copied solver) into ``host_dir``.
+
+    It finds the solver through a relative run path (``$ORIGIN/../mpc/<solver>``), so the export can be
+    moved; the acados runtime libraries through the installation's absolute path. libacados.so carries no
+    run path of its own, so its dependencies (HPIPM, BLASFEO, qpOASES) are linked here too.
+    """
+    installation = find_acados()
+    include = installation.include_dir
+    library = f"lib{name}_mpc.so"
+    solver = artefacts.solver_name
+    relative = Path("..") / artefacts.directory.name / solver
+    command = [
+        build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", f"-DMODEL={solver}",
+        f'-DSOLVER_HEADER="acados_solver_{solver}.h"', f"-I{artefacts.solver_dir}", f"-I{include}",
+        f"-I{include / 'acados'}", f"-I{include / 'blasfeo' / 'include'}", f"-I{include / 'hpipm' / 'include'}",
+        str(artefacts.directory / "mpc_controller.c"), "-o", library, f"-L{artefacts.solver_dir}",
+        f"-lacados_ocp_solver_{solver}", f"-L{installation.lib_dir}", "-Wl,--no-as-needed", "-lacados", "-lhpipm",
+        "-lblasfeo", "-l:libqpOASES_e.so.3.1", "-lm",
+        f"-Wl,-rpath,$ORIGIN/{relative}", f"-Wl,-rpath,{installation.lib_dir}",
+        f"-Wl,-rpath-link,{installation.lib_dir}",
+    ]
+    build.run_tool(command, host_dir)
+    return MpcArtefacts(artefacts.directory, solver, host_dir / library)
+
+
+def artefacts_of(export_dir: Path, manifest: dict) -> MpcArtefacts:
+    """The MPC artefacts an export's manifest records."""
+    backup = manifest.get("backup", {})
+    if backup.get("type") != "mpc":
+        raise UsageError(f"{export_dir}: the export has no MPC backup")
+    return MpcArtefacts(Path(export_dir) / "mpc", backup["solver"], Path(export_dir) / backup["controller_library"])
+
+
+@dataclass(frozen=True)
+class MpcSequence:
+    """The controller's steps along one trajectory: inputs ``u (n, nu)``, acados status and SQP iterations ``(n,)``."""
+
+    u: np.ndarray
+    status: np.ndarray
+    iterations: np.ndarray
+
+
+class MpcController:
+    """``lib<name>_mpc.so`` from Python: the exported MPC step, warm-started as on the target.
+
+    Parameters
+    ----------
+    library : Path
+    nx, nu : int
+    u_init : ndarray, shape (nu,)
+        The cold plan's input (the formulation's ``u_eq``, in float64 as SCPO used it).
+    """
+
+    def __init__(self, library: Path, nx: int, nu: int, u_init: np.ndarray):
+        load_acados()  # the acados runtime libraries, loaded globally first
+        self.nx, self.nu, self.library = nx, nu, Path(library)
+        self._lib = ctypes.CDLL(str(Path(library).resolve()))
+        double_p = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
+        int_p = np.ctypeslib.ndpointer(dtype=np.int32, flags="C_CONTIGUOUS")
+        self._lib.scpo_mpc_controller_create.restype = ctypes.c_void_p
+        self._lib.scpo_mpc_controller_create.argtypes = [ctypes.c_int, ctypes.c_int, double_p]
+        self._lib.scpo_mpc_controller_free.argtypes = [ctypes.c_void_p]
+        self._lib.scpo_mpc_controller_sequence.argtypes = [ctypes.c_void_p, ctypes.c_int, double_p, double_p,
+                                                            int_p, int_p]
+        self._lib.scpo_mpc_controller_step.argtypes = [ctypes.c_void_p, double_p, double_p]
+        self._lib.scpo_mpc_controller_step.restype = ctypes.c_int
+        self._lib.scpo_mpc_controller_reset.argtypes = [ctypes.c_void_p]
+        with c_output_to_log(log):
+            self._handle = self._lib.scpo_mpc_controller_create(nx, nu, np.ascontiguousarray(u_init, dtype=float))
+        if not self._handle:
+            raise build.BuildError(f"{library}: the MPC controller could not be created (sizes nx={nx}, nu={nu} "
+                                   "differ from the solver's, or acados failed to allocate)")
+
+    def __del__(self):
+        handle = getattr(self, "_handle", None)
+        if handle:
+            self._lib.scpo_mpc_controller_free(handle)
+            self._handle = None
+
+    def reset(self) -> None:
+        """The next :meth:`step` starts a trajectory (cold plan)."""
+        self._lib.scpo_mpc_controller_reset(self._handle)
+
+    def step(self, x: np.ndarray) -> tuple:
+        """One closed-loop step at ``x (nx,)``: ``(u (nu,), acados status)``. No redirection of acados' C
+        output here (it is process-wide and this is called from threads): callers wrap a batch in
+        :func:`~scpo_ctrl.backup.acados_env.c_output_to_log`."""
+        u = np.zeros(self.nu)
+        status = self._lib.scpo_mpc_controller_step(self._handle, np.ascontiguousarray(x, dtype=float), u)
+        return u, int(status)
+
+    def sequence(self, X: np.ndarray) -> MpcSequence:
+        """One trajectory through the states ``X (n, nx)``: a cold start at row 0, warm starts after."""
+        X = np.ascontiguousarray(np.atleast_2d(X), dtype=float)
+        n = len(X)
+        U, status, iterations = np.zeros((n, self.nu)), np.zeros(n, np.int32), np.zeros(n, np.int32)
+        with c_output_to_log(log):
+            self._lib.scpo_mpc_controller_sequence(self._handle, n, X, U, status, iterations)
+        return MpcSequence(U, status, iterations)
+
+    def cold(self, X: np.ndarray) -> MpcSequence:
+        """Each row of ``X (n, nx)`` solved from the cold plan (independent states)."""
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        parts = [self.sequence(x[None, :]) for x in X]
+        if not parts:
+            return MpcSequence(np.zeros((0, self.nu)), np.zeros(0, np.int32), np.zeros(0, np.int32))
+        return MpcSequence(np.concatenate([p.u for p in parts]), np.concatenate([p.status for p in parts]),
+                           np.concatenate([p.iterations for p in parts]))
+
+
+def campaign_backup_inputs(law: DeployedLaw, X: np.ndarray, controller: MpcController, seed: int) -> np.ndarray:
+    """Backup inputs ``(N, nu)`` for an equivalence campaign on ``X (N, nx)``: the MPC's cold solution at the
+    finite states inside the monitor region; elsewhere (where the MPC's input only feeds the fallback, and
+    acados may not even be defined) seeded draws over ``u_eq +- 3 u_scale``, one in ten NaN."""
+    rng = np.random.default_rng(seed)
+    with np.errstate(invalid="ignore"):
+        solvable = np.all(np.isfinite(X), axis=1) & np.all((X >= law.region_min) & (X <= law.region_max), axis=1)
+    U = law.u_eq + law.u_scale * rng.uniform(-3.0, 3.0, size=(len(X), law.nu))
+    U[rng.random(len(X)) < 0.1] = np.nan
+    if solvable.any():
+        U[solvable] = controller.cold(X[solvable]).u
+    return U
+
+
+class MpcLawInTheLoop:
+    """A batch controller ``X (B, nx) -> U (B, nu)`` for :func:`scpo_ctrl.verify.closed_loop.simulate`: one
+    exported MPC controller per trajectory (cold at the trajectory's first step, warm-started after, as on
+    the target), the law on top (the exported C law through ``host``, or the float64 reference).
+
+    Parameters
+    ----------
+    library : Path
+        ``lib<name>_mpc.so``.
+    law : DeployedLaw
+    trajectories : int
+        Batch size B (one acados solver each, about 0.4-2 MB).
+    host : HostLaw or None
+        The exported C law (None: :func:`.law.evaluate`).
+    threads : int
+        Solves run in this many threads (ctypes releases the GIL during each).
+    """
+
+    def __init__(self, library: Path, law: DeployedLaw, trajectories: int, host=None, threads: int = 2):
+        self.law, self.host, self.threads = law, host, max(1, int(threads))
+        self.controllers = [MpcController(library, law.nx, law.nu, law.u_eq) for _ in range(trajectories)]
+        self._fresh = True
+        self.status: list = []
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .law import evaluate
+
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        if len(X) != len(self.controllers):
+            raise ValueError(f"{len(X)} states for {len(self.controllers)} trajectories")
+        if self._fresh:
+            for controller in self.controllers:
+                controller.reset()
+            self._fresh = False
+        # the target's law receives the state as float32 (the wire); the MPC solves at that state
+        X32 = X.astype(np.float32).astype(float) if self.host is not None and self.host.precision == "float32" else X
+
+        def run(indices):
+            return [self.controllers[i].step(X32[i]) for i in indices]
+
+        chunks = [range(t, len(X), self.threads) for t in range(self.threads)]
+        U = np.zeros((len(X), self.law.nu))
+        status = np.zeros(len(X), np.int32)
+        with c_output_to_log(log), ThreadPoolExecutor(self.threads) as pool:
+            for indices, results in zip(chunks, pool.map(run, chunks)):
+                for i, (u, s) in zip(indices, results):
+                    U[i], status[i] = u, s
+        self.status.append(status)
+        if self.host is not None:
+            return self.host.evaluate(X32, U).u
+        return evaluate(self.law, X, U).u

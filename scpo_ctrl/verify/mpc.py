@@ -1,0 +1,122 @@
+"""``verify`` for an MPC-backed export: which checks run, and how the MPC enters them.
+
+* ``mpc_solver``: the exported acados solver (``export/host/lib<name>_mpc.so``) against an independent
+  CasADi/IPOPT solution of the same OCP, from a cold start at low-discrepancy states of the initial box.
+* ``equivalence``: the exported C (both precisions) and ONNX against the float64 reference, with the
+  exported MPC's inputs as the backup inputs of the campaign.
+* ``closed_loop_safety`` / ``closed_loop_reach``: Monte Carlo with the exported MPC and the exported C law
+  in the loop (one solver per trajectory, warm-started as on the target).
+* ``falsification`` and ``reachability`` are not run (UNKNOWN, with the reason): the search
+  differentiates the closed loop through a backup in closed form, and the reachability analysis bounds
+  the backup's input over boxes; neither exists for an MPC here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import qmc
+
+from ..backup.mpc import ipopt_reference
+from ..export.host_library import HostLaw
+from ..export.mpc_bundle import MpcController, MpcLawInTheLoop, artefacts_of, campaign_backup_inputs, problem_mpc
+from ..export.run import build_host_law
+from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
+from .closed_loop import ClosedLoopBatch, simulate
+
+#: |u0_exported - u0_IPOPT| allowed (the issue's criterion; both solve to tight tolerances)
+IPOPT_TOLERANCE = 1e-5
+#: states of the initial box on which the exported solver is compared with IPOPT
+IPOPT_STATES = 32
+#: trajectories simulated at once in the Monte Carlo (one acados solver each)
+CHUNK = 128
+
+
+def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, horizon: int, request,
+           precision: str) -> list:
+    from .run import _equivalence, _monte_carlo
+
+    artefacts = artefacts_of(run_dir / "export", manifest)
+    library = artefacts.controller_library
+    controller = MpcController(library, law.nx, law.nu, law.u_eq)
+    problem = problem_mpc(spec, law)
+    result = [_solver_check(controller, problem, box, request.seed)]
+    with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
+        host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu,
+                       precision, backup_input=True)
+        other = "float64" if precision == "float32" else "float32"
+        twin = build_host_law(law, other, Path(temporary))
+        result.append(_equivalence(law, run_dir, precision, host, twin, box,
+                                   backup_inputs=lambda X: campaign_backup_inputs(law, X, controller, seed=1)))
+
+        def closed_loop(X0: np.ndarray, exported: bool) -> ClosedLoopBatch:
+            return _chunked(model, law, library, host if exported else None, X0, horizon)
+
+        safety, reach_check, _ = _monte_carlo(law, model, host, box, horizon, request, precision, closed_loop)
+    for check in (safety, reach_check):
+        check.details["in_the_loop"] = (f"the exported acados MPC ({artefacts.solver_name}, one solver per "
+                                        "trajectory: cold first step, then warm starts from the shifted plan) and "
+                                        f"the exported {precision} C law on its input; the float64 reference run "
+                                        "has the same MPC and the Python law")
+    result += [safety, reach_check]
+    for name, claim, reason in (
+        ("falsification", "a local search over the initial box finds no violating initial state",
+         "not run: the search differentiates the closed loop through the backup in closed form; an MPC backup "
+         "would need the solver's sensitivities along the trajectory"),
+        ("reachability", "for every initial state of the box: safe at every step and inside the target set by "
+         "the horizon", "not applicable: no sound over-approximation of an MPC's input over a set of states is "
+         "implemented (the interval/zonotope analysis needs the backup in closed form)"),
+    ):
+        result.append(Check(name=name, claim=claim, verdict=UNKNOWN, evidence="not run", seconds=0.0,
+                             details={"reason": reason}))
+    return result
+
+
+def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int) -> Check:
+    start = time.perf_counter()
+    low, high = box[:, 0], box[:, 1]
+    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(IPOPT_STATES) * (high - low)
+    exported = controller.cold(X)
+    reference = ipopt_reference(problem.mpc.formulation, problem.model)
+    solutions = [reference.solve(x) for x in X]
+    U_ipopt = np.array([u for u, _ in solutions])
+    ipopt_ok = np.array([ok for _, ok in solutions])
+    difference = np.abs(exported.u - U_ipopt).max(axis=1)
+    comparable = ipopt_ok & (exported.status == 0)
+    failing = comparable & (difference > IPOPT_TOLERANCE)
+    details = {
+        "states": len(X), "tolerance": IPOPT_TOLERANCE, "compared": int(comparable.sum()),
+        "acados_not_converged": int(np.sum(exported.status != 0)), "ipopt_not_converged": int(np.sum(~ipopt_ok)),
+        "max_difference": float(difference[comparable].max()) if comparable.any() else None,
+        "median_sqp_iterations": float(np.median(exported.iterations)),
+    }
+    counterexample = None
+    if failing.any():
+        k = int(np.argmax(np.where(failing, difference, -1.0)))
+        counterexample = {"state": X[k].tolist(), "u_exported": exported.u[k].tolist(),
+                          "u_ipopt": U_ipopt[k].tolist(), "difference": float(difference[k])}
+    verdict = FALSIFIED if failing.any() else (VERIFIED if comparable.all() else UNKNOWN)
+    return Check(
+        name="mpc_solver",
+        claim=f"from a cold start at {len(X)} low-discrepancy states of the initial box, the exported acados "
+              f"solver's first input equals an independent CasADi/IPOPT solution of the same OCP within "
+              f"{IPOPT_TOLERANCE:g}",
+        verdict=verdict, evidence=f"sampled ({len(X)} states)", seconds=time.perf_counter() - start,
+        details=details, counterexample=counterexample,
+    )
+
+
+def _chunked(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
+    """:func:`.closed_loop.simulate` with the MPC in the loop, ``CHUNK`` trajectories at a time."""
+    parts = []
+    for begin in range(0, len(X0), CHUNK):
+        chunk = X0[begin:begin + CHUNK]
+        controller = MpcLawInTheLoop(library, law, len(chunk), host)
+        parts.append(simulate(model, controller, chunk, horizon, law.P, law.c, law.x_eq))
+    first = parts[0]
+    return ClosedLoopBatch(**{name: np.concatenate([getattr(p, name) for p in parts])
+                              for name in ("x", "u", "g", "g_input", "level")},
+                           row_names=first.row_names, input_row_names=first.input_row_names)
