@@ -204,6 +204,7 @@ def _hil(args: argparse.Namespace) -> int:
     latency, compute, frames = report["latency_seconds"], report["compute"], report["frames"]
     print(f"hil report {result.path}")
     print(f"  target {report['description']}")
+    print(f"  law: {report['law']}")
     print(f"  {report['episodes']} episodes x {report['steps_per_episode']} steps, "
           f"{report['steps_per_second']:.0f} steps/s; round trip p50 {latency['p50'] * 1e3:.3f} ms, "
           f"p99 {latency['p99'] * 1e3:.3f} ms, max {latency['max'] * 1e3:.3f} ms; "

@@ -75,7 +75,8 @@ def build_vector_firmware(export_dir: Path, name: str, work_dir: Path) -> Path:
     elf = work_dir / "vectors.elf"
     command = [
         build.ARM_COMPILER, *build.CORTEX_M4_FLAGS, *RUNNER_FLAGS, *LINK_FLAGS,
-        f"-I{boards}", f"-I{export_dir}", f"-I{work_dir}", "-T", str(boards / "mps2_an386" / "mps2_an386.ld"),
+        f"-I{boards}", f"-I{export_dir / 'cortex-m4'}", f"-I{export_dir}", f"-I{work_dir}",
+        "-T", str(boards / "mps2_an386" / "mps2_an386.ld"),
         str(boards / "mps2_an386" / "board.c"), str(firmware_dir / "vectors.c"), str(library), "-lm", "-o", str(elf),
     ]
     build.run_tool(command, work_dir)

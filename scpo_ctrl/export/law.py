@@ -30,7 +30,7 @@ from the exact law.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +213,12 @@ def law_from_policy(policy: ResidualPolicy, theta: np.ndarray, spec) -> Deployed
         u_max=np.asarray(policy.u_max, float), region_min=_outward_float32(lower, -1.0),
         region_max=_outward_float32(upper, +1.0), backup=policy.backup,
     )
+
+
+def lqr_fallback(law: DeployedLaw) -> DeployedLaw:
+    """The same network, gate and monitor on the LQR ``u_eq - K dx`` instead of the MPC: what a target
+    without acados (the Cortex-M4) runs. Not the law SCPO certified when ``law`` is MPC-backed."""
+    return replace(law, backup="lqr")
 
 
 def law_digest(law: DeployedLaw) -> str:

@@ -6,7 +6,8 @@ Layout::
     export/<name>_policy.h, .c            the deployable C99 bundle
     export/host/<name>_policy_batch.c     host-only helper (tests, verification); not deployed
     export/host/lib<name>_policy.so, .a   host builds (shared: ctypes; static: SIL firmware)
-    export/cortex-m4/lib<name>_policy.a   with --target cortex-m4 (and the object, .su stack file)
+    export/cortex-m4/lib<name>_policy.a   with --target cortex-m4 (and the object, .su stack file; for an
+                                          MPC-backed run also the LQR-fallback bundle it was built from)
     export/mpc/, export/host/lib<name>_mpc.so
                                           MPC-backed runs (host only): the acados solver SCPO used, the
                                           controller's C and its host build (see mpc_bundle.py)
@@ -41,13 +42,19 @@ from .campaign import equivalence_campaign
 from .equivalence import compare
 from .error_bound import ONNX_ACTIVATION_ULPS
 from .host_library import HostLaw
-from .law import DeployedLaw, LawOutput, law_digest, law_from_run
+from .law import DeployedLaw, LawOutput, law_digest, law_from_run, lqr_fallback
 from .mpc_bundle import MpcController, build_controller, campaign_backup_inputs, copy_solver, problem_mpc
 from .onnx_model import IR_VERSION, OPSET, build_model
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "scpo-export/1"
+#: what the manifest says of the Cortex-M4 build of an MPC-backed run
+CORTEX_M4_LQR_FALLBACK = (
+    "built with the LQR fallback: the bundled acados libraries are x86-64 only, so cortex-m4/ holds this run's "
+    "network, gate and monitor on top of the LQR u_eq - K (x - x_eq) instead of the MPC. This is NOT the law "
+    "SCPO certified (SCPO adapted and validated the network on the MPC); verify's cortex_m4_lqr_fallback check "
+    "says how its closed loop fares")
 SELF_CHECK_SCALE = 0.2  # 2,000 states of the equivalence campaign at export time
 
 
@@ -97,12 +104,6 @@ def run_export(request: ExportRequest) -> ExportResult:
     law = law_from_run(run_dir)
     mpc_files = None
     if law.backup_is_input:
-        if request.target != "host":
-            raise UsageError(
-                f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, and the acados libraries "
-                "scpo-ctrl installs are x86-64 builds, so the certified law (network on the MPC) exists for the "
-                "host only (`--target host`, the SIL). A Cortex-M4 build would have to fall back on the LQR, "
-                "which is not the law SCPO certified: adapt with `backup: {type: lqr}` for a microcontroller")
         mpc_files = problem_mpc(load_plant_spec(run_dir / "plant.yaml"), law).mpc.files
     if request.target == "cortex-m4" and not build.tool_available(build.ARM_COMPILER):
         raise UsageError(f"--target cortex-m4 needs {build.ARM_COMPILER} (run scripts/install-debian-packages.sh)")
@@ -159,23 +160,33 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         backup = {"type": "mpc", "solver": artefacts.solver_name,
                   "controller_library": str(artefacts.controller_library.relative_to(directory)),
                   "sources": "mpc/ (acados-generated solver and the controller's C)",
-                  "cortex_m4": "not built: the bundled acados libraries are x86-64 only; the MPC-backed law runs "
-                               "on the host (SIL). A Cortex-M4 build would fall back on the LQR, which is not the "
-                               "law SCPO certified."}
+                  "cortex_m4": "not built (export with --target cortex-m4 for the LQR-fallback build): the "
+                               "bundled acados libraries are x86-64 only, so the MPC-backed law runs on the host "
+                               "(SIL) only"}
 
     if request.target == "cortex-m4":
         arm = directory / "cortex-m4"
         arm.mkdir()
-        for source in bundle:
-            shutil.copyfile(directory / source.name, arm / source.name)
+        # an MPC-backed law has no Cortex-M4 build (x86-64 acados): the target gets the LQR fallback, whose
+        # own bundle stays in cortex-m4/ (it differs from the host's)
+        arm_law = lqr_fallback(law) if law.backup_is_input else law
+        arm_bundle = render_bundle(arm_law, precision, digest) if law.backup_is_input else bundle
+        for source in arm_bundle:
+            atomic_write_text(arm / source.name, source.text)
         arm_object = build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", arm, f"{name}_policy.o",
                                           build.CORTEX_M4_FLAGS)
         build.archive([arm_object.path], arm, f"lib{name}_policy.a", arm=True)
-        for source in bundle:
-            (arm / source.name).unlink()
+        if not law.backup_is_input:
+            for source in bundle:
+                (arm / source.name).unlink()
         builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS)
+        if law.backup_is_input:
+            builds["cortex-m4"]["backup"] = "lqr"
+            backup["cortex_m4"] = CORTEX_M4_LQR_FALLBACK
 
     checks = self_check(law, directory, precision)
+    if request.target == "cortex-m4" and law.backup_is_input:
+        checks.append(_check_lqr_fallback_source(law, directory, precision))
     artefacts = {
         str(path.relative_to(directory)): sha256_file(path)
         for path in sorted(directory.rglob("*")) if path.is_file()
@@ -217,6 +228,25 @@ def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
                            run_onnx(directory / "policy.onnx", X, precision, U),
                            any_order=True, activation_ulps=ONNX_ACTIVATION_ULPS, U_backup=U))
     return [result.to_dict() for result in results]
+
+
+def _check_lqr_fallback_source(law: DeployedLaw, directory: Path, precision: str) -> dict:
+    """The Cortex-M4 LQR-fallback source compiled for the host against its own reference (the same C the ARM
+    build compiled; the ARM build itself runs under QEMU in ``hil --target qemu``)."""
+    fallback = lqr_fallback(law)
+    X = equivalence_campaign(fallback, seed=0, scale=SELF_CHECK_SCALE).X
+    with tempfile.TemporaryDirectory(prefix="scpo-export-") as temporary:
+        arm = directory / "cortex-m4"
+        work = Path(temporary)
+        for source in (f"{law.name}_policy.h", f"{law.name}_policy.c"):
+            shutil.copyfile(arm / source, work / source)
+        batch = render_host_batch(fallback, precision, "self-check")
+        atomic_write_text(work / batch.name, batch.text)
+        library = build.shared_library([f"{law.name}_policy.c", batch.name], work, "libfallback.so")
+        host = HostLaw(library, law.name, law.nx, law.nu, precision)
+        result = compare(fallback, f"c-host-{precision} (cortex-m4 source, LQR fallback)", precision, X,
+                         host.evaluate(X))
+    return result.to_dict()
 
 
 def run_onnx(path: Path, X, precision: str, U_backup=None):

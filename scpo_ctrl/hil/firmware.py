@@ -87,7 +87,8 @@ def build_qemu(export_dir: Path, name: str, work_dir: Path) -> Path:
     elf = work_dir / "hil_mps2_an386.elf"
     command = [
         build.ARM_COMPILER, *build.CORTEX_M4_FLAGS, *RUNNER_FLAGS, *LINK_FLAGS, f"-DBOARD_ID={MPS2_BOARD_ID}",
-        f"-I{boards}", f"-I{hil / 'firmware'}", f"-I{export_dir}", f"-I{work_dir}",
+        # cortex-m4/ first: an MPC-backed export keeps its LQR-fallback header there
+        f"-I{boards}", f"-I{hil / 'firmware'}", f"-I{export_dir / 'cortex-m4'}", f"-I{export_dir}", f"-I{work_dir}",
         "-T", str(boards / "mps2_an386" / "mps2_an386.ld"), str(boards / "mps2_an386" / "board.c"),
         str(boards / "mps2_an386" / "uart.c"), str(hil / "firmware" / "hil_main.c"),
         str(_library(export_dir, name, "cortex-m4")), "-lm", "-o", str(elf),

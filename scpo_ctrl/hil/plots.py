@@ -51,7 +51,8 @@ def _traces(path: Path, law, traces: list, python, report: dict) -> Path:
                 labels.append(lab)
     axes[0].legend(handles, labels, loc="best", fontsize=8)
     faults = ", ".join(f"{k}={v}" for k, v in report["faults"].items() if v) or "no faults"
-    fig.suptitle(f"{law.name}: HIL ({report['target']}; {faults}) vs Python closed loop\n"
+    backup = "; MPC backup (acados)" if law.backup_is_input else ""
+    fig.suptitle(f"{law.name}: HIL ({report['target']}; {faults}{backup}) vs Python closed loop\n"
                  f"first {min(len(traces), MAX_EPISODES_PLOTTED)} episodes; colours = episodes", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

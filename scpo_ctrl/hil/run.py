@@ -22,7 +22,7 @@ from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..export.equivalence import SWITCHING_BAND
 from ..export.error_bound import float_error_bound
-from ..export.law import BRANCHES, DeployedLaw, deployed_input_limits, evaluate, law_from_run
+from ..export.law import BRANCHES, DeployedLaw, deployed_input_limits, evaluate, law_from_run, lqr_fallback
 from ..files import atomic_write_json, json_safe
 from ..plant.model import build_plant, evaluate_rows
 from ..sim.initial_states import initial_box, validation_states
@@ -145,6 +145,11 @@ def run_hil(request: HilRequest) -> HilResult:
     manifest = json.loads(manifest_path.read_text())
     if manifest["precision"] != "float32":
         raise UsageError("hil needs a float32 export (the frames carry float32)")
+    mpc_export = manifest.get("backup", {}).get("type") == "mpc"
+    if mpc_export and target.kind != "sil" and manifest["target"] != "cortex-m4":
+        raise UsageError(f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, whose acados "
+                         "solver exists for the host only (x86-64 libraries): use --target sil, or export with "
+                         "--target cortex-m4 for the LQR-fallback build (not the law SCPO certified)")
     if target.kind == "qemu" and manifest["target"] != "cortex-m4":
         raise UsageError(f"--target qemu needs `scpo-ctrl export {run_dir} --target cortex-m4`")
     if request.episodes < 1 or (request.steps is not None and request.steps < 1):
@@ -153,13 +158,18 @@ def run_hil(request: HilRequest) -> HilResult:
     spec = load_plant_spec(run_dir / "plant.yaml")
     model = build_plant(spec)
     controller = None
+    law_note = "the exported law"
     if law.backup_is_input:
-        if target.kind != "sil":
-            raise UsageError(f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, whose acados "
-                             "solver exists for the host only (x86-64 libraries): use --target sil")
-        if manifest.get("backup", {}).get("type") != "mpc":
+        if not mpc_export:
             raise UsageError(f"{export_dir}: the export has no MPC backup but the policy runs on one: export again")
-        controller = MpcController(artefacts_of(export_dir, manifest).controller_library, law.nx, law.nu, law.u_eq)
+        if target.kind == "sil":
+            controller = MpcController(artefacts_of(export_dir, manifest).controller_library, law.nx, law.nu,
+                                       law.u_eq)
+            law_note = "the exported law on the exported acados MPC (the law SCPO certified)"
+        else:
+            law = lqr_fallback(law)
+            law_note = ("the Cortex-M4 build's LQR fallback of an MPC-backed run: the network on the LQR instead "
+                        "of the MPC, NOT the law SCPO certified")
     steps = request.steps or spec.safety.horizon
     watchdog_s = (request.watchdog_ms / 1e3) if request.watchdog_ms else law.dt / 2
     if not 0 < watchdog_s < 10:
@@ -193,6 +203,7 @@ def run_hil(request: HilRequest) -> HilResult:
     python = _python_closed_loop(model, law, x0, steps, None if controller is None else controller.library)
     report = _report(request, target, description, law, model, hello, traces, python, faults, injector, link, wire,
                      seconds, watchdog_s, steps, x0)
+    report["law"] = law_note
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.json"
     atomic_write_json(path, json_safe(report))
@@ -401,6 +412,6 @@ def _merge_summary(path: Path, label: str, report: dict) -> None:
     merged["targets"][label] = {key: report[key] for key in ("target", "faults", "episodes", "steps_per_episode",
                                                             "steps_per_second", "latency_seconds", "compute",
                                                             "deadline_misses", "equivalence", "safety",
-                                                            "summary")}
+                                                            "summary", "law")}
     merged["targets"][label]["report"] = f"{label}/report.json"
     atomic_write_json(path, json_safe(merged))

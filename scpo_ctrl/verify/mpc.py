@@ -22,6 +22,7 @@ from scipy.stats import qmc
 
 from ..backup.mpc import ipopt_reference
 from ..export.host_library import HostLaw
+from ..export.law import evaluate, lqr_fallback
 from ..export.mpc_bundle import MpcController, MpcLawInTheLoop, artefacts_of, campaign_backup_inputs, problem_mpc
 from ..export.run import build_host_law
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
@@ -62,6 +63,8 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
                                         f"the exported {precision} C law on its input; the float64 reference run "
                                         "has the same MPC and the Python law")
     result += [safety, reach_check]
+    if manifest.get("target") == "cortex-m4":
+        result.append(_lqr_fallback_check(law, model, box, horizon, request))
     for name, claim, reason in (
         ("falsification", "a local search over the initial box finds no violating initial state",
          "not run: the search differentiates the closed loop through the backup in closed form; an MPC backup "
@@ -73,6 +76,34 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
         result.append(Check(name=name, claim=claim, verdict=UNKNOWN, evidence="not run", seconds=0.0,
                              details={"reason": reason}))
     return result
+
+
+def _lqr_fallback_check(law, model, box: np.ndarray, horizon: int, request) -> Check:
+    """The Cortex-M4 build's law (the network on the LQR) in closed loop from the Monte Carlo's initial states."""
+    from .run import monte_carlo_states
+
+    start = time.perf_counter()
+    fallback = lqr_fallback(law)
+    X0 = monte_carlo_states(box, request)
+    run = simulate(model, lambda X: evaluate(fallback, X).u, X0, horizon, law.P, law.c, law.x_eq)
+    violating, reached = run.violating(), run.reached()
+    worst = run.worst_per_row()
+    counterexample = None
+    if violating.any():
+        k = int(np.argmax(np.where(np.isfinite(run.g), run.g, 1e300).max(axis=(1, 2))))
+        counterexample = {"x0": X0[k].tolist(), "in": "float64 closed loop of the LQR-fallback law"}
+    return Check(
+        name="cortex_m4_lqr_fallback",
+        claim=f"the Cortex-M4 build's law, this run's network on the LQR instead of the MPC (NOT the law SCPO "
+              f"certified), satisfies every safety row along the {horizon}-step closed loop from each of the "
+              f"{len(X0)} Monte Carlo initial states",
+        verdict=FALSIFIED if violating.any() else VERIFIED, evidence=f"sampled ({len(X0)} closed loops, float64 "
+        "reference; its C is checked against it at export, and on the emulated Cortex-M4 by hil --target qemu)",
+        seconds=time.perf_counter() - start,
+        details={"violating_trajectories": int(violating.sum()), "reach_rate": float(reached.mean()),
+                 "rows": {name: float(worst[i]) for i, name in enumerate(run.row_names)}},
+        counterexample=counterexample,
+    )
 
 
 def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int) -> Check:

@@ -232,6 +232,18 @@ def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLa
 
 
 # -- 3. Monte Carlo --------------------------------------------------------------------------------
+def monte_carlo_states(box: np.ndarray, request: VerifyRequest) -> np.ndarray:
+    """The Monte Carlo's initial states ``(halton + samples, nx)``: low-discrepancy first, then i.i.d. uniform."""
+    nx = len(box)
+    rng = np.random.default_rng(request.seed)
+    low, high = box[:, 0], box[:, 1]
+    # a Halton sequence seeded differently from the validation set's (seed + 1000), so it adds new states
+    quasi = (low + qmc.Halton(d=nx, scramble=True, seed=request.seed + 1000).random(request.halton) * (high - low)
+             if request.halton else np.zeros((0, nx)))
+    uniform = rng.uniform(low, high, size=(request.samples, nx))
+    return np.concatenate([quasi, uniform])
+
+
 def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest, precision: str,
                  closed_loop=None) -> tuple:
     """``closed_loop(X0, exported: bool) -> ClosedLoopBatch`` replaces the default (the law alone in the loop),
@@ -241,13 +253,8 @@ def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest
             controller = (lambda X: host.evaluate(X).u) if exported else (lambda X: evaluate(law, X).u)
             return simulate(model, controller, X0, horizon, law.P, law.c, law.x_eq)
     start = time.perf_counter()
-    rng = np.random.default_rng(request.seed)
-    low, high = box[:, 0], box[:, 1]
-    # a Halton sequence seeded differently from the validation set's (seed + 1000), so it adds new states
-    quasi = (low + qmc.Halton(d=law.nx, scramble=True, seed=request.seed + 1000).random(request.halton) * (high - low)
-             if request.halton else np.zeros((0, law.nx)))
-    uniform = rng.uniform(low, high, size=(request.samples, law.nx))
-    X0 = np.concatenate([quasi, uniform])
+    X0 = monte_carlo_states(box, request)
+    quasi = X0[:request.halton]
     loop_start = time.perf_counter()
     run_c = closed_loop(X0, True)
     c_loop_seconds = time.perf_counter() - loop_start
