@@ -135,6 +135,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
                         f"the backup itself is unsafe from the validation set ({safety}); SCPO cannot start feasible")
     policy = residual_policy(problem, hidden, spec.policy.activation)
     adaptation = ControlAdaptation(problem, policy)
+    # the MPC's solver name carries a hash of its whole formulation: export checks it adapts the same MPC
+    backup_marks = {} if problem.mpc is None else {"mpc_solver": problem.mpc.files.solver_name}
 
     jsonl = run_dir / "training.jsonl"
     if not request.resume:
@@ -151,7 +153,7 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
             raise SpecError(spec.source, "", str(exc)) from None
         records = []
         atomic_write_text(jsonl, "")
-        policy.save(run_dir / "policy.npz", state.theta, {"iteration": 0, "method": settings.method})
+        policy.save(run_dir / "policy.npz", state.theta, {"iteration": 0, "method": settings.method, **backup_marks})
         _save_checkpoint(run_dir, state, records_loss0=state.loss, best=state.loss, stall=0)
     loss0, best, stall = _progress_marks(run_dir)
 
@@ -167,7 +169,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
             line["l"] = dict(zip(adaptation.group_names, record.l))
             _append_line(jsonl, json.dumps(json_safe(line)))
             if record.accepted:
-                policy.save(run_dir / "policy.npz", state.theta, {"iteration": state.iteration, "method": settings.method})
+                policy.save(run_dir / "policy.npz", state.theta,
+                            {"iteration": state.iteration, "method": settings.method, **backup_marks})
             if state.loss < best * (1 - 1e-6):
                 best, stall = state.loss, 0
             else:

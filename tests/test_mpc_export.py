@@ -200,3 +200,18 @@ def test_verify_refuses_to_run_a_tampered_solver(mpc_run, tmp_path):
     assert checks["integrity"]["verdict"] == FALSIFIED
     assert any("libacados_ocp_solver" in p for p in checks["integrity"]["details"]["problems"])
     assert checks["mpc_solver"]["verdict"] == UNKNOWN and result.exit_code == 1
+
+
+def test_export_refuses_a_policy_adapted_on_another_mpc(mpc_run, tmp_path, capsys):
+    """adapt records the MPC's solver name (a hash of its formulation); a run whose plant file now gives
+    another MPC is refused instead of exporting a law on a backup SCPO never saw."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mpc_run, run)
+    policy, theta, metadata = ResidualPolicy.load(run / "policy.npz")
+    assert metadata["mpc_solver"].startswith("scpo_pendulum_mpc_")
+    policy.save(run / "policy.npz", theta, {**metadata, "mpc_solver": "scpo_pendulum_mpc_0000000000"})
+    assert main(["export", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "adapt again" in err and "Traceback" not in err

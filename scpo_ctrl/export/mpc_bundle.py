@@ -60,13 +60,27 @@ class MpcArtefacts:
         return self.directory / self.solver_name
 
 
-def problem_mpc(spec, law: DeployedLaw):
+def adapted_solver(run_dir: Path) -> str | None:
+    """The MPC solver name ``adapt`` recorded in ``run_dir/policy.npz`` (None for older runs)."""
+    from ..policy.residual import ResidualPolicy
+
+    _, _, metadata = ResidualPolicy.load(Path(run_dir) / "policy.npz")
+    return metadata.get("mpc_solver")
+
+
+def problem_mpc(spec, law: DeployedLaw, adapted_solver: str | None = None):
     """The run's MPC backup (formulation and compiled solver, from the plant file), checked against the law:
-    the policy must have been adapted on this MPC's terminal ingredients."""
+    the policy must have been adapted on this MPC (``adapted_solver``: the solver name ``adapt`` recorded in
+    ``policy.npz``, a hash of the whole formulation; runs from before it was recorded are checked on the
+    terminal ingredients only)."""
     from ..problem import build_problem
 
     problem = build_problem(spec)
     formulation: MpcFormulation = problem.mpc.formulation
+    if adapted_solver is not None and adapted_solver != problem.mpc.files.solver_name:
+        raise UsageError(f"the run's policy.npz was adapted on the MPC {adapted_solver}, but its plant.yaml now "
+                         f"gives {problem.mpc.files.solver_name} (horizon, weights, limits or model changed): "
+                         "adapt again")
     if not (np.allclose(formulation.P, law.P, rtol=1e-9, atol=0.0) and np.isclose(formulation.c, law.c, rtol=1e-9)
             and np.array_equal(formulation.u_eq, law.u_eq)):
         raise UsageError("the run's policy.npz was adapted on a different MPC backup than its plant.yaml now "

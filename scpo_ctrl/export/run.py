@@ -43,7 +43,8 @@ from .equivalence import compare
 from .error_bound import ONNX_ACTIVATION_ULPS
 from .host_library import HostLaw
 from .law import DeployedLaw, LawOutput, law_digest, law_from_run, lqr_fallback
-from .mpc_bundle import MpcController, build_controller, campaign_backup_inputs, copy_solver, problem_mpc
+from .mpc_bundle import (MpcController, adapted_solver, build_controller, campaign_backup_inputs, copy_solver,
+                         problem_mpc)
 from .onnx_model import IR_VERSION, OPSET, build_model
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def run_export(request: ExportRequest) -> ExportResult:
     law = law_from_run(run_dir)
     mpc_files = None
     if law.backup_is_input:
-        mpc_files = problem_mpc(load_plant_spec(run_dir / "plant.yaml"), law).mpc.files
+        mpc_files = problem_mpc(load_plant_spec(run_dir / "plant.yaml"), law, adapted_solver(run_dir)).mpc.files
     if request.target == "cortex-m4" and not build.tool_available(build.ARM_COMPILER):
         raise UsageError(f"--target cortex-m4 needs {build.ARM_COMPILER} (run scripts/install-debian-packages.sh)")
     plant_bytes = (run_dir / "plant.yaml").read_bytes()

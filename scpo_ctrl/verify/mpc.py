@@ -23,7 +23,7 @@ from scipy.stats import qmc
 from ..backup.mpc import ipopt_reference
 from ..export.host_library import HostLaw
 from ..export.law import evaluate, lqr_fallback
-from ..export.mpc_bundle import MpcController, MpcLawInTheLoop, artefacts_of, campaign_backup_inputs, problem_mpc
+from ..export.mpc_bundle import MpcController, MpcLawInTheLoop, adapted_solver, artefacts_of, campaign_backup_inputs, problem_mpc
 from ..export.run import build_host_law
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
 from .closed_loop import ClosedLoopBatch, simulate
@@ -43,7 +43,7 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
     artefacts = artefacts_of(run_dir / "export", manifest)
     library = artefacts.controller_library
     controller = MpcController(library, law.nx, law.nu, law.u_eq)
-    problem = problem_mpc(spec, law)
+    problem = problem_mpc(spec, law, adapted_solver(run_dir))
     result = [_solver_check(controller, problem, box, request.seed)]
     with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
         host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu,

@@ -14,6 +14,11 @@ Checks, in order (each with its claim, verdict, evidence and numbers):
 5. ``reachability``: for affine plants, a sound reachable-set computation from the whole box
    (cells, zonotopes, interval bounds through the network, the float32 deviation included).
 
+An MPC-backed export runs :mod:`.mpc`'s variant instead: an ``mpc_solver`` check (the exported acados solver
+against IPOPT), the equivalence campaign with the MPC's inputs, the Monte Carlo with the exported MPC and C law
+in the loop, a ``cortex_m4_lqr_fallback`` check when the export has the Cortex-M4 (LQR-fallback) build, and
+falsification and reachability UNKNOWN with the reason.
+
 Exit status: 0 when integrity holds and nothing is FALSIFIED, 1 otherwise, 2 on bad input.
 """
 
