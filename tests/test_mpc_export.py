@@ -13,11 +13,11 @@ from scpo_ctrl.cli import main
 from scpo_ctrl.config.plant_spec import load_plant_spec
 from scpo_ctrl.export.equivalence import compare
 from scpo_ctrl.export.host_library import HostLaw
-from scpo_ctrl.export.law import evaluate, law_from_run
+from scpo_ctrl.export.law import REASON_NONFINITE_OUTPUT, evaluate, law_from_run
 from scpo_ctrl.export.mpc_bundle import MpcController, campaign_backup_inputs
 from scpo_ctrl.export.campaign import equivalence_campaign
 from scpo_ctrl.export.run import ExportRequest, run_export, run_onnx
-from scpo_ctrl.hil.run import HilRequest, run_hil
+from scpo_ctrl.hil.run import HilRequest, mpc_backup_reference, run_hil
 from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.verify.certificate import FALSIFIED, UNKNOWN, VERIFIED
@@ -103,6 +103,14 @@ def test_the_law_uses_the_backup_input_it_is_given(mpc_run):
     assert compare(law, "c", "float32", X, host.evaluate(X, U), U_backup=U).passed
     onnx_output = run_onnx(mpc_run / "export" / "policy.onnx", X, "float32", U)
     assert compare(law, "onnx", "float32", X, onnx_output, any_order=True, U_backup=U).passed
+    # failed solves (NaN) inside the monitor region are in the campaign: the law falls back on u_eq
+    output = host.evaluate(X, U)
+    failed = np.isnan(U).any(axis=1) & (evaluate(law, X, U).reason == REASON_NONFINITE_OUTPUT)
+    assert failed.sum() > 0
+    assert np.all(output.reason[failed] == REASON_NONFINITE_OUTPUT)
+    assert np.allclose(output.u[failed], np.clip(law.u_eq, law.u_min, law.u_max))
+    u, tolerance = mpc_backup_reference(law, np.full(law.nu, np.nan))
+    assert np.array_equal(u, np.clip(law.u_eq, law.u_min, law.u_max)) and np.all(np.isfinite(tolerance))
     shifted = np.where(np.isfinite(U), U + 1e-4, U)
     assert not compare(law, "c", "float32", X, host.evaluate(X, shifted), U_backup=U).passed
     # inside the target set the law is the saturated MPC input itself
@@ -200,6 +208,18 @@ def test_verify_refuses_to_run_a_tampered_solver(mpc_run, tmp_path):
     assert checks["integrity"]["verdict"] == FALSIFIED
     assert any("libacados_ocp_solver" in p for p in checks["integrity"]["details"]["problems"])
     assert checks["mpc_solver"]["verdict"] == UNKNOWN and result.exit_code == 1
+
+    # the acados runtime libraries live outside the export; the manifest records their hashes
+    library.write_bytes(bytes(data[:-1] + bytearray([data[-1] ^ 0xFF])))  # restore the solver
+    manifest_path = copy / "export" / "manifest.json"
+    runtime = manifest["backup"]["acados_runtime_sha256"]
+    assert set(runtime) >= {"libacados.so", "libhpipm.so", "libblasfeo.so"}
+    manifest["backup"]["acados_runtime_sha256"]["libhpipm.so"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    result = run_verify(VerifyRequest(run_dir=str(copy), samples=4, halton=0))
+    problems = result.certificate["checks"][0]["details"]["problems"]
+    assert problems == ["acados runtime libhpipm.so: differs from the one the export was built against (the MPC "
+                        "that would run is not the exported one: export again)"]
 
 
 def test_export_refuses_a_policy_adapted_on_another_mpc(mpc_run, tmp_path, capsys):

@@ -127,6 +127,24 @@ def build_controller(artefacts: MpcArtefacts, host_dir: Path, name: str) -> MpcA
     return MpcArtefacts(artefacts.directory, solver, host_dir / library)
 
 
+#: the acados runtime libraries the controller loads from the installation (outside the export)
+RUNTIME_LIBRARIES = ("libacados.so", "libhpipm.so", "libblasfeo.so", "libqpOASES_e.so.3.1")
+
+
+def acados_runtime_hashes() -> dict:
+    """sha256 of each acados runtime library of the installation (``{file name: hex digest}``); the manifest
+    records them, since the exported controller runs with them but they are not copied into the export."""
+    import hashlib
+
+    directory = find_acados().lib_dir
+    hashes = {}
+    for name in RUNTIME_LIBRARIES:
+        path = directory / name
+        if path.is_file():
+            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
 def artefacts_of(export_dir: Path, manifest: dict) -> MpcArtefacts:
     """The MPC artefacts an export's manifest records."""
     backup = manifest.get("backup", {})
@@ -158,7 +176,11 @@ class MpcController:
     def __init__(self, library: Path, nx: int, nu: int, u_init: np.ndarray):
         load_acados()  # the acados runtime libraries, loaded globally first
         self.nx, self.nu, self.library = nx, nu, Path(library)
-        self._lib = ctypes.CDLL(str(Path(library).resolve()))
+        try:
+            self._lib = ctypes.CDLL(str(Path(library).resolve()))
+        except OSError as exc:
+            raise UsageError(f"{library}: cannot load the exported MPC controller ({exc}); export the run again "
+                             "on this machine (acados from scripts/install-acados.sh)") from None
         double_p = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
         int_p = np.ctypeslib.ndpointer(dtype=np.int32, flags="C_CONTIGUOUS")
         self._lib.scpo_mpc_controller_create.restype = ctypes.c_void_p
@@ -189,13 +211,18 @@ class MpcController:
         """One closed-loop step at ``x (nx,)``: ``(u (nu,), acados status)``. No redirection of acados' C
         output here (it is process-wide and this is called from threads): callers wrap a batch in
         :func:`~scpo_ctrl.backup.acados_env.c_output_to_log`."""
+        x = np.ascontiguousarray(x, dtype=float)
+        if x.shape != (self.nx,):
+            raise ValueError(f"expected a state of shape ({self.nx},), got {x.shape}")
         u = np.zeros(self.nu)
-        status = self._lib.scpo_mpc_controller_step(self._handle, np.ascontiguousarray(x, dtype=float), u)
+        status = self._lib.scpo_mpc_controller_step(self._handle, x, u)
         return u, int(status)
 
     def sequence(self, X: np.ndarray) -> MpcSequence:
         """One trajectory through the states ``X (n, nx)``: a cold start at row 0, warm starts after."""
         X = np.ascontiguousarray(np.atleast_2d(X), dtype=float)
+        if X.shape[1] != self.nx:
+            raise ValueError(f"expected states with {self.nx} columns, got {X.shape[1]}")
         n = len(X)
         U, status, iterations = np.zeros((n, self.nu)), np.zeros(n, np.int32), np.zeros(n, np.int32)
         with c_output_to_log(log):
@@ -215,7 +242,8 @@ class MpcController:
 def campaign_backup_inputs(law: DeployedLaw, X: np.ndarray, controller: MpcController, seed: int) -> np.ndarray:
     """Backup inputs ``(N, nu)`` for an equivalence campaign on ``X (N, nx)``: the MPC's cold solution at the
     finite states inside the monitor region; elsewhere (where the MPC's input only feeds the fallback, and
-    acados may not even be defined) seeded draws over ``u_eq +- 3 u_scale``, one in ten NaN."""
+    acados may not even be defined) seeded draws over ``u_eq +- 3 u_scale``. One in ten of the drawn inputs and
+    one in twenty of the solved ones is NaN (a failed solve: the law must fall back on ``u_eq``)."""
     rng = np.random.default_rng(seed)
     with np.errstate(invalid="ignore"):
         solvable = np.all(np.isfinite(X), axis=1) & np.all((X >= law.region_min) & (X <= law.region_max), axis=1)
@@ -223,6 +251,7 @@ def campaign_backup_inputs(law: DeployedLaw, X: np.ndarray, controller: MpcContr
     U[rng.random(len(X)) < 0.1] = np.nan
     if solvable.any():
         U[solvable] = controller.cold(X[solvable]).u
+    U[solvable & (rng.random(len(X)) < 0.05)] = np.nan
     return U
 
 

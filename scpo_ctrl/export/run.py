@@ -43,8 +43,8 @@ from .equivalence import compare
 from .error_bound import ONNX_ACTIVATION_ULPS
 from .host_library import HostLaw
 from .law import DeployedLaw, LawOutput, law_digest, law_from_run, lqr_fallback
-from .mpc_bundle import (MpcController, adapted_solver, build_controller, campaign_backup_inputs, copy_solver,
-                         problem_mpc)
+from .mpc_bundle import (MpcController, acados_runtime_hashes, adapted_solver, build_controller,
+                         campaign_backup_inputs, copy_solver, problem_mpc)
 from .onnx_model import IR_VERSION, OPSET, build_model
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         backup = {"type": "mpc", "solver": artefacts.solver_name,
                   "controller_library": str(artefacts.controller_library.relative_to(directory)),
                   "sources": "mpc/ (acados-generated solver and the controller's C)",
+                  "acados_runtime_sha256": acados_runtime_hashes(),
                   "cortex_m4": "not built (export with --target cortex-m4 for the LQR-fallback build): the "
                                "bundled acados libraries are x86-64 only, so the MPC-backed law runs on the host "
                                "(SIL) only"}

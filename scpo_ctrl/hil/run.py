@@ -27,7 +27,8 @@ from ..files import atomic_write_json, json_safe
 from ..plant.model import build_plant, evaluate_rows
 from ..sim.initial_states import initial_box, validation_states
 from ..verify.closed_loop import simulate
-from ..export.mpc_bundle import MpcController, MpcLawInTheLoop, artefacts_of
+from ..verify.mpc import simulate_with_mpc
+from ..export.mpc_bundle import MpcController, artefacts_of
 from .deviation import propagated_bound
 from .faults import FaultInjector, parse_faults
 from .harness import Session
@@ -222,15 +223,15 @@ def _python_closed_loop(model, law: DeployedLaw, x0: np.ndarray, steps: int, con
     as on the target) gives the backup's inputs to the float64 reference law."""
     if controller_library is None:
         return simulate(model, lambda X: evaluate(law, X).u, x0, steps, law.P, law.c, law.x_eq)
-    controller = MpcLawInTheLoop(controller_library, law, len(x0))
-    return simulate(model, controller, x0, steps, law.P, law.c, law.x_eq)
+    return simulate_with_mpc(model, law, controller_library, None, x0, steps)
 
 
 def mpc_backup_reference(law: DeployedLaw, u_backup: np.ndarray) -> tuple:
     """The watchdog's answer of an MPC-backed target: the saturated MPC input ``(nu,)`` in float64 and its
     float32 tolerance (the rounding of the MPC's double input to float32; the limits are the deployed ones)."""
     lo, hi = deployed_input_limits(law, "float32")
-    return np.clip(u_backup, lo, hi), 2.0 ** -24 * np.abs(u_backup) + 2.0 ** -149
+    u = np.where(np.isnan(u_backup), law.u_eq, u_backup)  # the backup step's answer to a failed solve
+    return np.clip(u, lo, hi), 2.0 ** -24 * np.abs(u) + 2.0 ** -149
 
 
 def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, steps: int,
@@ -241,7 +242,7 @@ def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, ste
     rows = {key: [] for key in ("u", "status", "branch", "reason", "round_trip", "ticks", "repeats", "faulted",
                                 "turnaround")}
     accepted = []  # per step: the state the target last accepted before answering (for watchdog replies)
-    last_accepted = law.x_eq.copy()
+    last_accepted = law.x_eq.astype(np.float32).astype(float)  # the firmware holds x_eq in float32
     for k in range(steps):
         y[k] = (x[k] + injector.noise(half_width)).astype(np.float32)
         reply, fault = session.step(k + 1, y[k])

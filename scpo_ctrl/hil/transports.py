@@ -10,6 +10,7 @@ import os
 import select
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,9 +34,11 @@ class PipeTransport:
     """
 
     def __init__(self, command: list, stdin: int | None = None, stdout: int | None = None):
+        # stderr goes to a file, never a pipe nobody reads: a chatty firmware must not block on it
+        self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [str(c) for c in command], stdin=subprocess.PIPE if stdin is None else stdin,
-            stdout=subprocess.PIPE if stdout is None else stdout, stderr=subprocess.PIPE, bufsize=0,
+            stdout=subprocess.PIPE if stdout is None else stdout, stderr=self._stderr, bufsize=0,
         )
 
     def write(self, data: bytes) -> None:
@@ -55,7 +58,15 @@ class PipeTransport:
 
     def _exit_note(self) -> str:
         code = self.process.poll()
-        return "it is still running" if code is None else f"it exited with code {code}"
+        note = "it is still running" if code is None else f"it exited with code {code}"
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - 500))
+            tail = self._stderr.read().decode(errors="replace").strip()
+        except (OSError, ValueError):
+            tail = ""
+        return f"{note}; its stderr ends: {tail}" if tail else note
 
     def close(self) -> None:
         for stream in (self.process.stdin, self.process.stdout):
@@ -69,8 +80,7 @@ class PipeTransport:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        self._stderr.close()
 
 
 class TcpTransport:

@@ -54,7 +54,7 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
                                    backup_inputs=lambda X: campaign_backup_inputs(law, X, controller, seed=1)))
 
         def closed_loop(X0: np.ndarray, exported: bool) -> ClosedLoopBatch:
-            return _chunked(model, law, library, host if exported else None, X0, horizon)
+            return simulate_with_mpc(model, law, library, host if exported else None, X0, horizon)
 
         safety, reach_check, _ = _monte_carlo(law, model, host, box, horizon, request, precision, closed_loop)
     for check in (safety, reach_check):
@@ -140,8 +140,10 @@ def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int
     )
 
 
-def _chunked(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
-    """:func:`.closed_loop.simulate` with the MPC in the loop, ``CHUNK`` trajectories at a time."""
+def simulate_with_mpc(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
+    """:func:`.closed_loop.simulate` with the exported MPC in the loop (``library``: ``lib<name>_mpc.so``) and
+    the exported C law ``host`` on its input (None: the float64 reference law), ``CHUNK`` trajectories at a
+    time (one acados solver each)."""
     parts = []
     for begin in range(0, len(X0), CHUNK):
         chunk = X0[begin:begin + CHUNK]

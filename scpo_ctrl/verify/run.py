@@ -43,6 +43,7 @@ from ..export.equivalence import compare
 from ..export.error_bound import ONNX_ACTIVATION_ULPS, float_error_bound_box
 from ..export.host_library import HostLaw
 from ..export.law import evaluate, law_from_run
+from ..export.mpc_bundle import acados_runtime_hashes
 from ..export.run import build_host_law, inputs_hash, run_onnx, sha256_file
 from ..files import atomic_write, atomic_write_json, json_safe
 from ..plant.model import build_plant
@@ -180,6 +181,13 @@ def _integrity(run_dir: Path, manifest: dict, law, precision: str) -> Check:
             problems.append(f"export/{relative}: missing")
         elif sha256_file(path) != digest:
             problems.append(f"export/{relative}: sha256 differs from the manifest")
+    runtime = manifest.get("backup", {}).get("acados_runtime_sha256", {})
+    if runtime:
+        current_runtime = acados_runtime_hashes()
+        for library, digest in sorted(runtime.items()):
+            if current_runtime.get(library) != digest:
+                problems.append(f"acados runtime {library}: differs from the one the export was built against "
+                                "(the MPC that would run is not the exported one: export again)")
     current = inputs_hash((run_dir / "plant.yaml").read_bytes(), law, precision, manifest.get("target", "host"))
     if current != manifest.get("inputs_sha256"):
         problems.append("export/manifest.json: inputs hash differs from the run's plant.yaml + policy.npz "
@@ -220,7 +228,8 @@ def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLa
             law, box[:, 0][None], box[:, 1][None], "float32")))
     else:
         details["backup_inputs"] = ("the exported MPC's cold solution at the finite states inside the monitor "
-                                    "region; seeded draws (one in ten NaN) elsewhere")
+                                    "region (one in twenty replaced by NaN, a failed solve); seeded draws (one "
+                                    "in ten NaN) elsewhere")
     counterexample = None
     if failed:
         worst = max(failed, key=lambda r: r.worst_bound_ratio)

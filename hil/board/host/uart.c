@@ -1,5 +1,8 @@
 /* Host (Linux) HIL link: the "UART" is file descriptors 0 (in) and 1 (out): a pipe to the harness,
- * or a pseudo-terminal / socket the harness redirected them to. Step clock: CLOCK_MONOTONIC in ns. */
+ * or a pseudo-terminal / socket the harness redirected them to. board_uart_init moves the output side
+ * to a private descriptor and points descriptor 1 at stderr, so that text a library prints (acados'
+ * solver notices in an MPC-backed firmware) can never enter the frame stream.
+ * Step clock: CLOCK_MONOTONIC in ns. */
 #define _GNU_SOURCE
 #include "board.h"
 
@@ -10,10 +13,16 @@
 
 static uint8_t rx_buffer[256];
 static uint32_t rx_head, rx_count;
+static int link_out = 1;
 
 void board_uart_init(void)
 {
+    int fd;
     rx_head = rx_count = 0u;
+    fd = dup(1);
+    if (fd >= 0 && dup2(2, 1) >= 0) {
+        link_out = fd;
+    }
 }
 
 int32_t board_uart_read_byte(uint32_t timeout_us)
@@ -48,7 +57,7 @@ int32_t board_uart_read_byte(uint32_t timeout_us)
 void board_uart_write(const uint8_t *data, uint32_t bytes)
 {
     while (bytes > 0u) {
-        ssize_t n = write(1, data, bytes);
+        ssize_t n = write(link_out, data, bytes);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
