@@ -88,8 +88,9 @@ def problem_mpc(spec, law: DeployedLaw, adapted_solver: str | None = None):
     return problem
 
 
-def copy_solver(files: MpcSolverFiles, directory: Path) -> MpcArtefacts:
-    """Copy the generated solver and the controller's sources into ``directory`` (``export/mpc``)."""
+def copy_solver(files: MpcSolverFiles, directory: Path) -> None:
+    """Copy the generated solver (into ``directory/<solver>``) and the controller's sources into ``directory``
+    (``export/mpc``)."""
     target = directory / files.solver_name
     for source in sorted(files.code_dir.rglob("*")):
         if source.is_file() and source.suffix in SOLVER_SUFFIXES and not source.name.startswith("main_"):
@@ -98,11 +99,11 @@ def copy_solver(files: MpcSolverFiles, directory: Path) -> MpcArtefacts:
             shutil.copyfile(source, destination)
     for name in CONTROLLER_SOURCES:
         shutil.copyfile(resource_dir("codegen") / "mpc" / name, directory / name)
-    return MpcArtefacts(directory, files.solver_name, Path())
 
 
-def build_controller(artefacts: MpcArtefacts, host_dir: Path, name: str) -> MpcArtefacts:
-    """Compile ``lib<name>_mpc.so`` (the controller against the copied solver) into ``host_dir``.
+def build_controller(directory: Path, solver: str, host_dir: Path, name: str) -> MpcArtefacts:
+    """Compile ``lib<name>_mpc.so`` (the controller in ``directory``, ``export/mpc``, against the solver
+    ``solver`` copied there by :func:`copy_solver`) into ``host_dir``.
 
     It finds the solver through a relative run path (``$ORIGIN/../mpc/<solver>``), so the export can be
     moved; the acados runtime libraries through the installation's absolute path. libacados.so carries no
@@ -111,20 +112,20 @@ def build_controller(artefacts: MpcArtefacts, host_dir: Path, name: str) -> MpcA
     installation = find_acados()
     include = installation.include_dir
     library = f"lib{name}_mpc.so"
-    solver = artefacts.solver_name
-    relative = Path("..") / artefacts.directory.name / solver
+    artefacts = MpcArtefacts(directory, solver, host_dir / library)
+    relative = Path("..") / directory.name / solver
     command = [
         build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", f"-DMODEL={solver}",
         f'-DSOLVER_HEADER="acados_solver_{solver}.h"', f"-I{artefacts.solver_dir}", f"-I{include}",
         f"-I{include / 'acados'}", f"-I{include / 'blasfeo' / 'include'}", f"-I{include / 'hpipm' / 'include'}",
-        str(artefacts.directory / "mpc_controller.c"), "-o", library, f"-L{artefacts.solver_dir}",
+        str(directory / "mpc_controller.c"), "-o", library, f"-L{artefacts.solver_dir}",
         f"-lacados_ocp_solver_{solver}", f"-L{installation.lib_dir}", "-Wl,--no-as-needed", "-lacados", "-lhpipm",
         "-lblasfeo", "-l:libqpOASES_e.so.3.1", "-lm",
         f"-Wl,-rpath,$ORIGIN/{relative}", f"-Wl,-rpath,{installation.lib_dir}",
         f"-Wl,-rpath-link,{installation.lib_dir}",
     ]
     build.run_tool(command, host_dir)
-    return MpcArtefacts(artefacts.directory, solver, host_dir / library)
+    return artefacts
 
 
 #: the acados runtime libraries the controller loads from the installation (outside the export)
@@ -220,23 +221,32 @@ class MpcController:
 
     def sequence(self, X: np.ndarray) -> MpcSequence:
         """One trajectory through the states ``X (n, nx)``: a cold start at row 0, warm starts after."""
-        X = np.ascontiguousarray(np.atleast_2d(X), dtype=float)
-        if X.shape[1] != self.nx:
-            raise ValueError(f"expected states with {self.nx} columns, got {X.shape[1]}")
-        n = len(X)
-        U, status, iterations = np.zeros((n, self.nu)), np.zeros(n, np.int32), np.zeros(n, np.int32)
+        X = self._states(X)
         with c_output_to_log(log):
-            self._lib.scpo_mpc_controller_sequence(self._handle, n, X, U, status, iterations)
-        return MpcSequence(U, status, iterations)
+            return self._sequence(X)
 
     def cold(self, X: np.ndarray) -> MpcSequence:
         """Each row of ``X (n, nx)`` solved from the cold plan (independent states)."""
-        X = np.atleast_2d(np.asarray(X, dtype=float))
-        parts = [self.sequence(x[None, :]) for x in X]
+        X = self._states(X)
+        with c_output_to_log(log):
+            parts = [self._sequence(X[i:i + 1]) for i in range(len(X))]
         if not parts:
             return MpcSequence(np.zeros((0, self.nu)), np.zeros(0, np.int32), np.zeros(0, np.int32))
         return MpcSequence(np.concatenate([p.u for p in parts]), np.concatenate([p.status for p in parts]),
                            np.concatenate([p.iterations for p in parts]))
+
+    def _states(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(np.atleast_2d(X), dtype=float)
+        if X.shape[1] != self.nx:
+            raise ValueError(f"expected states with {self.nx} columns, got {X.shape[1]}")
+        return X
+
+    def _sequence(self, X: np.ndarray) -> MpcSequence:
+        """The C sequence on checked, contiguous ``X (n, nx)`` (the caller redirects acados' output)."""
+        n = len(X)
+        U, status, iterations = np.zeros((n, self.nu)), np.zeros(n, np.int32), np.zeros(n, np.int32)
+        self._lib.scpo_mpc_controller_sequence(self._handle, n, X, U, status, iterations)
+        return MpcSequence(U, status, iterations)
 
 
 def campaign_backup_inputs(law: DeployedLaw, X: np.ndarray, controller: MpcController, seed: int) -> np.ndarray:
@@ -277,7 +287,6 @@ class MpcLawInTheLoop:
         self.law, self.host, self.threads = law, host, max(1, int(threads))
         self.controllers = [MpcController(library, law.nx, law.nu, law.u_eq) for _ in range(trajectories)]
         self._fresh = True
-        self.status: list = []
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         from concurrent.futures import ThreadPoolExecutor
@@ -299,12 +308,10 @@ class MpcLawInTheLoop:
 
         chunks = [range(t, len(X), self.threads) for t in range(self.threads)]
         U = np.zeros((len(X), self.law.nu))
-        status = np.zeros(len(X), np.int32)
         with c_output_to_log(log), ThreadPoolExecutor(self.threads) as pool:
             for indices, results in zip(chunks, pool.map(run, chunks)):
-                for i, (u, s) in zip(indices, results):
-                    U[i], status[i] = u, s
-        self.status.append(status)
+                for i, (u, _) in zip(indices, results):
+                    U[i] = u
         if self.host is not None:
             return self.host.evaluate(X32, U).u
         return evaluate(self.law, X, U).u

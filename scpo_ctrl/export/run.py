@@ -157,7 +157,8 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
     backup = {"type": "lqr"}
     if mpc_files is not None:
         (directory / "mpc").mkdir()
-        artefacts = build_controller(copy_solver(mpc_files, directory / "mpc"), host, name)
+        copy_solver(mpc_files, directory / "mpc")
+        artefacts = build_controller(directory / "mpc", mpc_files.solver_name, host, name)
         backup = {"type": "mpc", "solver": artefacts.solver_name,
                   "controller_library": str(artefacts.controller_library.relative_to(directory)),
                   "sources": "mpc/ (acados-generated solver and the controller's C)",
@@ -178,13 +179,13 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         arm_object = build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", arm, f"{name}_policy.o",
                                           build.CORTEX_M4_FLAGS)
         build.archive([arm_object.path], arm, f"lib{name}_policy.a", arm=True)
-        if not law.backup_is_input:
-            for source in bundle:
-                (arm / source.name).unlink()
         builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS)
         if law.backup_is_input:
             builds["cortex-m4"]["backup"] = "lqr"
             backup["cortex_m4"] = CORTEX_M4_LQR_FALLBACK
+        else:
+            for source in bundle:
+                (arm / source.name).unlink()
 
     checks = self_check(law, directory, precision)
     if request.target == "cortex-m4" and law.backup_is_input:

@@ -21,10 +21,9 @@ import numpy as np
 from scipy.stats import qmc
 
 from ..backup.mpc import ipopt_reference
-from ..export.host_library import HostLaw
 from ..export.law import evaluate, lqr_fallback
-from ..export.mpc_bundle import MpcController, MpcLawInTheLoop, adapted_solver, artefacts_of, campaign_backup_inputs, problem_mpc
-from ..export.run import build_host_law
+from ..export.mpc_bundle import (MpcController, MpcLawInTheLoop, adapted_solver, artefacts_of, campaign_backup_inputs,
+                                 problem_mpc)
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
 from .closed_loop import ClosedLoopBatch, simulate
 
@@ -38,7 +37,7 @@ CHUNK = 128
 
 def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, horizon: int, request,
            precision: str) -> list:
-    from .run import _equivalence, _monte_carlo
+    from .run import _equivalence, _monte_carlo, host_builds
 
     artefacts = artefacts_of(run_dir / "export", manifest)
     library = artefacts.controller_library
@@ -46,10 +45,7 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
     problem = problem_mpc(spec, law, adapted_solver(run_dir))
     result = [_solver_check(controller, problem, box, request.seed)]
     with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
-        host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu,
-                       precision, backup_input=True)
-        other = "float64" if precision == "float32" else "float32"
-        twin = build_host_law(law, other, Path(temporary))
+        host, twin = host_builds(law, run_dir, precision, Path(temporary))
         result.append(_equivalence(law, run_dir, precision, host, twin, box,
                                    backup_inputs=lambda X: campaign_backup_inputs(law, X, controller, seed=1)))
 

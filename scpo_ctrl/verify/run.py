@@ -132,10 +132,7 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
         checks += verify_mpc.checks(law, run_dir, manifest, spec, model, box, horizon, request, precision)
     else:
         with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
-            host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu,
-                           precision)
-            other = "float64" if precision == "float32" else "float32"
-            twin = build_host_law(law, other, Path(temporary))
+            host, twin = host_builds(law, run_dir, precision, Path(temporary))
             checks.append(_equivalence(law, run_dir, precision, host, twin, box))
             safety, reach_check, worst_starts = _monte_carlo(law, model, host, box, horizon, request, precision)
             checks += [safety, reach_check]
@@ -168,6 +165,14 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     path = run_dir / "certificate.json"
     atomic_write_json(path, json_safe(certificate))
     return VerifyResult(certificate=certificate, path=path, exit_code=exit_code)
+
+
+def host_builds(law, run_dir: Path, precision: str, directory: Path) -> tuple:
+    """The exported host library and its twin in the other precision (built into ``directory``)."""
+    host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision,
+                   law.backup_is_input)
+    twin = build_host_law(law, "float64" if precision == "float32" else "float32", directory)
+    return host, twin
 
 
 # -- 1. integrity --------------------------------------------------------------------------------
