@@ -34,7 +34,7 @@ class CurvedWall:
 def test_curvature_underestimate_is_caught_and_l_raised():
     problem = CurvedWall()
     settings = OptimizerSettings(iterations=60, step_size=0.2, trust_radius=0.5, probe_norm=0.05, random_pairs=1,
-                                 gradient_pieces=0, l_initial=0.0, curvature_factor=0.01, seed=3)
+                                 gradient_pieces=0, l_initial=0.0, curvature_factor=0.01, curvature_decay=1.0, seed=3)
     state = initial_state(problem, np.array([0.0, 0.05]), settings)
     records = []
     for _ in range(settings.iterations):
@@ -45,8 +45,36 @@ def test_curvature_underestimate_is_caught_and_l_raised():
     assert any(r.retries > 0 for r in records), "validation never failed: the test did not exercise the raise"
     assert records[-1].l[0] > 1.0  # raised far above the 0.01-scaled pair estimates
     ls = [r.l[0] for r in records]
-    assert all(b >= a for a, b in zip(ls, ls[1:]))  # never lowered
+    assert all(b >= a for a, b in zip(ls, ls[1:]))  # never lowered without decay
     assert state.loss < problem.loss(np.array([0.0, 0.05])) * 0.5  # and it still made progress toward the wall
+
+
+class MarginedWall(CurvedWall):
+    """The curved wall with a margin of 0.05 on its row: iterates must keep g <= -0.05."""
+
+    margins = np.array([0.05])
+
+
+def test_decaying_curvature_stays_safe_and_keeps_the_margin():
+    problem = MarginedWall()
+    settings = OptimizerSettings(iterations=60, step_size=0.2, trust_radius=0.5, probe_norm=0.05, random_pairs=1,
+                                 gradient_pieces=0, l_initial=0.0, curvature_factor=0.01, curvature_decay=0.5, seed=3)
+    state = initial_state(problem, np.array([0.0, 0.05]), settings)
+    records = []
+    for _ in range(settings.iterations):
+        state, record = step(problem, state, settings)
+        records.append(record)
+        assert record.g_max <= -0.05  # every accepted iterate keeps the margin
+    ls = [r.l[0] for r in records]
+    assert any(b < a for a, b in zip(ls, ls[1:])), "l never decreased: decay not applied"
+    assert any(r.retries > 0 for r in records)  # decayed l was caught by validation and raised again
+    assert max(r.g_max for r in records) > -0.06  # it did go to the margin, not stay far from the wall
+
+
+def test_margin_the_start_lacks_is_refused():
+    problem = MarginedWall()
+    with pytest.raises(ValueError, match="margin"):
+        initial_state(problem, np.array([0.96, 0.0]), OptimizerSettings())
 
 
 @pytest.mark.slow

@@ -115,13 +115,32 @@ class InitialStateSpec:
 
 
 @dataclass(frozen=True)
+class EnvelopeSpec:
+    """The decay envelope ``V(x_k) <= max(reach_level c, gain rate^k V(x_0))`` at every step.
+
+    ``enabled`` False drops those rows; ``rate``/``gain`` None are derived from the backup
+    (``rate = gamma_b ** rate_fraction`` with gamma_b the backup's contraction of V per step).
+    """
+
+    enabled: bool = True
+    rate: float | None = None
+    gain: float | None = None
+    rate_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
 class SafetySpec:
-    """Rollout length [steps], the validation initial states, and how deep into the target set SCPO must
-    bring every validation trajectory by the horizon: ``V(x_H) <= reach_level * c`` (0 < reach_level <= 1)."""
+    """Rollout length [steps], the validation initial states, how deep into the target set SCPO must
+    bring every validation trajectory by the horizon (``V(x_H) <= reach_level * c``, 0 < reach_level <= 1,
+    a row kept when ``final_reach``), the decay envelope, and the margin every row keeps
+    (``g <= -margin * scale``, see :class:`~scpo_ctrl.scpo.control.RowSettings`)."""
 
     horizon: int
     initial_states: InitialStateSpec
     reach_level: float = 1.0
+    envelope: EnvelopeSpec = EnvelopeSpec()
+    final_reach: bool = True
+    margin: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -368,13 +387,24 @@ def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
 
 
 def _safety(field: Field, states) -> SafetySpec:
-    field.mapping(("horizon", "initial_states", "reach_level"), required=("horizon", "initial_states"))
+    field.mapping(("horizon", "initial_states", "reach_level", "envelope", "final_reach", "margin"),
+                  required=("horizon", "initial_states"))
     horizon = field.child("horizon").integer(minimum=1, maximum=100_000)
     reach_level = 1.0
     if field.has("reach_level"):
         reach_level = field.child("reach_level").number()
         if not 0.0 < reach_level <= 1.0:
             raise field.child("reach_level").error(f"expected a number in (0, 1], got {reach_level:g}")
+    rows = {
+        "envelope": _envelope(field.child("envelope")) if field.has("envelope") else EnvelopeSpec(),
+        "final_reach": field.child("final_reach").boolean(default=True) if field.has("final_reach") else True,
+        "margin": field.child("margin").number(nonnegative=True) if field.has("margin") else 1e-3,
+    }
+    if rows["margin"] >= 0.5:
+        raise field.child("margin").error(f"expected a fraction of each row's scale below 0.5, got {rows['margin']:g}")
+    if not rows["envelope"].enabled and not rows["final_reach"]:
+        raise field.child("final_reach").error("with the envelope off, the final reach row is the only row that "
+                                                "makes the closed loop converge: it cannot be off too")
     initial = field.child("initial_states").mapping(("box", "count", "seed", "points", "corners"))
     has_box, has_points = initial.has("box"), initial.has("points")
     if has_box == has_points:
@@ -388,7 +418,7 @@ def _safety(field: Field, states) -> SafetySpec:
         points = initial.child("points").matrix(cols=nx)
         for row, point in zip(initial.child("points").elements(), points):
             _inside_limits(row, point, states)
-        return SafetySpec(horizon, InitialStateSpec(None, len(points), seed, points), reach_level)
+        return SafetySpec(horizon, InitialStateSpec(None, len(points), seed, points), reach_level, **rows)
     box_field = initial.child("box")
     names = [v.name for v in states]
     box_field.mapping(names, required=names)
@@ -406,7 +436,27 @@ def _safety(field: Field, states) -> SafetySpec:
     box.setflags(write=False)
     count = initial.child("count").integer(minimum=1, maximum=1_000_000)
     corners = initial.child("corners").boolean(default=False) if initial.has("corners") else False
-    return SafetySpec(horizon, InitialStateSpec(box, count, seed, None, corners), reach_level)
+    return SafetySpec(horizon, InitialStateSpec(box, count, seed, None, corners), reach_level, **rows)
+
+
+def _envelope(field: Field) -> EnvelopeSpec:
+    """``envelope: false``, ``true``, or ``{rate, gain, rate_fraction}`` (each optional)."""
+    if isinstance(field.value, bool):
+        return EnvelopeSpec(enabled=field.boolean())
+    field.mapping(("rate", "gain", "rate_fraction"))
+    rate = field.child("rate").number(positive=True) if field.has("rate") else None
+    if rate is not None and rate >= 1.0:
+        raise field.child("rate").error(f"expected a decay per step in (0, 1), got {rate:g}")
+    gain = field.child("gain").number(positive=True) if field.has("gain") else None
+    if gain is not None and gain < 1.0:
+        raise field.child("gain").error(f"expected a gain >= 1, got {gain:g}")
+    if (rate is None) != (gain is None):
+        missing = "gain" if gain is None else "rate"
+        raise field.error(f"rate and gain go together (missing {missing}); leave both out to derive them")
+    fraction = field.child("rate_fraction").number(positive=True) if field.has("rate_fraction") else 0.1
+    if fraction > 1.0:
+        raise field.child("rate_fraction").error(f"expected a fraction in (0, 1], got {fraction:g}")
+    return EnvelopeSpec(True, rate, gain, fraction)
 
 
 def _bound(value: float | None) -> str:

@@ -3,9 +3,12 @@
 Constraint rows: for every validation initial state, each state limit and
 extra constraint at every step of the horizon (one smooth row per step: a
 max over time would have kinks where the argmax moves, and the curvature
-estimate would explode there, SCPO.md section 6), then ``V(x_H) - c``
-(reach the target set). Rows of one constraint share a curvature bound (one
-group per constraint).
+estimate would explode there, SCPO.md section 6), the decay envelope
+``V(x_k) - max(reach_level c, beta gamma^k V(x_0))`` at every step
+(:mod:`~scpo_ctrl.backup.envelope`), then the final-step row
+``V(x_H) - reach_level c`` (reach the target set). Rows of one constraint
+form a group (reported together). Each row carries a margin: SCPO accepts an
+iterate only with ``g <= -margin`` (see :class:`RowSettings`).
 
 Loss states (imitation)
 -----------------------
@@ -27,6 +30,9 @@ import casadi as ca
 import numpy as np
 from scipy.stats import qmc
 
+from dataclasses import dataclass
+
+from ..backup.envelope import DecayEnvelope, contraction_rate, derive_envelope
 from ..jit import compile_function, compiler_available
 from ..policy.expert import expert_function
 from ..policy.mlp import MlpLayout
@@ -40,6 +46,45 @@ LOSS_STATES = 2048
 TRAINING_STARTS = 256
 COST_STARTS = 64
 MAX_PIECES = 16
+ENVELOPE_ROW = "target.envelope"
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """Which closed-loop rows SCPO keeps, and their margins.
+
+    Attributes
+    ----------
+    envelope : bool
+        The decay envelope ``V(x_k) <= max(reach_level c, beta gamma^k V(x_0))`` at every step.
+    final_reach : bool
+        The final-step row ``V(x_H) <= reach_level c``.
+    envelope_rate, envelope_gain : float or None
+        gamma and beta of the envelope (None: derived from the backup, see
+        :func:`~scpo_ctrl.backup.envelope.derive_envelope`).
+    envelope_rate_fraction : float
+        When derived, ``gamma = gamma_b ** envelope_rate_fraction``.
+    margin : float
+        Each row must hold with ``g <= -margin * scale``: scale is the state's
+        half range for a state limit, the largest ``|g|`` along the backup's
+        validation trajectories for an extra constraint, and ``c`` for the
+        envelope and reach rows. Where the backup itself has less slack than
+        that on a row, the row's margin is half the backup's slack.
+    """
+
+    envelope: bool = True
+    final_reach: bool = True
+    envelope_rate: float | None = None
+    envelope_gain: float | None = None
+    envelope_rate_fraction: float = 0.1
+    margin: float = 1e-3
+
+    @classmethod
+    def from_spec(cls, safety) -> "RowSettings":
+        """The rows a plant file's ``safety`` section asks for."""
+        envelope = safety.envelope
+        return cls(envelope.enabled, safety.final_reach, envelope.rate, envelope.gain, envelope.rate_fraction,
+                   safety.margin)
 
 
 def residual_policy(problem: ControlProblem, hidden: tuple, activation: str = "tanh",
@@ -75,9 +120,11 @@ class ControlAdaptation:
     jit : bool or None
     """
 
-    def __init__(self, problem: ControlProblem, policy: ResidualPolicy, jit: bool | None = None):
+    def __init__(self, problem: ControlProblem, policy: ResidualPolicy, jit: bool | None = None,
+                 rows: RowSettings | None = None):
         self.problem = problem
         self.policy = policy
+        self.rows = RowSettings.from_spec(problem.spec.safety) if rows is None else rows
         self.dimension = policy.n_theta
         jit = compiler_available() if jit is None else jit
         self.jit = jit
@@ -89,31 +136,94 @@ class ControlAdaptation:
             # matrix (MX) form: the compiled rollouts stay small and build in about a second at any width
             self.pi = policy.function(ca.MX)
         self.engine = problem.engine(self.pi, jit=jit)
-        names = [row.name for row in problem.model.rows] + [REACH_ROW]
+        names = [row.name for row in problem.model.rows]
+        names += [ENVELOPE_ROW] * self.rows.envelope + [REACH_ROW] * self.rows.final_reach
         self.group_names = tuple(names)
-        self.n_states = problem.x0.shape[0]
         #: the reach row is V(x_H) - reach_level with reach_level = safety.reach_level * c
         self.reach_level = problem.spec.safety.reach_level * problem.target.c
-        steps = problem.spec.safety.horizon + 1
-        ng = len(names) - 1
-        # rows ordered state-major: for each state, (step, path row) pairs then the reach row
-        per_state = np.concatenate([np.tile(np.arange(ng), steps), [ng]])
-        self.row_groups = np.tile(per_state, self.n_states)
+        linear = problem.model.linearise()
+        self.backup_rate = contraction_rate(linear.A - linear.B @ problem.backup.K, problem.target.P)
+        self.set_states(problem.x0)
         self.task = problem.spec.task.type
         self._weighted_rows: ca.Function | None = None
+        self._weighted_maps: dict[int, ca.Function] = {}
         if self.task == "imitation":
             self._build_imitation()
         else:
             self._build_closed_loop_cost()
 
     # -- constraints ----------------------------------------------------------
-    def rows_from(self, G: np.ndarray, x_final: np.ndarray) -> np.ndarray:
-        """Constraint rows ``(n, k)`` from :meth:`RolloutEngine.metrics_batch` outputs ``G (n, N, H+1, ng)``."""
+    def set_states(self, x0: np.ndarray) -> None:
+        """Use ``x0 (N, nx)`` as the validation initial states: rows, groups, envelope and margins follow.
+
+        The rows are ordered state-major: for each state, (step, row) pairs with the path rows and the
+        envelope row at every step, then the final reach row.
+        """
+        self.x0 = np.array(x0, dtype=float)
+        self.n_states = self.x0.shape[0]
+        steps = self.problem.spec.safety.horizon + 1
+        ng = len(self.problem.model.rows)
+        per_step = ng + self.rows.envelope
+        per_state = np.tile(np.arange(per_step), steps)
+        if self.rows.final_reach:
+            per_state = np.concatenate([per_state, [per_step]])
+        self.row_groups = np.tile(per_state, self.n_states)
+        # the backup's own closed loop (the residual's last layer zero: theta = 0 is the backup exactly)
+        G_backup, X_backup = self.engine.metrics_batch(self.x0, np.zeros((1, self.dimension)))
         target = self.problem.target
-        reach = target.value(x_final) - self.reach_level
-        reach = np.where(np.isfinite(reach), reach, np.inf)
+        V_backup = target.value(X_backup[0])
+        self.envelope: DecayEnvelope | None = None
+        if self.rows.envelope:
+            try:
+                self.envelope = derive_envelope(V_backup, self.backup_rate, self.reach_level, self.rows.envelope_rate,
+                                                self.rows.envelope_gain, self.rows.envelope_rate_fraction)
+            except ValueError as exc:
+                raise ScpoError(f"safety.envelope: {exc}") from None
+            self._envelope_bound = self.envelope.bound(target.value(self.x0), steps)
+        backup_rows = self.rows_from(G_backup, X_backup)[0]
+        scale = np.tile(np.concatenate([np.tile(self._path_scales(G_backup[0]), 1), [target.c] * self.rows.envelope]),
+                        steps)
+        if self.rows.final_reach:
+            scale = np.concatenate([scale, [target.c]])
+        wanted = self.rows.margin * np.tile(scale, self.n_states)
+        slack = np.maximum(0.0, -backup_rows)
+        self.margins = np.minimum(wanted, 0.5 * slack)
+        #: rows whose margin the backup's own slack limited, and the backup's rows (for the record)
+        self.reduced_margins = int(np.sum(self.margins < wanted))
+        self.backup_rows = backup_rows
+
+    def _path_scales(self, G_backup: np.ndarray) -> np.ndarray:
+        """The scale of each path row, shape ``(ng,)``: state half range, or the largest |g| on the backup's loop."""
+        spec = self.problem.spec
+        half_range = {}
+        for variable in spec.states:
+            if variable.min is not None and variable.max is not None and variable.max > variable.min:
+                half_range[variable.name] = 0.5 * (variable.max - variable.min)
+        scales = []
+        for index, row in enumerate(self.problem.model.rows):
+            variable = row.name.rsplit(".", 1)[0]
+            if row.kind == "state" and variable in half_range:
+                scales.append(half_range[variable])
+                continue
+            values = np.abs(G_backup[..., index])
+            values = values[np.isfinite(values)]
+            scales.append(float(values.max()) if values.size and values.max() > 0 else 1.0)
+        return np.array(scales)
+
+    def rows_from(self, G: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Constraint rows ``(n, k)`` from :meth:`RolloutEngine.metrics_batch` outputs ``G (n, N, H+1, ng)``,
+        ``X (n, N, H+1, nx)``."""
+        target = self.problem.target
         n, N = G.shape[:2]
-        rows = np.concatenate([G.reshape(n, N, -1), reach[..., None]], axis=2)  # (n, N, (H+1) ng + 1)
+        V = target.value(X)  # (n, N, H+1)
+        V = np.where(np.isfinite(V), V, np.inf)
+        parts = [G]
+        if self.rows.envelope:
+            parts.append((V - self._envelope_bound[None])[..., None])
+        rows = np.concatenate(parts, axis=3).reshape(n, N, -1)
+        if self.rows.final_reach:
+            reach = V[:, :, -1] - self.reach_level
+            rows = np.concatenate([rows, reach[..., None]], axis=2)
         return rows.reshape(n, -1)
 
     def per_constraint(self, rows: np.ndarray) -> np.ndarray:
@@ -123,35 +233,47 @@ class ControlAdaptation:
         return out
 
     def constraints(self, thetas: np.ndarray) -> np.ndarray:
-        G, x_final = self.engine.metrics_batch(self.problem.x0, np.atleast_2d(thetas))
-        return self.rows_from(G, x_final)
+        G, X = self.engine.metrics_batch(self.x0, np.atleast_2d(thetas))
+        return self.rows_from(G, X)
 
     def weighted_constraint_gradient(self, theta: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
         """``sum_i w_i g_i`` and its gradient through the rollout (baselines only; SCPO never calls it)."""
         if self.mpc:
             raise ScpoError("the gradient-based baselines need gradients of the safety rows through the rollout; "
                             "they are not available with an MPC backup (SCPO itself does not need them)")
-        rollouts = self.engine.simulate(self.problem.x0, theta)
-        N, steps, ng = rollouts.g.shape
-        weights = np.asarray(weights, dtype=float).reshape(N, steps * ng + 1)
-        W = weights[:, :-1].reshape(N, steps, ng)
+        N, steps = self.n_states, self.problem.spec.safety.horizon + 1
+        ng = len(self.problem.model.rows)
+        per_step = ng + self.rows.envelope
+        weights = np.asarray(weights, dtype=float).reshape(N, -1)
+        W = weights[:, : steps * per_step].reshape(N, steps, per_step)
+        w_reach = weights[:, -1] if self.rows.final_reach else np.zeros(N)
+        W_env = W[:, :, ng] if self.rows.envelope else np.zeros((N, steps))
+        E = self._envelope_bound if self.rows.envelope else np.zeros((N, steps))
         if self._weighted_rows is None:
             self._weighted_rows = self._build_weighted_rows()
-        value, gradient = self._weighted_rows(
-            self.problem.x0.T, theta, W.transpose(2, 0, 1).reshape(ng, N * steps), weights[:, -1][None, :]
+        if N not in self._weighted_maps:
+            # theta is shared (reduced input); value and gradient are summed over the states
+            self._weighted_maps[N] = self._weighted_rows.map("weighted_rows_all", "serial", N, [1], [0, 1])
+        value, gradient = self._weighted_maps[N](
+            self.x0.T, theta, W[:, :, :ng].transpose(2, 0, 1).reshape(ng, N * steps), W_env.T, E.T, w_reach[None, :]
         )
         return float(value), np.array(gradient).ravel()
 
     def _build_weighted_rows(self) -> ca.Function:
+        """``(x0, theta, W (ng, H+1), w_env (H+1,), e (H+1,), w_reach) -> (sum of weighted rows, gradient)``."""
         x0, theta, X, _, G = self.engine.symbolic()
+        steps = X.shape[1]
         W = ca.MX.sym("W", G.shape[0], G.shape[1])
+        w_env, e = ca.MX.sym("w_env", steps), ca.MX.sym("e", steps)
         w_reach = ca.MX.sym("w_reach")
         target = self.problem.target
-        dx = X[:, -1] - ca.DM(target.x_eq)
-        value = ca.sum2(ca.sum1(W * G)) + w_reach * (ca.mtimes([dx.T, ca.DM(target.P), dx]) - self.reach_level)
-        single, _ = compile_function("weighted_rows", [x0, theta, W, w_reach], [value, ca.gradient(value, theta)],
-                                     ["x0", "theta", "W", "w_reach"], ["value", "grad"], self.jit)
-        return single.map("weighted_rows_all", "serial", self.n_states, [1], [0, 1])
+        dX = X - ca.repmat(ca.DM(target.x_eq), 1, steps)
+        V = ca.sum1(dX * ca.mtimes(ca.DM(target.P), dX)).T  # (H+1, 1)
+        value = ca.sum2(ca.sum1(W * G)) + ca.dot(w_env, V - e) + w_reach * (V[-1] - self.reach_level)
+        single, _ = compile_function("weighted_rows", [x0, theta, W, w_env, e, w_reach],
+                                     [value, ca.gradient(value, theta)],
+                                     ["x0", "theta", "W", "w_env", "e", "w_reach"], ["value", "grad"], self.jit)
+        return single
 
     # -- loss -------------------------------------------------------------------
     def _build_imitation(self) -> None:

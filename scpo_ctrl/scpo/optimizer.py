@@ -4,9 +4,17 @@ Each iteration: propose a raw step, build the bank of probe directions,
 evaluate g at every probe in one batched call, update the curvature bounds
 from the antithetic pairs, project the raw step onto the certified region,
 backtrack (Armijo) on the loss, validate g at the new point, and accept it
-or raise l and retry, or reject. Every accepted iterate has g <= 0 on the
-constraint rows; the state needed to resume bit-for-bit is in
-:class:`OptimizerState`.
+or raise l and retry, or reject. Every accepted iterate has ``g <= -margin``
+on the constraint rows (the problem's ``margins``, zero when it has none);
+the state needed to resume bit-for-bit is in :class:`OptimizerState`.
+
+Curvature bounds are kept per row and adapt both ways (SCPO.md section 7):
+each iteration ``l_i <- max(decay * l_i, factor * seen_i)`` with ``seen_i``
+the curvature the antithetic pairs show on row i, and a row that fails
+validation has its ``l_i`` raised to twice the value its failure implies.
+Validation, not l, is what keeps the iterates safe, so l may shrink; a
+single group-wide l that never decreases made SCPO crawl (a few kinked rows
+set the bound for all of them).
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ from .projection import certified_bound, project
 from .problem import ConstrainedProblem
 
 METHODS = ("scpo", "unconstrained", "penalty", "lagrangian")
+#: the projection aims this far inside each row (see :func:`~scpo_ctrl.scpo.projection.project`)
+AIM_MARGIN_FRACTION = 1e-3
+AIM_ABSOLUTE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,9 @@ class OptimizerSettings:
         Antithetic random direction pairs in the bank.
     curvature_factor : float
         Safety factor on the curvature seen by the pairs.
+    curvature_decay : float
+        Factor in (0, 1] applied to every row's l each iteration before the new
+        estimate (1: l never decreases, the first implementation's rule).
     l_initial : float
         Curvature bound before any estimate.
     max_retries : int
@@ -62,6 +76,7 @@ class OptimizerSettings:
     gradient_pieces: int = 4
     random_pairs: int = 2
     curvature_factor: float = 2.0
+    curvature_decay: float = 0.9
     l_initial: float = 0.0
     max_retries: int = 4
     armijo_c1: float = 1e-4
@@ -91,8 +106,8 @@ class OptimizerState:
     loss : float
     previous_step : ndarray, shape (d,)
         The last accepted step (zero before the first).
-    l : ndarray, shape (n_groups,)
-        Curvature bound per group; never lowered within a run.
+    l : ndarray, shape (k,)
+        Curvature bound per constraint row.
     multipliers : ndarray, shape (k,)
         Lagrangian baseline only.
     rng_state : dict
@@ -114,8 +129,9 @@ class StepRecord:
     """One iteration, as written to ``training.jsonl``.
 
     ``g_max`` is the largest constraint row at the iterate the run holds
-    after this iteration (for SCPO, always the accepted one: <= 0);
-    ``g_max_groups`` the same per group.
+    after this iteration (for SCPO, always the accepted one: <= -margin);
+    ``g_max_groups`` the same per group; ``l`` the largest curvature bound
+    per group.
     """
 
     iteration: int
@@ -143,19 +159,28 @@ class StepRecord:
         }
 
 
+def row_margins(problem: ConstrainedProblem) -> np.ndarray:
+    """The margin each row must keep (``g <= -margin``), shape ``(k,)``; zeros when the problem sets none."""
+    margins = getattr(problem, "margins", None)
+    if margins is None:
+        return np.zeros(problem.row_groups.size)
+    return np.asarray(margins, dtype=float)
+
+
 def initial_state(problem: ConstrainedProblem, theta0: np.ndarray, settings: OptimizerSettings) -> OptimizerState:
-    """Evaluate the start; SCPO needs it feasible (raises ValueError otherwise)."""
+    """Evaluate the start; SCPO needs it feasible with its margins (raises ValueError otherwise)."""
     theta0 = np.asarray(theta0, dtype=float).copy()
     g0 = problem.constraints(theta0[None, :])[0]
-    if settings.method == "scpo" and np.any(g0 > 0):
-        worst = int(np.argmax(g0))
+    margin = row_margins(problem)
+    if settings.method == "scpo" and np.any(g0 + margin > 0):
+        worst = int(np.argmax(g0 + margin))
         group = problem.group_names[problem.row_groups[worst]]
-        raise ValueError(f"the initial parameters are not safe: row {worst} ({group}) = {g0[worst]:.3g} > 0")
+        raise ValueError(f"the initial parameters are not safe: row {worst} ({group}) = {g0[worst]:.3g} > "
+                         f"-{margin[worst]:.3g} (its margin)")
     rng = np.random.default_rng(settings.seed)
-    n_groups = len(problem.group_names)
     return OptimizerState(
         iteration=0, theta=theta0, g=g0, loss=float(problem.loss(theta0)), previous_step=np.zeros_like(theta0),
-        l=np.full(n_groups, float(settings.l_initial)), multipliers=np.zeros_like(g0), rng_state=rng.bit_generator.state,
+        l=np.full(g0.size, float(settings.l_initial)), multipliers=np.zeros_like(g0), rng_state=rng.bit_generator.state,
     )
 
 
@@ -176,6 +201,12 @@ def _clip(v: np.ndarray, radius: float) -> np.ndarray:
 def _group_max(problem: ConstrainedProblem, g: np.ndarray) -> list:
     out = np.full(len(problem.group_names), -np.inf)
     np.maximum.at(out, problem.row_groups, g)
+    return out.tolist()
+
+
+def _group_l(problem: ConstrainedProblem, l: np.ndarray) -> list:
+    out = np.zeros(len(problem.group_names))
+    np.maximum.at(out, problem.row_groups, l)
     return out.tolist()
 
 
@@ -211,15 +242,13 @@ def build_bank(raw: np.ndarray, previous: np.ndarray, pieces: np.ndarray, rng: n
     return np.column_stack(columns), pairs
 
 
-def curvature_from_pairs(g0: np.ndarray, G: np.ndarray, D: np.ndarray, pairs: list, row_groups: np.ndarray,
-                         n_groups: int) -> np.ndarray:
-    """Per group, the largest |g(+d) + g(-d) - 2 g0| / |d|^2 over pairs and rows, shape ``(n_groups,)``."""
-    estimate = np.zeros(n_groups)
+def curvature_from_pairs(g0: np.ndarray, G: np.ndarray, D: np.ndarray, pairs: list) -> np.ndarray:
+    """Per row, the largest ``|g(+d) + g(-d) - 2 g0| / |d|^2`` over the antithetic pairs, shape ``(k,)``."""
+    estimate = np.zeros(g0.size)
     for j, k in pairs:
         norm2 = float(D[:, j] @ D[:, j])
         second = np.abs(G[:, j] + G[:, k] - 2.0 * g0) / norm2
-        second = np.where(np.isfinite(second), second, 0.0)
-        np.maximum.at(estimate, row_groups, second)
+        estimate = np.maximum(estimate, np.where(np.isfinite(second), second, 0.0))
     return estimate
 
 
@@ -228,7 +257,10 @@ def _scpo_step(problem, state: OptimizerState, settings: OptimizerSettings):
     timing: dict[str, float] = {}
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
-    theta, g0 = state.theta, state.g
+    theta = state.theta
+    # rows are certified against -margin: shift them so the region's "<= 0" is "g <= -margin"
+    margin = row_margins(problem)
+    g0 = state.g + margin
 
     t = time.perf_counter()
     if settings.gradient_pieces > 0:
@@ -243,11 +275,10 @@ def _scpo_step(problem, state: OptimizerState, settings: OptimizerSettings):
 
     D, pairs = build_bank(raw, state.previous_step, -pieces, rng, settings)
     t = time.perf_counter()
-    G = problem.constraints(theta[None, :] + D.T).T  # (k, m)
+    G = problem.constraints(theta[None, :] + D.T).T + margin[:, None]  # (k, m)
     timing["bank_evaluation"] = time.perf_counter() - t
-    n_groups = len(problem.group_names)
-    seen = curvature_from_pairs(g0, G, D, pairs, problem.row_groups, n_groups)
-    l = np.maximum(state.l, settings.curvature_factor * seen)
+    seen = curvature_from_pairs(g0, G, D, pairs)
+    l = np.maximum(settings.curvature_decay * state.l, settings.curvature_factor * seen)
     G = np.where(np.isfinite(G), G, 1e12)  # a probe that blew up certifies nothing toward it
 
     S = D.T @ D
@@ -255,14 +286,14 @@ def _scpo_step(problem, state: OptimizerState, settings: OptimizerSettings):
     reason = "zero step: nothing better is certified"
     accepted = False
     alpha = 0.0
-    new_theta, new_g, new_loss = theta, g0, loss
+    new_theta, new_g, new_loss = theta, state.g, loss
     timing["projection"] = 0.0
     timing["line_search"] = 0.0
     timing["validation"] = 0.0
     step_vector = np.zeros_like(theta)
     while True:
         t = time.perf_counter()
-        projection = project(D, raw, g0, G, l[problem.row_groups], settings.trust_radius)
+        projection = project(D, raw, g0, G, l, settings.trust_radius, aim=AIM_MARGIN_FRACTION * margin + AIM_ABSOLUTE)
         timing["projection"] += time.perf_counter() - t
         xi = projection.xi
         p = D @ xi
@@ -286,21 +317,20 @@ def _scpo_step(problem, state: OptimizerState, settings: OptimizerSettings):
         candidate = theta + alpha * p
         g_new = problem.constraints(candidate[None, :])[0]
         timing["validation"] += time.perf_counter() - t
-        if np.all(g_new <= 0.0):
+        shifted = g_new + margin
+        if np.all(shifted <= 0.0):
             accepted = True
             reason = "accepted" if retries == 0 else f"accepted after raising l {retries} time(s)"
             new_theta, new_g, new_loss = candidate, g_new, trial_loss
             step_vector = alpha * p
             break
-        # l was underestimated: raise it for the violating groups and re-project.
+        # l was underestimated on the failing rows: raise each to twice what its failure implies, re-project.
         retries += 1
-        bad = ~(g_new <= 0.0)
+        bad = ~(shifted <= 0.0)
         quadratic = float((alpha * xi) @ S @ (alpha * xi)) + float(np.abs(alpha * xi) @ np.diag(S))
         linear = certified_bound(alpha * xi, g0, G, np.zeros_like(g0), S)
-        implied = np.where(bad, 2.0 * (np.where(np.isfinite(g_new), g_new, 1e12) - linear) / max(quadratic, 1e-300), 0.0)
-        for group in np.unique(problem.row_groups[bad]):
-            in_group = problem.row_groups == group
-            l[group] = max(2.0 * l[group], 2.0 * float(implied[in_group].max()), 1e-12)
+        implied = 2.0 * (np.where(np.isfinite(shifted), shifted, 1e12) - linear) / max(quadratic, 1e-300)
+        l = np.where(bad, np.maximum(np.maximum(2.0 * l, 2.0 * implied), 1e-12), l)
         if retries > settings.max_retries:
             reason = f"rejected: validation failed {retries} time(s); l raised"
             break
@@ -312,7 +342,7 @@ def _scpo_step(problem, state: OptimizerState, settings: OptimizerSettings):
     record = StepRecord(
         iteration=new_state.iteration, method="scpo", loss=float(new_loss), g_max=float(new_g.max()),
         g_max_groups=_group_max(problem, new_g), accepted=accepted, reason=reason,
-        step_norm=float(np.linalg.norm(step_vector)), alpha=alpha if accepted else 0.0, l=l.tolist(),
+        step_norm=float(np.linalg.norm(step_vector)), alpha=alpha if accepted else 0.0, l=_group_l(problem, l),
         retries=retries, bank_size=D.shape[1], rows=int(g0.size), seconds=time.perf_counter() - start, timing=timing,
     )
     return new_state, record
@@ -342,7 +372,7 @@ def _baseline_step(problem, state: OptimizerState, settings: OptimizerSettings):
     record = StepRecord(
         iteration=new_state.iteration, method=settings.method, loss=new_loss, g_max=float(new_g.max()),
         g_max_groups=_group_max(problem, new_g), accepted=True, reason="unconditional step",
-        step_norm=float(np.linalg.norm(p)), alpha=1.0, l=state.l.tolist(), retries=0, bank_size=1,
+        step_norm=float(np.linalg.norm(p)), alpha=1.0, l=_group_l(problem, state.l), retries=0, bank_size=1,
         rows=int(new_g.size), seconds=time.perf_counter() - start,
     )
     return new_state, record

@@ -66,14 +66,23 @@ def in_region(xi: np.ndarray, g0, G, l, S, radius: float) -> bool:
     return bool(np.all(certified_bound(xi, g0, G, l, S) <= 0.0) and float(xi @ S @ xi) <= radius**2 * (1 + 1e-12))
 
 
-def project(D: np.ndarray, raw: np.ndarray, g0: np.ndarray, G: np.ndarray, l: np.ndarray, radius: float) -> Projection:
+def project(D: np.ndarray, raw: np.ndarray, g0: np.ndarray, G: np.ndarray, l: np.ndarray, radius: float,
+            aim: np.ndarray | None = None) -> Projection:
     """Project ``raw (d,)`` onto the certified region spanned by ``D (d, m)``.
 
     ``g0 (k,)`` must be <= 0 (a safe iterate). Returns the zero step when the
     solver fails or finds nothing better; never raises for a numerical reason.
+
+    ``aim (k,) >= 0`` asks the conic solve for rows certified to ``<= -aim``
+    (the float64 check still asks ``<= 0``). Without it, a step that ends on a
+    row's boundary leaves the next iterate with ``g0 = 0`` there, where the
+    certified region is a cone at 0 and the solver's tolerance on the wrong
+    side makes every answer shrink to the zero step; aiming a little inside
+    keeps each accepted iterate strictly feasible.
     """
     D = np.asarray(D, dtype=float)
     g0, G, l = (np.asarray(a, dtype=float) for a in (g0, G, l))
+    aim = np.zeros_like(g0) if aim is None else np.minimum(np.asarray(aim, dtype=float), -g0)
     m = D.shape[1]
     S = D.T @ D
     if np.any(g0 > 0):
@@ -83,7 +92,7 @@ def project(D: np.ndarray, raw: np.ndarray, g0: np.ndarray, G: np.ndarray, l: np
     xi_ls = np.linalg.lstsq(D, raw, rcond=None)[0]
     if np.allclose(D @ xi_ls, raw, rtol=1e-12, atol=1e-14 * max(1.0, np.linalg.norm(raw))) and in_region(xi_ls, g0, G, l, S, radius):
         return Projection(xi_ls, "raw", 1.0, certified_bound(xi_ls, g0, G, l, S))
-    xi, status = _solve_lazy(S, b, g0, G, l, radius, D)
+    xi, status = _solve_lazy(S, b, g0 + aim, G + aim[:, None], l, radius, D)
     if xi is None:
         return _zero(m, g0, status)
     xi, shrink = _shrink_to_region(xi, g0, G, l, S, radius)

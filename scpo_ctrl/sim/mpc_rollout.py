@@ -230,10 +230,10 @@ class MpcRolloutEngine:
         return rollouts, safety_metrics(self.model, rollouts, level, P, x_eq)
 
     def metrics_batch(self, x0: np.ndarray, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`RolloutEngine.metrics_batch`: ``g (n, N, H+1, ng)`` and ``x_final (n, N, nx)``."""
+        """As :meth:`RolloutEngine.metrics_batch`: ``g (n, N, H+1, ng)`` and ``x (n, N, H+1, nx)``."""
         x0 = np.atleast_2d(np.asarray(x0, dtype=float))
         thetas = np.atleast_2d(np.asarray(thetas, dtype=float))
         N, n = x0.shape[0], thetas.shape[0]
         result = self.rollout(np.tile(x0, (n, 1)), thetas, np.repeat(np.arange(n), N)).rollouts
         G = result.g.reshape(n, N, self.horizon + 1, -1)
-        return np.where(np.isfinite(G), G, np.inf), result.x[:, -1, :].reshape(n, N, -1)
+        return np.where(np.isfinite(G), G, np.inf), result.x.reshape(n, N, self.horizon + 1, -1)

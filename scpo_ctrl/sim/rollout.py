@@ -134,13 +134,13 @@ class RolloutEngine:
         return compile_function("rollout", [x0, theta], [X, U, G], ["x0", "theta"], ["X", "U", "G"], self.jit)
 
     def _build_metrics(self) -> ca.Function:
-        """``(x0, theta) -> (safety rows at every step (ng, H+1), x_H (nx,))``."""
+        """``(x0, theta) -> (safety rows at every step (ng, H+1), states (nx, H+1))``."""
         x0, theta, X, _, G = self.symbolic()
-        function, _ = compile_function("metrics", [x0, theta], [G, X[:, -1]], ["x0", "theta"], ["G", "x_H"], self.jit)
+        function, _ = compile_function("metrics", [x0, theta], [G, X], ["x0", "theta"], ["G", "X"], self.jit)
         return function
 
     def metrics_batch(self, x0: np.ndarray, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For every parameter vector and initial state: safety rows at every step, and final states.
+        """For every parameter vector and initial state: safety rows and states at every step.
 
         Parameters
         ----------
@@ -151,7 +151,8 @@ class RolloutEngine:
         -------
         g : ndarray, shape (n, N, H+1, ng)
             Each safety row at each step (non-finite -> +inf).
-        x_final : ndarray, shape (n, N, nx)
+        x : ndarray, shape (n, N, H+1, nx)
+            The states, ``x[:, :, 0]`` the initial ones.
 
         The candidates and the initial states are two nested maps of one
         compiled function; inputs are not repeated, so the call moves only
@@ -169,11 +170,11 @@ class RolloutEngine:
             inner = self._metrics.map("states", "serial", N, [1], [])
             parallel = "thread" if self.threads > 1 and n > 1 else "serial"
             self._metrics_maps[key] = inner.map("candidates", parallel, n, [0], [])
-        G, x_final = self._metrics_maps[key](x0.T, thetas.T)
+        G, X = self._metrics_maps[key](x0.T, thetas.T)
         ng = self.model.g.size1_out(0)
         G = np.array(G, dtype=float).reshape(ng, n, N, self.horizon + 1).transpose(1, 2, 3, 0)
-        x_final = np.array(x_final, dtype=float).reshape(self.model.nx, n, N).transpose(1, 2, 0)
-        return np.where(np.isfinite(G), G, np.inf), x_final
+        X = np.array(X, dtype=float).reshape(self.model.nx, n, N, self.horizon + 1).transpose(1, 2, 3, 0)
+        return np.where(np.isfinite(G), G, np.inf), X
 
     def _batched(self, batch: int) -> ca.Function:
         if batch not in self._mapped:
