@@ -23,7 +23,7 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,12 @@ from .files import atomic_write, atomic_write_json, atomic_write_text, json_safe
 from .problem import build_problem
 from .scpo.control import ControlAdaptation, residual_policy
 from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step
+from .verification_loop import LoopSettings, run_round
 
 log = logging.getLogger(__name__)
 
 STALL_PATIENCE = 40
+LOOP_SAMPLES_MPC = 256  # Monte Carlo states per verification round with an MPC backup (a solve per step)
 OVERRIDABLE = {
     "scpo.iterations": int, "scpo.step_size": float, "scpo.trust_radius": float, "scpo.seed": int,
     "scpo.probe_norm": float, "scpo.gradient_pieces": int, "scpo.random_pairs": int,
@@ -60,6 +62,7 @@ class AdaptRequest:
     resume: bool = False
     force: bool = False
     progress: bool = True
+    verify_loop: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     spec = load_plant_spec(request.plant)
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
-    config = _resolved_config(spec, settings, hidden, patience)
+    config = _resolved_config(spec, settings, hidden, patience, request.verify_loop)
     if spec.backup.type == "mpc" and settings.method in ("penalty", "lagrangian"):
         raise UsageError(f"--method {settings.method} needs gradients of the safety rows through the rollout, which "
                          "an MPC backup does not provide; use scpo or unconstrained")
@@ -154,8 +157,14 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
         records = []
         atomic_write_text(jsonl, "")
         policy.save(run_dir / "policy.npz", state.theta, {"iteration": 0, "method": settings.method, **backup_marks})
-        _save_checkpoint(run_dir, state, records_loss0=state.loss, best=state.loss, stall=0)
-    loss0, best, stall = _progress_marks(run_dir)
+        _save_checkpoint(run_dir, state, records_loss0=state.loss, best=state.loss, stall=0,
+                         validation_states=adaptation.x0, rounds=0)
+    loss0, best, stall, validation_states, rounds = _progress_marks(run_dir)
+    if validation_states.shape[0] != adaptation.n_states:
+        adaptation.set_states(validation_states)
+    loop = LoopSettings(samples=LOOP_SAMPLES_MPC) if problem.mpc is not None else LoopSettings()
+    looping = request.verify_loop and settings.method == "scpo"
+    round_records = [r["verification_round"] for r in records if "verification_round" in r]
 
     stop = _StopFlag()
     progress = _Progress(settings.iterations, enabled=request.progress)
@@ -167,32 +176,75 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
             line = record.to_dict()
             line["g_max_groups"] = dict(zip(adaptation.group_names, record.g_max_groups))
             line["l"] = dict(zip(adaptation.group_names, record.l))
-            _append_line(jsonl, json.dumps(json_safe(line)))
-            if record.accepted:
-                policy.save(run_dir / "policy.npz", state.theta,
-                            {"iteration": state.iteration, "method": settings.method, **backup_marks})
             if state.loss < best * (1 - 1e-6):
                 best, stall = state.loss, 0
             else:
                 stall += 1
-            _save_checkpoint(run_dir, state, records_loss0=loss0, best=best, stall=stall)
+            stalled = settings.method == "scpo" and patience and stall >= patience
+            last = state.iteration >= settings.iterations
+            if looping and (state.iteration % loop.every == 0 or stalled or last):
+                state, round_record = _verification_round(adaptation, state, settings, loop, rounds)
+                rounds += 1
+                line["verification_round"] = json_safe(round_record.to_dict())
+                round_records.append(line["verification_round"])
+                line["loss_after_round"] = state.loss
+                if round_record.added.shape[0]:
+                    best, stall, stalled = state.loss, 0, False  # the set grew: SCPO goes on from here
+            _append_line(jsonl, json.dumps(json_safe(line)))
+            if record.accepted or "verification_round" in line:
+                policy.save(run_dir / "policy.npz", state.theta,
+                            {"iteration": state.iteration, "method": settings.method, **backup_marks})
+            _save_checkpoint(run_dir, state, records_loss0=loss0, best=best, stall=stall,
+                             validation_states=adaptation.x0, rounds=rounds)
             records.append(line)
             progress.update(state.iteration, record)
             if stop.requested:
                 reason = f"interrupted by {stop.requested}"
                 break
-            if settings.method == "scpo" and patience and stall >= patience:
+            if stalled:
                 reason = f"stalled: no loss decrease for {patience} iterations"
                 break
     progress.close()
     interrupted = stop.requested is not None
     summary = _summary(spec, settings, adaptation, records, loss0, state, reason, time.perf_counter() - start, run_dir)
+    summary["verification_loop"] = _loop_summary(looping, loop, round_records, adaptation)
     atomic_write_json(run_dir / "adaptation.json", json_safe(summary))
     if not interrupted:
         from .plots import plot_run
 
         plot_run(run_dir, problem, policy, state.theta, records, adaptation.group_names)
     return AdaptResult(run_dir, summary, interrupted)
+
+
+def _verification_round(adaptation, state: OptimizerState, settings: OptimizerSettings, loop: LoopSettings,
+                        rounds: int):
+    """One round of the verification loop; the optimizer state continues on the (possibly) enlarged set."""
+    round_record, theta = run_round(adaptation, state.theta, state.iteration, rounds, loop, settings.seed)
+    if round_record.added.shape[0] == 0:
+        return state, round_record
+    g = adaptation.constraints(theta[None, :])[0]
+    # the rows of the states already there keep their indices and curvature bounds; new rows start unknown
+    l = np.concatenate([state.l, np.full(g.size - state.l.size, float(settings.l_initial))])
+    moved = round_record.residual_scale < 1.0
+    state = replace(state, theta=theta, g=g, loss=float(adaptation.loss(theta)), l=l,
+                    previous_step=np.zeros_like(theta) if moved else state.previous_step,
+                    multipliers=np.zeros_like(g))
+    return state, round_record
+
+
+def _loop_summary(looping: bool, loop: LoopSettings, rounds: list, adaptation) -> dict:
+    if not looping:
+        return {"enabled": False}
+    last = rounds[-1] if rounds else None
+    return {
+        "enabled": True, "settings": asdict(loop), "rounds": len(rounds),
+        "validation_states_added": int(sum(r["added"] for r in rounds)),
+        "validation_states": int(adaptation.n_states),
+        "last_round": None if last is None else {k: v for k, v in last.items() if k != "added_states"},
+        "proven_fraction": None if last is None else last["proven_fraction"],
+        "clean": bool(last is not None and last["added"] == 0 and not last["falsified"]
+                      and (last["proven_fraction"] is None or last["proven_fraction"] >= 1.0 - 1e-12)),
+    }
 
 
 def _backup_safety(problem) -> str | None:
@@ -230,18 +282,22 @@ def _clear_directory(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def _resolved_config(spec: PlantSpec, settings: OptimizerSettings, hidden: tuple, patience: int) -> dict:
+def _resolved_config(spec: PlantSpec, settings: OptimizerSettings, hidden: tuple, patience: int,
+                     verify_loop: bool) -> dict:
     return {
         "plant": spec.name, "plant_sha256": spec.text_sha256,
         "policy": {"hidden": list(hidden), "activation": spec.policy.activation},
-        "optimizer": json_safe({**asdict(settings), "probe": settings.probe, "patience": patience}),
+        "optimizer": json_safe({**asdict(settings), "probe": settings.probe, "patience": patience,
+                                "verification_loop": verify_loop}),
         "task": spec.task.type,
     }
 
 
-def _save_checkpoint(run_dir: Path, state: OptimizerState, records_loss0: float, best: float, stall: int) -> None:
+def _save_checkpoint(run_dir: Path, state: OptimizerState, records_loss0: float, best: float, stall: int,
+                     validation_states: np.ndarray, rounds: int) -> None:
     arrays = {
         "best_loss": np.array(best), "stall": np.array(stall),
+        "validation_states": validation_states, "rounds": np.array(rounds),
         "iteration": np.array(state.iteration), "theta": state.theta, "g": state.g, "loss": np.array(state.loss),
         "previous_step": state.previous_step, "l": state.l, "multipliers": state.multipliers,
         "rng_state": np.array(json.dumps(state.rng_state)), "loss0": np.array(records_loss0),
@@ -267,10 +323,11 @@ def _load_checkpoint(run_dir: Path, settings: OptimizerSettings, jsonl: Path) ->
     return state, records
 
 
-def _progress_marks(run_dir: Path) -> tuple[float, float, int]:
-    """The backup's loss, the best loss so far and the stall count, from the checkpoint."""
+def _progress_marks(run_dir: Path) -> tuple[float, float, int, np.ndarray, int]:
+    """The backup's loss, the best loss so far, the stall count, the validation set and the rounds done."""
     with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as data:
-        return float(data["loss0"]), float(data["best_loss"]), int(data["stall"])
+        return (float(data["loss0"]), float(data["best_loss"]), int(data["stall"]),
+                np.array(data["validation_states"]), int(data["rounds"]))
 
 
 def _append_line(path: Path, text: str) -> None:

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a setting, e.g. --set scpo.step_size=0.5 (repeatable)")
     adapt.add_argument("--resume", action="store_true", help="continue an interrupted run in its directory")
     adapt.add_argument("--force", action="store_true", help="overwrite a finished or interrupted run")
+    adapt.add_argument("--no-verify-loop", dest="verify_loop", action="store_false",
+                       help="do not grow the validation set with the verifier's counterexamples")
     adapt.add_argument("--json", action="store_true", help="print adaptation.json on stdout")
     adapt.add_argument("--quiet", action="store_true", help="no progress bar")
     adapt.set_defaults(handler=_adapt)
@@ -113,6 +115,7 @@ def _adapt(args: argparse.Namespace) -> int:
     request = AdaptRequest(
         plant=args.plant, out=args.out, iterations=args.iterations, seed=args.seed, method=args.method,
         overrides=tuple(args.overrides), resume=args.resume, force=args.force, progress=not args.quiet,
+        verify_loop=args.verify_loop,
     )
     result = run_adapt(request)
     summary = result.summary
@@ -128,6 +131,13 @@ def _adapt(args: argparse.Namespace) -> int:
         print(f"  steps: {summary['accepted']} accepted, {summary['rejected']} rejected, {summary['zero_steps']} zero")
         print(f"  safe at every iteration: {'yes' if summary['feasible_every_iteration'] else 'NO'}"
               f" ({summary['violating_iterations']} violating iterations, worst g {summary['worst_g']:.4g})")
+        loop = summary.get("verification_loop", {})
+        if loop.get("enabled"):
+            proven = loop["proven_fraction"]
+            print(f"  verification loop: {loop['rounds']} round(s), {loop['validation_states_added']} validation states "
+                  f"added ({loop['validation_states']} now)"
+                  + (f", reachability proves {100 * proven:.1f}% of the box" if proven is not None else "")
+                  + ("; the last round found nothing" if loop["clean"] else ""))
     if result.interrupted:
         print("interrupted: the last accepted iterate is in policy.npz; continue with --resume", file=sys.stderr)
         return 130

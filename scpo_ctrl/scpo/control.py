@@ -157,7 +157,10 @@ class ControlAdaptation:
         """Use ``x0 (N, nx)`` as the validation initial states: rows, groups, envelope and margins follow.
 
         The rows are ordered state-major: for each state, (step, row) pairs with the path rows and the
-        envelope row at every step, then the final reach row.
+        envelope row at every step, then the final reach row. Enlarging the set appends rows, so the
+        rows of the states already there keep their indices (and their curvature bounds). Row scales
+        are fixed by the first set; a derived envelope gain is re-derived over the new set (it can
+        only grow, so the rows already there only loosen).
         """
         self.x0 = np.array(x0, dtype=float)
         self.n_states = self.x0.shape[0]
@@ -168,29 +171,62 @@ class ControlAdaptation:
         if self.rows.final_reach:
             per_state = np.concatenate([per_state, [per_step]])
         self.row_groups = np.tile(per_state, self.n_states)
-        # the backup's own closed loop (the residual's last layer zero: theta = 0 is the backup exactly)
+        # the backup's own closed loop (an all-zero theta has a zero residual: the backup exactly)
         G_backup, X_backup = self.engine.metrics_batch(self.x0, np.zeros((1, self.dimension)))
         target = self.problem.target
-        V_backup = target.value(X_backup[0])
+        if not hasattr(self, "_scale_pattern"):
+            scale = np.tile(np.concatenate([self._path_scales(G_backup[0]), [target.c] * self.rows.envelope]), steps)
+            self._scale_pattern = np.concatenate([scale, [target.c] * self.rows.final_reach])
         self.envelope: DecayEnvelope | None = None
         if self.rows.envelope:
             try:
-                self.envelope = derive_envelope(V_backup, self.backup_rate, self.reach_level, self.rows.envelope_rate,
-                                                self.rows.envelope_gain, self.rows.envelope_rate_fraction)
+                self.envelope = derive_envelope(target.value(X_backup[0]), self.backup_rate, self.reach_level,
+                                                self.rows.envelope_rate, self.rows.envelope_gain,
+                                                self.rows.envelope_rate_fraction)
             except ValueError as exc:
                 raise ScpoError(f"safety.envelope: {exc}") from None
             self._envelope_bound = self.envelope.bound(target.value(self.x0), steps)
         backup_rows = self.rows_from(G_backup, X_backup)[0]
-        scale = np.tile(np.concatenate([np.tile(self._path_scales(G_backup[0]), 1), [target.c] * self.rows.envelope]),
-                        steps)
-        if self.rows.final_reach:
-            scale = np.concatenate([scale, [target.c]])
-        wanted = self.rows.margin * np.tile(scale, self.n_states)
-        slack = np.maximum(0.0, -backup_rows)
-        self.margins = np.minimum(wanted, 0.5 * slack)
+        wanted = self.rows.margin * np.tile(self._scale_pattern, self.n_states)
+        self.margins = np.minimum(wanted, 0.5 * np.maximum(0.0, -backup_rows))
         #: rows whose margin the backup's own slack limited, and the backup's rows (for the record)
         self.reduced_margins = int(np.sum(self.margins < wanted))
         self.backup_rows = backup_rows
+
+    def violations(self, x0: np.ndarray, theta: np.ndarray, backup_rows_only: bool = False) -> tuple:
+        """How badly the law with ``theta`` breaks the rows from initial states ``x0 (N, nx)``.
+
+        Returns
+        -------
+        violation : ndarray, shape (N,)
+            The largest ``(g + margin) / scale`` over the state's rows (> 0: a row SCPO keeps is broken),
+            with the envelope as it stands. With ``backup_rows_only``: the largest ``g / scale`` over the
+            plant rows and the final reach row only (> 0: no policy can be certified from there with this
+            backup, the envelope adapts to it).
+        plant_worst : ndarray, shape (N, ng + 1)
+            The largest value over the steps of every plant row, then ``V(x_H) / c - 1``.
+        """
+        x0 = np.atleast_2d(np.asarray(x0, dtype=float))
+        steps = self.problem.spec.safety.horizon + 1
+        if x0.shape[0] == 0:
+            return np.zeros(0), np.zeros((0, len(self.problem.model.rows) + 1))
+        G, X = self.engine.metrics_batch(x0, np.asarray(theta, dtype=float)[None, :])
+        G, X = G[0], X[0]  # (N, H+1, ng), (N, H+1, nx)
+        target = self.problem.target
+        V = target.value(X)
+        V = np.where(np.isfinite(V), V, np.inf)
+        ng = G.shape[2]
+        per_step = ng + self.rows.envelope
+        scale = self._scale_pattern[: steps * per_step].reshape(steps, per_step)
+        margin = 0.0 if backup_rows_only else self.rows.margin
+        parts = [(G / scale[None, :, :ng]).reshape(len(x0), -1) + margin]
+        if self.rows.final_reach:
+            parts.append(((V[:, -1] - self.reach_level) / target.c)[:, None] + margin)
+        if self.rows.envelope and not backup_rows_only:
+            parts.append((V - self.envelope.bound(V[:, 0], steps)) / target.c + margin)
+        violation = np.concatenate(parts, axis=1).max(axis=1)
+        plant_worst = np.column_stack([G.max(axis=1), V[:, -1] / target.c - 1.0])
+        return violation, plant_worst
 
     def _path_scales(self, G_backup: np.ndarray) -> np.ndarray:
         """The scale of each path row, shape ``(ng,)``: state half range, or the largest |g| on the backup's loop."""

@@ -1,0 +1,243 @@
+"""The verification loop: grow SCPO's validation set with the verifier's counterexamples.
+
+SCPO guarantees its rows on the validation initial states only. Each round of
+this loop searches the whole initial box for initial states where the
+current iterate (the float64 law) breaks a row SCPO keeps, with its margin:
+
+1. a Monte Carlo of closed loops from a scrambled Halton set of the box
+   (a new seed each round);
+2. falsification (L-BFGS-B with CasADi gradients through the rollout,
+   :func:`~scpo_ctrl.verify.falsify.search`) from the Monte Carlo's worst states;
+3. for affine plants, formal reachability of the deployed float32 law
+   (:func:`~scpo_ctrl.verify.reach.analyse`): the worst sampled state of each
+   cell it cannot prove.
+
+The worst of these states join the validation set (those from which the
+backup itself breaks a plant row cannot be certified with this backup and
+are counted, not added). If the iterate breaks a row on the enlarged set, it
+retreats toward the backup: the network's last layer is scaled by the largest
+``s`` in [0, 1] that is safe on the enlarged set (``s = 0`` is the backup,
+safe there by construction), and SCPO continues from it. Every accepted
+iterate stays safe on the validation set as it stood when it was accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import qmc
+
+from .export.law import law_from_policy
+from .scpo.control import ControlAdaptation
+from .verify import falsify, reach
+
+RETREAT_GRID = 17  # residual scales tried at once (0, 1/16, ..., 1), then refined by bisection
+RETREAT_BISECTIONS = 8
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How often and how hard the loop searches.
+
+    Attributes
+    ----------
+    every : int
+        A round after every ``every`` iterations (and when SCPO stalls).
+    samples : int
+        Monte Carlo initial states per round.
+    add_per_round : int
+        Most states added to the validation set per round.
+    falsify_starts : int
+        Monte Carlo states per row the falsifier starts from (plus as many random ones).
+    reach_depth : int
+        Bisections of a failing cell in the reachability analysis.
+    """
+
+    every: int = 25
+    samples: int = 2048
+    add_per_round: int = 32
+    falsify_starts: int = 2
+    reach_depth: int = 2
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One round, as recorded in ``training.jsonl`` and ``adaptation.json``.
+
+    Attributes
+    ----------
+    iteration : int
+        The iteration after which the round ran.
+    examined : int
+        Initial states whose closed loop was evaluated.
+    violating : int
+        Of those, how many break a row (with its margin) under the current iterate.
+    added : ndarray, shape (a, nx)
+        States added to the validation set.
+    backup_unsafe : int
+        States from which the backup itself breaks a plant row (not added).
+    falsified : bool
+        True when the falsifier found an initial state whose closed loop breaks a plant row or misses
+        the target set (with the current iterate, before any retreat).
+    proven_fraction : float or None
+        Fraction of the box reachability proved for the current iterate (None: not affine).
+    residual_scale : float
+        The scale s kept by the retreat (1: the iterate stayed as it was).
+    validation_states : int
+        The size of the validation set after the round.
+    seconds : float
+    """
+
+    iteration: int
+    examined: int
+    violating: int
+    added: np.ndarray
+    backup_unsafe: int
+    falsified: bool
+    proven_fraction: float | None
+    residual_scale: float
+    validation_states: int
+    seconds: float
+
+    @property
+    def clean(self) -> bool:
+        """Nothing found: no state added, nothing falsified, and (affine plants) the whole box proven."""
+        proven = self.proven_fraction is None or self.proven_fraction >= 1.0 - 1e-12
+        return self.added.shape[0] == 0 and not self.falsified and proven
+
+    def to_dict(self) -> dict:
+        return {
+            "iteration": self.iteration, "examined": self.examined, "violating": self.violating,
+            "added": int(self.added.shape[0]), "added_states": self.added.tolist(),
+            "backup_unsafe": self.backup_unsafe, "falsified": self.falsified,
+            "proven_fraction": self.proven_fraction, "residual_scale": self.residual_scale,
+            "validation_states": self.validation_states, "seconds": self.seconds,
+        }
+
+
+def initial_box(adaptation: ControlAdaptation) -> np.ndarray:
+    """The box ``(nx, 2)`` the plant file's validation set is drawn from (its points' bounding box otherwise)."""
+    initial = adaptation.problem.spec.safety.initial_states
+    if initial.box is not None:
+        return np.array(initial.box, dtype=float)
+    points = np.asarray(initial.points, dtype=float)
+    return np.column_stack([points.min(axis=0), points.max(axis=0)])
+
+
+def scale_residual(adaptation: ControlAdaptation, theta: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Parameter vectors ``(len(s), d)`` whose residual is ``s`` times theta's (the last layer scaled)."""
+    sizes = adaptation.policy.layout.sizes
+    last = sizes[-1] * sizes[-2] + sizes[-1]
+    thetas = np.repeat(np.asarray(theta, dtype=float)[None, :], len(s), axis=0)
+    thetas[:, -last:] *= np.asarray(s, dtype=float)[:, None]
+    return thetas
+
+
+def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, round_index: int,
+              settings: LoopSettings, seed: int) -> tuple[RoundResult, np.ndarray]:
+    """Search for counterexamples, grow the validation set, retreat if needed.
+
+    Returns the round's record and the parameters to continue from. The
+    adaptation's validation set is enlarged in place (:meth:`ControlAdaptation.set_states`).
+    """
+    start = time.perf_counter()
+    box = initial_box(adaptation)
+    nx = box.shape[0]
+    halton = qmc.Halton(d=nx, scramble=True, seed=seed + 1000 + round_index)
+    candidates = [box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])]
+    violation, plant_worst = adaptation.violations(candidates[0], theta)
+    cell_states = np.zeros((0, nx))
+
+    falsified = False
+    if not adaptation.mpc:
+        found, falsified = _falsify(adaptation, theta, box, candidates[0], plant_worst, settings, seed + round_index)
+        candidates.append(found)
+    proven_fraction = None
+    if adaptation.problem.model.dynamics_affine and not adaptation.mpc:
+        cell_states, proven_fraction = _unproven_cells(adaptation, theta, box, settings)
+        candidates.append(cell_states)
+
+    states = np.concatenate(candidates)
+    violation = np.concatenate([violation, adaptation.violations(states[settings.samples:], theta)[0]])
+    backup_safe = adaptation.violations(states, np.zeros(adaptation.dimension), backup_rows_only=True)[0] <= 0.0
+    # sampled and falsified states join when they break a row; unproven cells' worst states join anyway
+    wanted = violation > 0.0
+    if proven_fraction is not None and cell_states.shape[0]:
+        wanted[-cell_states.shape[0]:] = True
+    pick = np.flatnonzero(wanted & backup_safe)
+    pick = pick[np.argsort(-violation[pick], kind="stable")][: settings.add_per_round]
+    added = states[pick]
+    violating = int(np.sum(violation[: settings.samples] > 0.0))
+
+    scale = 1.0
+    if added.shape[0]:
+        adaptation.set_states(np.concatenate([adaptation.x0, added]))
+        theta, scale = retreat(adaptation, theta)
+    record = RoundResult(iteration, int(states.shape[0]), violating, added, int(np.sum(wanted & ~backup_safe)),
+                         bool(falsified), proven_fraction, scale, adaptation.n_states, time.perf_counter() - start)
+    return record, theta
+
+
+def retreat(adaptation: ControlAdaptation, theta: np.ndarray) -> tuple[np.ndarray, float]:
+    """The largest residual scale ``s`` in [0, 1] whose iterate keeps every row (with margins); returns (theta_s, s)."""
+    def safe(s: np.ndarray) -> np.ndarray:
+        rows = adaptation.constraints(scale_residual(adaptation, theta, s))
+        return np.all(rows + adaptation.margins[None, :] <= 0.0, axis=1)
+
+    grid = np.linspace(0.0, 1.0, RETREAT_GRID)
+    ok = safe(grid)
+    if ok[-1]:
+        return np.asarray(theta, dtype=float).copy(), 1.0
+    # the first unsafe scale bounds the search: safety need not be monotone in s, keep the safe side
+    first_bad = int(np.argmin(ok))
+    lo, hi = grid[first_bad - 1] if first_bad > 0 else 0.0, grid[first_bad]
+    for _ in range(RETREAT_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        if safe(np.array([mid]))[0]:
+            lo = mid
+        else:
+            hi = mid
+    return scale_residual(adaptation, theta, np.array([lo]))[0], float(lo)
+
+
+def _falsify(adaptation, theta, box, states, plant_worst, settings, seed) -> tuple[np.ndarray, bool]:
+    """The falsifier's worst initial state per plant row and the reach row, and whether any is a violation."""
+    model = adaptation.problem.model
+    names = [row.name for row in model.rows] + [falsify.REACH]
+    starts = {}
+    for index, name in enumerate(names):
+        order = np.argsort(-plant_worst[:, index], kind="stable")[: settings.falsify_starts]
+        starts[name] = states[order]
+    results = falsify.search(model, adaptation.policy, theta, adaptation.problem.spec.safety.horizon, box, starts,
+                             random_starts=settings.falsify_starts, seed=seed, max_iterations=30)
+    found = np.array([r.x0 for r in results])
+    return found, any(r.value > 0.0 for r in results)
+
+
+def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float]:
+    """The worst corner or centre of every cell reachability leaves unproven, and the proven fraction."""
+    spec = adaptation.problem.spec
+    law = law_from_policy(adaptation.policy, theta, spec)
+    cells = {1: 64, 2: 16, 3: 6, 4: 4}.get(law.nx, 2)
+    result = reach.analyse(law, adaptation.problem.model, box[:, 0], box[:, 1], spec.safety.horizon,
+                           reach.ReachSettings(cells_per_axis=cells, max_depth=settings.reach_depth))
+    volume = float(np.prod(box[:, 1] - box[:, 0]))
+    proven = float(sum(np.prod(c.hi - c.lo) for c in result.cells if c.verified)) / volume
+    if not result.target_invariant:
+        proven = 0.0
+    failing = [c for c in result.cells if not c.verified]
+    if not failing:
+        return np.zeros((0, box.shape[0])), proven
+    nx = box.shape[0]
+    corners = np.array(np.meshgrid(*[[0.0, 1.0]] * nx, indexing="ij")).reshape(nx, -1).T
+    offsets = np.concatenate([corners, np.full((1, nx), 0.5)])  # (2^nx + 1, nx)
+    lo = np.array([c.lo for c in failing])
+    hi = np.array([c.hi for c in failing])
+    points = lo[:, None, :] + offsets[None, :, :] * (hi - lo)[:, None, :]  # (F, P, nx)
+    flat = points.reshape(-1, nx)
+    violation = adaptation.violations(flat, theta)[0].reshape(len(failing), -1)
+    worst = points[np.arange(len(failing)), np.argmax(violation, axis=1)]
+    order = np.argsort(-violation.max(axis=1), kind="stable")
+    return worst[order][: settings.add_per_round], proven
