@@ -147,7 +147,7 @@ def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, 
     nx = box.shape[0]
     halton = qmc.Halton(d=nx, scramble=True, seed=seed + 1000 + round_index)
     candidates = [box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])]
-    violation, plant_worst = adaptation.violations(candidates[0], theta)
+    _, plant_worst = adaptation.violations(candidates[0], theta)
     cell_states = np.zeros((0, nx))
 
     falsified = False
@@ -159,25 +159,56 @@ def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, 
         cell_states, proven_fraction = _unproven_cells(adaptation, theta, box, settings)
         candidates.append(cell_states)
 
-    states = np.concatenate(candidates)
-    violation = np.concatenate([violation, adaptation.violations(states[settings.samples:], theta)[0]])
-    backup_safe = adaptation.violations(states, np.zeros(adaptation.dimension), backup_rows_only=True)[0] <= 0.0
-    # sampled and falsified states join when they break a row; unproven cells' worst states join anyway
-    wanted = violation > 0.0
-    if proven_fraction is not None and cell_states.shape[0]:
-        wanted[-cell_states.shape[0]:] = True
-    pick = np.flatnonzero(wanted & backup_safe)
-    pick = pick[np.argsort(-violation[pick], kind="stable")][: settings.add_per_round]
+    states = _distinct(np.concatenate(candidates), box)
+    per_group = adaptation.violations(states, theta)[0]
+    backup_safe = np.all(adaptation.violations(states, np.zeros(adaptation.dimension), backup_rows_only=True)[0]
+                         <= 0.0, axis=1)
+    violating = int(np.sum(np.any(per_group > 0.0, axis=1)))
+    # unproven cells' worst states join even where they break nothing: rows there are what a proof needs
+    from_cells = np.zeros(len(states), dtype=bool)
+    if cell_states.shape[0]:
+        from_cells = np.any(np.all(np.isclose(states[:, None, :], cell_states[None, :, :], rtol=0, atol=1e-12),
+                                   axis=2), axis=1)
+    pick = _pick(per_group, backup_safe, from_cells, settings.add_per_round)
     added = states[pick]
-    violating = int(np.sum(violation[: settings.samples] > 0.0))
 
     scale = 1.0
     if added.shape[0]:
         adaptation.set_states(np.concatenate([adaptation.x0, added]))
         theta, scale = retreat(adaptation, theta)
-    record = RoundResult(iteration, int(states.shape[0]), violating, added, int(np.sum(wanted & ~backup_safe)),
+    unusable = int(np.sum((np.any(per_group > 0.0, axis=1) | from_cells) & ~backup_safe))
+    record = RoundResult(iteration, int(states.shape[0]), violating, added, unusable,
                          bool(falsified), proven_fraction, scale, adaptation.n_states, time.perf_counter() - start)
     return record, theta
+
+
+def _distinct(states: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """``states`` without repeats (to 1e-9 of the box's width), in their first order."""
+    width = np.where(box[:, 1] > box[:, 0], box[:, 1] - box[:, 0], 1.0)
+    keys = np.round((states - box[:, 0]) / width / 1e-9)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return states[np.sort(first)]
+
+
+def _pick(per_group: np.ndarray, usable: np.ndarray, from_cells: np.ndarray, budget: int) -> np.ndarray:
+    """Indices of the states to add: the worst violator of each group in turn, then unproven cells' states.
+
+    Taking the groups in turn keeps one kind of row (say the envelope, whose violations are large in
+    units of c) from crowding out another (a state limit broken at a corner of the box).
+    """
+    chosen: list[int] = []
+    queues = []
+    for group in range(per_group.shape[1]):
+        candidates = np.flatnonzero((per_group[:, group] > 0.0) & usable)
+        queues.append(list(candidates[np.argsort(-per_group[candidates, group], kind="stable")]))
+    queues.append(list(np.flatnonzero(from_cells & usable & ~np.any(per_group > 0.0, axis=1))))
+    while len(chosen) < budget and any(queues):
+        for queue in queues:
+            while queue and queue[0] in chosen:
+                queue.pop(0)
+            if queue and len(chosen) < budget:
+                chosen.append(int(queue.pop(0)))
+    return np.array(chosen, dtype=int)
 
 
 def retreat(adaptation: ControlAdaptation, theta: np.ndarray) -> tuple[np.ndarray, float]:
@@ -237,7 +268,7 @@ def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float
     hi = np.array([c.hi for c in failing])
     points = lo[:, None, :] + offsets[None, :, :] * (hi - lo)[:, None, :]  # (F, P, nx)
     flat = points.reshape(-1, nx)
-    violation = adaptation.violations(flat, theta)[0].reshape(len(failing), -1)
+    violation = adaptation.violations(flat, theta)[0].max(axis=1).reshape(len(failing), -1)
     worst = points[np.arange(len(failing)), np.argmax(violation, axis=1)]
     order = np.argsort(-violation.max(axis=1), kind="stable")
     return worst[order][: settings.add_per_round], proven

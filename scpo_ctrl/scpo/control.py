@@ -198,18 +198,18 @@ class ControlAdaptation:
 
         Returns
         -------
-        violation : ndarray, shape (N,)
-            The largest ``(g + margin) / scale`` over the state's rows (> 0: a row SCPO keeps is broken),
-            with the envelope as it stands. With ``backup_rows_only``: the largest ``g / scale`` over the
-            plant rows and the final reach row only (> 0: no policy can be certified from there with this
-            backup, the envelope adapts to it).
+        per_group : ndarray, shape (N, n_groups)
+            Per group of :attr:`group_names`, the largest ``(g + margin) / scale`` over the state's rows
+            (> 0: a row SCPO keeps is broken), with the envelope as it stands. With ``backup_rows_only``:
+            ``g / scale`` without margin and the envelope group at -inf (the envelope adapts to the
+            backup), so > 0 means no policy can be certified from there with this backup.
         plant_worst : ndarray, shape (N, ng + 1)
             The largest value over the steps of every plant row, then ``V(x_H) / c - 1``.
         """
         x0 = np.atleast_2d(np.asarray(x0, dtype=float))
         steps = self.problem.spec.safety.horizon + 1
         if x0.shape[0] == 0:
-            return np.zeros(0), np.zeros((0, len(self.problem.model.rows) + 1))
+            return np.zeros((0, len(self.group_names))), np.zeros((0, len(self.problem.model.rows) + 1))
         G, X = self.engine.metrics_batch(x0, np.asarray(theta, dtype=float)[None, :])
         G, X = G[0], X[0]  # (N, H+1, ng), (N, H+1, nx)
         target = self.problem.target
@@ -219,12 +219,15 @@ class ControlAdaptation:
         per_step = ng + self.rows.envelope
         scale = self._scale_pattern[: steps * per_step].reshape(steps, per_step)
         margin = 0.0 if backup_rows_only else self.rows.margin
-        parts = [(G / scale[None, :, :ng]).reshape(len(x0), -1) + margin]
+        groups = [(G / scale[None, :, :ng]).max(axis=1) + margin]  # (N, ng)
+        if self.rows.envelope:
+            if backup_rows_only:
+                groups.append(np.full((len(x0), 1), -np.inf))
+            else:
+                groups.append(((V - self.envelope.bound(V[:, 0], steps)) / target.c).max(axis=1)[:, None] + margin)
         if self.rows.final_reach:
-            parts.append(((V[:, -1] - self.reach_level) / target.c)[:, None] + margin)
-        if self.rows.envelope and not backup_rows_only:
-            parts.append((V - self.envelope.bound(V[:, 0], steps)) / target.c + margin)
-        violation = np.concatenate(parts, axis=1).max(axis=1)
+            groups.append(((V[:, -1] - self.reach_level) / target.c)[:, None] + margin)
+        per_group = np.concatenate(groups, axis=1)
         plant_worst = np.column_stack([G.max(axis=1), V[:, -1] / target.c - 1.0])
         return violation, plant_worst
 
