@@ -111,7 +111,6 @@ typedef struct {
 
 static stats_msg_t stats;
 static uint8_t tx[HIL_HEADER_BYTES + HIL_MAX_PAYLOAD + HIL_CRC_BYTES];
-static uint32_t tx_length; /* the last CONTROL frame, kept for REPEAT */
 
 static uint32_t expected_length(uint8_t type)
 {
@@ -182,6 +181,7 @@ static uint32_t frame_seq(const parser_t *parser)
 static void send_frame(uint8_t type, uint32_t seq, uint32_t length)
 {
     uint16_t crc, len16 = (uint16_t)length;
+    uint32_t tx_length;
     tx[0] = HIL_SYNC0;
     tx[1] = HIL_SYNC1;
     tx[2] = HIL_VERSION;
@@ -209,11 +209,17 @@ static void send_stats(uint32_t seq)
     send_frame(HIL_TYPE_STATS, seq, (uint32_t)(p - (tx + HIL_HEADER_BYTES)));
 }
 
+/* The last two CONTROL frames, for REPEAT: in real time the target may have answered one step past the
+ * harness (its watchdog, while the harness was late) when the harness asks again for its own step. */
+#define CONTROL_BYTES (HIL_HEADER_BYTES + (0u HIL_CONTROL_FIELDS(HIL_SIZE)) + HIL_CRC_BYTES)
+static uint8_t sent_controls[2][CONTROL_BYTES]; /* [seq % 2] */
+
 static void send_control(uint32_t seq, const control_msg_t *m)
 {
     uint8_t *p = tx + HIL_HEADER_BYTES;
     HIL_CONTROL_FIELDS(HIL_PUT)
     send_frame(HIL_TYPE_CONTROL, seq, (uint32_t)(p - (tx + HIL_HEADER_BYTES)));
+    memcpy(sent_controls[seq % 2u], tx, CONTROL_BYTES);
 }
 
 /* ---- instruction-count calibration (QEMU -icount) ------------------------------------------ */
@@ -236,7 +242,7 @@ typedef struct {
     uint32_t expected;       /* the step being waited for: its STATE (or its deadline) is next */
     int armed;               /* real time: the deadline of step `expected` is running */
     int paused;              /* real time: a watchdog answer was given; re-armed when the host is heard */
-    int have_reply;          /* tx holds the CONTROL frame of step expected - 1 */
+    uint32_t answered;       /* steps answered since CONFIG (sent_controls holds the last two) */
     int last_was_watchdog;   /* ... and it was a watchdog answer */
     uint64_t waited;         /* real time: board clock ticks since the deadline started */
     policy_real_t last_x[NX];
@@ -249,7 +255,7 @@ static void session_reset(session_t *s)
     s->expected = 1u;
     s->armed = s->mode == HIL_MODE_REALTIME && s->watchdog_ticks > 0u; /* step 1's deadline runs from HELLO */
     s->paused = 0;
-    s->have_reply = 0;
+    s->answered = 0u;
     s->last_was_watchdog = 0;
     s->waited = 0u;
     for (i = 0u; i < NX; ++i) {
@@ -257,10 +263,12 @@ static void session_reset(session_t *s)
     }
 }
 
-/* The host was heard (any valid frame): a paused real-time watchdog starts the current step's deadline. */
-static void host_heard(session_t *s)
+/* The host was heard with a frame of step seq: if it has caught up with the step the watchdog answered
+ * (seq >= expected - 1), a paused real-time watchdog starts the current step's deadline. A frame of an
+ * older step (a REPEAT of a lagging host) does not: the target never runs more than one step ahead. */
+static void host_heard(session_t *s, uint32_t seq)
 {
-    if (s->paused) {
+    if (s->paused && seq + 1u >= s->expected) {
         s->paused = 0;
         s->armed = 1;
         s->waited = 0u;
@@ -274,7 +282,7 @@ static void answer(session_t *s, control_msg_t *control, int watchdog)
     control->bad_frames[0] = stats.crc_errors[0] + stats.length_errors[0] + stats.header_errors[0] +
                              stats.sequence_errors[0];
     send_control(s->expected, control);
-    s->have_reply = 1;
+    s->answered += 1u;
     s->last_was_watchdog = watchdog;
     stats.steps[0] += 1u;
     s->expected += 1u;
@@ -351,12 +359,12 @@ static void on_state(session_t *s, const parser_t *parser, uint32_t seq)
         answer_policy(s);
         return;
     }
-    if (s->have_reply && s->last_was_watchdog && seq == s->expected - 1u) {
+    if (s->answered > 0u && s->last_was_watchdog && seq == s->expected - 1u) {
         stats.late_frames[0] += 1u; /* its deadline passed: the watchdog answered that step; never applied */
     } else {
         stats.sequence_errors[0] += 1u; /* a repeat of an answered step or out of order: never applied */
     }
-    host_heard(s);
+    host_heard(s, seq);
 }
 
 static void on_deadline(session_t *s, uint32_t seq)
@@ -370,14 +378,17 @@ static void on_deadline(session_t *s, uint32_t seq)
 
 static void on_repeat(session_t *s, uint32_t seq)
 {
-    if (s->have_reply && seq == s->expected - 1u) {
-        board_uart_write(tx, tx_length);
+    uint32_t back = s->expected - seq; /* 1: the last answer, 2: the one before */
+    if ((back == 1u || back == 2u) && s->answered >= back) {
+        board_uart_write(sent_controls[seq % 2u], CONTROL_BYTES);
         stats.repeats_served[0] += 1u;
-        s->waited = 0u; /* the host is still on the previous step */
+        if (back == 1u) {
+            s->waited = 0u; /* the host is still on the previous step */
+        }
     } else if (seq != s->expected) {
         stats.sequence_errors[0] += 1u;
     } /* else: nothing to repeat yet (the step's STATE frame was lost); its deadline will answer it */
-    host_heard(s);
+    host_heard(s, seq);
 }
 
 static void dispatch(session_t *s, const parser_t *parser)
@@ -392,7 +403,7 @@ static void dispatch(session_t *s, const parser_t *parser)
         send_stats(seq);
         s->armed = 0;
         s->paused = 0;
-        s->have_reply = 0;
+        s->answered = 0u;
         break;
     default: break;
     }

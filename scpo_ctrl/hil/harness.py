@@ -109,7 +109,8 @@ class Session:
         self.watchdog_s = 0.0
         self.realtime = False
         self._control_seq = 0
-        self._ahead = {}  # seq -> Reply: answers of steps the harness has not reached yet
+        self._filed = {}  # seq -> Reply: accepted answers of this step or later ones, until their step takes them
+        self._unread = []  # frames parsed after the one a request waited for, in order
         self._last_answer = time.perf_counter()
 
     # -- handshake and statistics (not faulted) ----------------------------------------------------
@@ -126,7 +127,7 @@ class Session:
                                         self.nx, self.nu)
         self._control_seq += 1
         frame = self._request(protocol.encode("CONFIG", self._control_seq, payload), "HELLO", timeout)
-        self._ahead.clear()
+        self._filed.clear()
         self._last_answer = time.perf_counter()
         return Hello(**protocol.unpack_payload("HELLO", frame.payload, self.nx, self.nu))
 
@@ -138,14 +139,23 @@ class Session:
         return protocol.unpack_payload("STATS", frame.payload, self.nx, self.nu)
 
     def _request(self, frame: bytes, kind: str, timeout: float):
+        """Send a control frame; return the answer of ``kind``. Frames before it belong to what came before
+        (counted, dropped); frames after it are kept for the next step (the target may answer at once)."""
         self.transport.write(frame)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for answer in self.wire.feed(self.transport.read(min(0.5, deadline - time.monotonic()))):
+            frames = self._frames(self.transport.read(min(0.5, deadline - time.monotonic())))
+            for i, answer in enumerate(frames):
                 if answer.kind == kind and answer.seq == self._control_seq:
+                    self._unread = frames[i + 1:]
                     return answer
                 self.counts["stale_replies" if answer.kind == "CONTROL" else "unexpected_frames"] += 1
         raise LinkError(f"no {kind} frame from the target within {timeout:.0f} s")
+
+    def _frames(self, data: bytes) -> list:
+        """The frames parsed and not yet used, then those complete with ``data``."""
+        frames, self._unread = self._unread + self.wire.feed(data), []
+        return frames
 
     # -- one control step ----------------------------------------------------------------------
     def step(self, seq: int, x: np.ndarray) -> tuple:
@@ -199,21 +209,23 @@ class Session:
     def _await_reply(self, seq: int, start: float, turnaround: float) -> Reply:
         repeats = 0
         deadline = time.monotonic() + self.reply_timeout
-        while seq not in self._ahead:
+        while seq not in self._filed:
             remaining = deadline - time.monotonic()
-            data = self.transport.read(remaining) if remaining > 0 else b""
-            if not data and time.monotonic() >= deadline:
+            data = b"" if self._unread else self.transport.read(remaining) if remaining > 0 else b""
+            if not data and not self._unread and time.monotonic() >= deadline:
                 self.counts["reply_timeouts"] += 1
                 if not self.realtime:
                     self._send_deadline(seq)  # in case the first one was lost in a garbled frame's bytes
                 repeats = self._repeat(seq, repeats)
                 deadline = time.monotonic() + self.reply_timeout
                 continue
-            if self._accept(data, seq, start, repeats, turnaround):
+            if self._accept(data, seq):
                 repeats = self._repeat(seq, repeats)
                 deadline = time.monotonic() + self.reply_timeout
-        reply = self._ahead.pop(seq)
-        return dataclasses.replace(reply, repeats=repeats)
+        reply = self._filed.pop(seq)
+        # a reply filed while the harness was still on an earlier step came before this step began
+        return dataclasses.replace(reply, repeats=repeats, round_trip_s=max(reply.round_trip_s - start, 0.0),
+                                   host_turnaround_s=turnaround)
 
     def _repeat(self, seq: int, repeats: int) -> int:
         if repeats >= MAX_REPEATS:
@@ -223,11 +235,11 @@ class Session:
         self.counts["repeats_sent"] += 1
         return repeats + 1
 
-    def _accept(self, data: bytes, seq: int, start: float, repeats: int, turnaround: float) -> bool:
+    def _accept(self, data: bytes, seq: int) -> bool:
         """Parse ``data``; file every accepted CONTROL frame of step ``>= seq``; True if step ``seq``'s
         reply was lost or rejected (ask again)."""
         need_repeat = False
-        for frame in self.wire.feed(data):
+        for frame in self._frames(data):
             if frame.kind != "CONTROL":
                 self.counts["unexpected_frames"] += 1
                 continue
@@ -245,12 +257,13 @@ class Session:
             if not accepted or self.reader.rejected != rejected_before:
                 need_repeat = need_repeat or frame.seq == seq
             for good in accepted:
-                need_repeat = self._file(good, seq, start, repeats, turnaround) or need_repeat
-        return need_repeat and seq not in self._ahead
+                need_repeat = self._file(good, seq) or need_repeat
+        return need_repeat and seq not in self._filed
 
-    def _file(self, good, seq: int, start: float, repeats: int, turnaround: float) -> bool:
-        """Keep one accepted CONTROL frame for its step; True if it was step ``seq``'s and unreadable."""
-        if good.seq < seq or good.seq in self._ahead:
+    def _file(self, good, seq: int) -> bool:
+        """Keep one accepted CONTROL frame for its step (``round_trip_s`` holding its arrival time until the
+        step takes it); True if it was step ``seq``'s and unreadable."""
+        if good.seq < seq or good.seq in self._filed:
             self.counts["stale_replies"] += 1  # a repeat served twice, or an earlier step's
             return False
         try:
@@ -260,9 +273,9 @@ class Session:
             return good.seq == seq
         if good.seq > seq:
             self.counts["replies_ahead"] += 1
-        self._ahead[good.seq] = Reply(seq=good.seq, u=np.asarray(fields["u"], dtype=float),
+        self._filed[good.seq] = Reply(seq=good.seq, u=np.asarray(fields["u"], dtype=float),
                                       branch=fields["branch"], reason=fields["reason"], status=fields["status"],
                                       compute_ticks=fields["compute_ticks"], bad_frames=fields["bad_frames"],
-                                      round_trip_s=time.perf_counter() - start, repeats=repeats,
-                                      host_turnaround_s=turnaround)
+                                      round_trip_s=time.perf_counter(), repeats=0,
+                                      host_turnaround_s=0.0)
         return False
