@@ -471,9 +471,9 @@ def _merge_summary(path: Path, label: str, report: dict) -> None:
         merged = {}
     merged.setdefault("format", REPORT_FORMAT)
     merged.setdefault("targets", {})
-    merged["targets"][label] = {key: report[key] for key in ("target", "faults", "episodes", "steps_per_episode",
-                                                            "steps_per_second", "latency_seconds", "compute",
-                                                            "deadline_misses", "equivalence", "safety",
-                                                            "summary", "law")}
+    merged["targets"][label] = {key: report[key] for key in ("target", "timing", "faults", "episodes",
+                                                            "steps_per_episode", "steps_per_second",
+                                                            "latency_seconds", "compute", "deadline_misses",
+                                                            "equivalence", "safety", "summary", "law")}
     merged["targets"][label]["report"] = f"{label}/report.json"
     atomic_write_json(path, json_safe(merged))
