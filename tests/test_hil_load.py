@@ -74,17 +74,15 @@ def fast_run(tmp_path_factory):
 def test_sil_under_a_cpu_hog_never_fails_spuriously(fast_run, capsys):
     """20 runs of `hil --target sil` while the cores are saturated (every other one with link faults):
     every run exits 0; none exits 2 (the old 'target answered frame k+1 while the harness is at k')."""
-    codes, started = [], time.perf_counter()
+    codes = []
     with cpu_hog():
         for run in range(RUNS):
             faults = ["--faults", "drop=0.05,corrupt=0.05,delay=0.05"] if run % 2 else []
             codes.append(main(["hil", str(fast_run), "--target", "sil", "--episodes", "2", "--steps", "40",
                                "--seed", str(run), "--no-plots", *faults]))
-    seconds = time.perf_counter() - started
     out = capsys.readouterr().out
     assert codes == [0] * RUNS, (codes, out[-3000:])
     assert "timing: simulated time" in out and "unexplained 0" in out
-    assert seconds < 120, seconds
 
 
 @pytest.mark.slow
