@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     hil.add_argument("--faults", default="", metavar="SPEC",
                      help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01")
     hil.add_argument("--watchdog-ms", type=float, help="target watchdog deadline [ms] (default dt/2)")
+    hil.add_argument("--realtime", action="store_true",
+                     help="run the target's watchdog on its own clock (always for serial:); by default sil and "
+                     "qemu advance on simulated time, where host load cannot trigger the watchdog")
     hil.add_argument("--seed", type=int, default=0)
     hil.add_argument("--no-plots", action="store_true", help="skip traces.png and latency.png")
     hil.add_argument("--json", action="store_true", help="print the report on stdout")
@@ -206,7 +209,7 @@ def _hil(args: argparse.Namespace) -> int:
 
     result = run_hil(HilRequest(run_dir=args.run_dir, target=args.target, steps=args.steps, episodes=args.episodes,
                                 faults=args.faults, seed=args.seed, watchdog_ms=args.watchdog_ms,
-                                plots=not args.no_plots))
+                                plots=not args.no_plots, realtime=args.realtime))
     report = result.report
     if args.json:
         print(json.dumps(json_safe(report), indent=2))
@@ -215,6 +218,7 @@ def _hil(args: argparse.Namespace) -> int:
     print(f"hil report {result.path}")
     print(f"  target {report['description']}")
     print(f"  law: {report['law']}")
+    print(f"  timing: {report['timing']}, watchdog {report['watchdog_seconds'] * 1e3:g} ms")
     print(f"  {report['episodes']} episodes x {report['steps_per_episode']} steps, "
           f"{report['steps_per_second']:.0f} steps/s; round trip p50 {latency['p50'] * 1e3:.3f} ms, "
           f"p99 {latency['p99'] * 1e3:.3f} ms, max {latency['max'] * 1e3:.3f} ms; "
@@ -241,7 +245,8 @@ def _hil(args: argparse.Namespace) -> int:
     target = frames["target"]
     print(f"  faults injected: {injected}; target rejected crc {target['crc_errors']}, length "
           f"{target['length_errors']}, header {target['header_errors']}, sequence {target['sequence_errors']}; "
-          f"watchdog replies {frames['watchdog_replies']}; repeats {frames['repeat_requests']}")
+          f"watchdog replies {frames['watchdog_replies']} (late host {frames['late_host_steps']}, unexplained "
+          f"{frames['watchdog_replies_unexplained']}); repeats {frames['repeat_requests']}")
     for name, ok in report["summary"]["checks"].items():
         print(f"  {'ok  ' if ok else 'FAIL'} {name}")
     print(f"  safety held: {'yes' if report['summary']['safety_held'] else 'NO'}")

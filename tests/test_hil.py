@@ -48,10 +48,10 @@ def _state(seq: int, x=(0.5, -0.25)) -> bytes:
 
 
 def test_round_trip_every_type():
-    values = {"CONFIG": {"watchdog_us": 50_000}, "STATE": {"x": (1.5, -2.0)},
+    values = {"CONFIG": {"watchdog_us": 50_000, "mode": 1}, "STATE": {"x": (1.5, -2.0)},
               "CONTROL": {"u": (0.25,), "branch": 2, "reason": 0, "status": 1, "reserved": 0,
                           "compute_ticks": 1234, "bad_frames": 7},
-              "REPEAT": {"reserved": 0}, "STATS_REQUEST": {"reserved": 0}}
+              "REPEAT": {"reserved": 0}, "STATS_REQUEST": {"reserved": 0}, "DEADLINE": {"reserved": 0}}
     reader = protocol.FrameReader()
     stream = b"".join(protocol.encode(k, i, protocol.pack_payload(k, v, NX, NU)) for i, (k, v) in enumerate(values.items()))
     frames = reader.feed(stream[:7]) + reader.feed(stream[7:])  # split mid-frame
@@ -117,8 +117,8 @@ def sil_binary(hil_run, tmp_path_factory):
 
 
 def test_firmware_counts_bad_frames_and_never_applies_them(sil_binary, hil_run):
-    """Drive the SIL firmware by hand: a corrupted, a short and an out-of-order frame are counted, not applied;
-    a missing frame gets the watchdog's backup on the last valid state."""
+    """Drive the SIL firmware by hand in real time: a corrupted, a short and an out-of-order frame are counted,
+    not applied; a missing frame gets the watchdog's backup on the last valid state."""
     from scpo_ctrl.export.law import evaluate, law_from_run
     from scpo_ctrl.hil.run import backup_reference
 
@@ -126,8 +126,9 @@ def test_firmware_counts_bad_frames_and_never_applies_them(sil_binary, hil_run):
     transport = PipeTransport([sil_binary])
     try:
         session = Session(transport, NX, NU, FaultInjector(FaultSpec(), 0), reply_timeout=2.0)
-        hello = session.configure(0.05)
+        hello = session.configure(0.05, realtime=True)
         assert (hello.nx, hello.nu, hello.real_bytes, hello.watchdog_us) == (2, 1, 4, 50_000)
+        assert hello.mode == protocol.load_protocol().MODE_REALTIME
         x1 = np.array([1.0, 0.5], dtype=np.float32)
         reply, _ = session.step(1, x1)
         assert reply.status == protocol.load_protocol().STATUS_OK
@@ -154,6 +155,101 @@ def test_firmware_counts_bad_frames_and_never_applies_them(sil_binary, hil_run):
         assert stats["steps"] == 2
     finally:
         transport.close()
+
+
+def _frame(kind: str, seq: int) -> bytes:
+    return protocol.encode(kind, seq, protocol.pack_payload(kind, {"reserved": 0}, NX, NU))
+
+
+def _replies(session: Session, transport, count: int, wait: float = 2.0) -> list:
+    """The next ``count`` frames the target sends (fewer if it stays quiet for ``wait`` seconds)."""
+    frames = []
+    while len(frames) < count:
+        data = transport.read(wait)
+        if not data:
+            break
+        frames += session.wire.feed(data)
+    return frames
+
+
+def test_simulated_time_the_deadline_is_a_frame(sil_binary):
+    """In simulated time the target never answers on its own clock: a step ends with its STATE frame or its
+    DEADLINE frame, whichever comes first; a STATE frame after its deadline is counted as late, never applied;
+    a repeated STATE frame and the DEADLINE of an answered step change nothing."""
+    p = protocol.load_protocol()
+    transport = PipeTransport([sil_binary])
+    try:
+        session = Session(transport, NX, NU, FaultInjector(FaultSpec(), 0), reply_timeout=2.0)
+        assert session.configure(0.001).mode == p.MODE_SIMULATED  # a 1 ms deadline that wall time never hits
+        assert session.step(1, np.array([1.0, 0.5], np.float32))[0].status == p.STATUS_OK
+        assert _replies(session, transport, 1, wait=0.3) == []           # no STATE 2: silence, no watchdog
+        transport.write(_frame("DEADLINE", 2))
+        transport.write(_frame("DEADLINE", 3) + _state(3))                # step 3's frame after its deadline
+        transport.write(_state(4) + _state(4) + _frame("DEADLINE", 4))    # a duplicate, then the deadline
+        transport.write(_frame("REPEAT", 4))
+        frames = _replies(session, transport, 4)
+        fields = [protocol.unpack_payload("CONTROL", f.payload, NX, NU) for f in frames]
+        assert [f.seq for f in frames] == [2, 3, 4, 4]
+        assert [f["status"] for f in fields] == [p.STATUS_WATCHDOG, p.STATUS_WATCHDOG, p.STATUS_OK, p.STATUS_OK]
+        assert frames[2] == frames[3]  # the repeat is the same frame
+        stats = session.stats()
+        assert (stats["late_frames"], stats["watchdog_events"], stats["sequence_errors"], stats["repeats_served"],
+                stats["steps"]) == (1, 2, 1, 1, 4)
+    finally:
+        transport.close()
+
+
+def test_realtime_watchdog_answers_a_silent_host_once(sil_binary):
+    """In real time the watchdog answers a silent host once, then waits for it: the target never runs ahead of
+    the harness; the late STATE frame is counted as late and the next step is timed from it."""
+    p = protocol.load_protocol()
+    transport = PipeTransport([sil_binary])
+    try:
+        session = Session(transport, NX, NU, FaultInjector(FaultSpec(), 0), reply_timeout=2.0)
+        session.configure(0.01, realtime=True)
+        frames = _replies(session, transport, 5, wait=0.3)  # 30 deadlines of silence
+        assert [f.seq for f in frames] == [1]
+        assert protocol.unpack_payload("CONTROL", frames[0].payload, NX, NU)["status"] == p.STATUS_WATCHDOG
+        transport.write(_state(1))                          # the late host's frame of step 1
+        reply, _ = session.step(2, np.array([0.5, 0.0], np.float32))
+        assert reply.status == p.STATUS_OK
+        stats = session.stats()
+        assert (stats["late_frames"], stats["watchdog_events"], stats["sequence_errors"]) == (1, 1, 0)
+    finally:
+        transport.close()
+
+
+class _ScriptedTransport:
+    """A target that answers with canned bytes: each write releases the next chunk."""
+
+    def __init__(self, chunks):
+        self.chunks, self.ready, self.written = list(chunks), [], []
+
+    def write(self, data):
+        self.written.append(data)
+        if self.chunks:
+            self.ready.append(self.chunks.pop(0))
+
+    def read(self, timeout):
+        return self.ready.pop(0) if self.ready else b""
+
+
+def _control(seq: int, u: float, status: int = 0) -> bytes:
+    values = {"u": (u,), "branch": 2, "reason": 0, "status": status, "reserved": 0, "compute_ticks": 1,
+              "bad_frames": 0}
+    return protocol.encode("CONTROL", seq, protocol.pack_payload("CONTROL", values, NX, NU))
+
+
+def test_harness_files_out_of_turn_replies_instead_of_failing():
+    """A reply from an earlier step is dropped and counted, one from a later step is kept for its step:
+    neither ends the run (the old harness raised 'the target answered frame k+1 while the harness is at k')."""
+    transport = _ScriptedTransport([_control(0, 9.0) + _control(2, 0.2) + _control(1, 0.1), b""])
+    session = Session(transport, NX, NU, FaultInjector(FaultSpec(), 0), reply_timeout=0.5)
+    first, _ = session.step(1, np.zeros(2, np.float32))
+    second, _ = session.step(2, np.zeros(2, np.float32))
+    assert (first.seq, first.u[0], second.seq, second.u[0]) == (1, np.float32(0.1), 2, np.float32(0.2))
+    assert session.counts["stale_replies"] == 1 and session.counts["replies_ahead"] == 1
+    assert session.counts["repeats_sent"] == 0
 
 
 @pytest.mark.slow
@@ -184,12 +280,14 @@ def test_sil_with_faults_applies_no_corrupted_command_and_holds_the_backup(hil_r
     injected = frames["injected"]
     assert injected["uplink_dropped"] > 0 and injected["uplink_corrupted"] > 0
     assert injected["downlink_dropped"] > 0 and injected["downlink_corrupted"] > 0
-    # every lost or corrupted STATE frame was answered by the watchdog, never by the policy; on the host a late
-    # frame (1.5 x the deadline) is too; and nothing else was
-    assert frames["steps_with_lost_state_frame"] + frames["steps_with_late_state_frame"] + (
-        frames["watchdog_replies_after_a_late_harness"]) == frames["watchdog_replies"] == (
-        frames["target"]["watchdog_events"]) > 0
-    assert frames["late_state_frames_answered_by_the_watchdog"] == frames["steps_with_late_state_frame"] > 0
+    # every lost or corrupted STATE frame was answered by the watchdog, never by the policy; a late frame (1.5 x
+    # the deadline, in simulated time: sent after the step's DEADLINE frame) is too, and the target saw it arrive
+    # late; nothing else was (in simulated time the host cannot be late)
+    assert report["timing"] == "simulated time" and frames["late_host_steps"] == 0
+    assert frames["steps_with_lost_state_frame"] + frames["steps_with_late_state_frame"] == (
+        frames["watchdog_replies"]) == frames["target"]["watchdog_events"] > 0
+    assert frames["late_state_frames_answered_by_the_watchdog"] == frames["steps_with_late_state_frame"] == (
+        frames["late_state_frames_seen_by_the_target"]) > 0
     assert frames["lost_state_frames_answered_ok"] == 0 and frames["watchdog_replies_without_uplink_fault"] == 0
     # every lost or corrupted reply was asked for again and served from the target's cache
     assert frames["repeat_requests"] == frames["target"]["repeats_served"] == (
@@ -254,8 +352,7 @@ def test_qemu_episode_reports_instructions_per_step(hil_run):
 @pytest.mark.slow
 @pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm / arm-none-eabi-gcc not installed")
 def test_qemu_with_faults_holds_the_backup(hil_run):
-    # the guest's watchdog runs on virtual (icount) time, ~60x slower than wall time while it polls the
-    # UART: a 5 ms deadline keeps the test short and is still far above the harness's per-step work
+    # simulated time: the harness's DEADLINE frame, not the guest's clock, ends a step whose STATE frame was lost
     result = run_hil(HilRequest(run_dir=str(hil_run), target="qemu", episodes=2, steps=40, plots=False, seed=2,
                                 faults="drop=0.05,corrupt=0.05", watchdog_ms=5))
     frames = result.report["frames"]

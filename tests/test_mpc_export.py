@@ -167,10 +167,10 @@ def test_sil_runs_the_exported_mpc_and_law_in_lockstep(mpc_run):
 
 
 def test_sil_with_dropped_frames_answers_with_the_mpc_on_the_last_state(mpc_run):
-    # deadline 45 ms of the 50 ms period (default dt/2): the harness falling two deadlines behind the target's
-    # watchdog breaks the lockstep (a LinkError, seen once in ten runs with 25 ms on this 2-core machine)
+    # simulated time (the default): a lost frame's step ends with the harness's DEADLINE frame, so host load
+    # cannot fire the watchdog (with a wall-clock watchdog of 25 ms this failed once in ten runs)
     result = run_hil(HilRequest(run_dir=str(mpc_run), target="sil", episodes=2, steps=40, seed=2, plots=False,
-                                faults="drop=0.1,corrupt=0.05", watchdog_ms=45.0))
+                                faults="drop=0.1,corrupt=0.05"))
     report, frames = result.report, result.report["frames"]
     assert frames["watchdog_replies"] > 0 and frames["lost_state_frames_answered_ok"] == 0
     # watchdog replies are checked against the MPC solved at the last accepted state, in sequence

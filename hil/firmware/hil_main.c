@@ -1,12 +1,15 @@
 /* HIL firmware: the exported control law behind the frame protocol of hil/protocol.md.
  *
- * Per step: wait for the STATE frame with the expected sequence number, run policy_step on it,
- * answer a CONTROL frame (u, branch, reason, compute time in board clock ticks). Bad frames (CRC,
- * length, header, sequence) are counted and never applied. Watchdog: armed by CONFIG (watchdog_us > 0),
- * disarmed by STATS_REQUEST; while armed, if no valid STATE frame arrives within watchdog_us of the previous
- * answer, the firmware answers the expected sequence number with status WATCHDOG and
- * u = backup_step(last valid state) (x_eq if none yet). Links the generated bundle through
- * policy_binding.h; the board supplies the UART and the clock (board.h).
+ * Per step k: wait for the STATE frame with seq = k, run policy_step on it, answer a CONTROL frame
+ * (u, branch, reason, compute time in board clock ticks). Bad frames (CRC, length, header, sequence)
+ * are counted and never applied. The deadline of step k ends in one of two ways, by CONFIG.mode:
+ * simulated time (lockstep SIL/QEMU): a DEADLINE frame with seq = k from the host; real time: the
+ * board clock reaching watchdog_us after the previous answer (then the watchdog pauses until the
+ * host is heard again, so a late host gets one backup answer per step and the target never runs
+ * ahead of it). Either way, a step without a valid STATE frame is answered with status WATCHDOG
+ * and u = backup_step(last valid state) (x_eq if none yet); a STATE frame that arrives after its
+ * step was answered so is counted as late (STATS.late_frames), never applied. Links the generated
+ * bundle through policy_binding.h; the board supplies the UART and the clock (board.h).
  */
 #include <stdint.h>
 #include <string.h>
@@ -108,7 +111,6 @@ typedef struct {
 
 static stats_msg_t stats;
 static uint8_t tx[HIL_HEADER_BYTES + HIL_MAX_PAYLOAD + HIL_CRC_BYTES];
-static uint32_t tx_length; /* the last CONTROL frame, kept for REPEAT */
 
 static uint32_t expected_length(uint8_t type)
 {
@@ -117,6 +119,7 @@ static uint32_t expected_length(uint8_t type)
     case HIL_TYPE_STATE: return 0u HIL_STATE_FIELDS(HIL_SIZE);
     case HIL_TYPE_REPEAT: return 0u HIL_REPEAT_FIELDS(HIL_SIZE);
     case HIL_TYPE_STATS_REQUEST: return 0u HIL_STATS_REQUEST_FIELDS(HIL_SIZE);
+    case HIL_TYPE_DEADLINE: return 0u HIL_DEADLINE_FIELDS(HIL_SIZE);
     default: return 0xFFFFFFFFu; /* not a host -> target type */
     }
 }
@@ -178,6 +181,7 @@ static uint32_t frame_seq(const parser_t *parser)
 static void send_frame(uint8_t type, uint32_t seq, uint32_t length)
 {
     uint16_t crc, len16 = (uint16_t)length;
+    uint32_t tx_length;
     tx[0] = HIL_SYNC0;
     tx[1] = HIL_SYNC1;
     tx[2] = HIL_VERSION;
@@ -205,11 +209,17 @@ static void send_stats(uint32_t seq)
     send_frame(HIL_TYPE_STATS, seq, (uint32_t)(p - (tx + HIL_HEADER_BYTES)));
 }
 
+/* The last two CONTROL frames, for REPEAT: in real time the target may have answered one step past the
+ * harness (its watchdog, while the harness was late) when the harness asks again for its own step. */
+#define CONTROL_BYTES (HIL_HEADER_BYTES + (0u HIL_CONTROL_FIELDS(HIL_SIZE)) + HIL_CRC_BYTES)
+static uint8_t sent_controls[2][CONTROL_BYTES]; /* [seq % 2] */
+
 static void send_control(uint32_t seq, const control_msg_t *m)
 {
     uint8_t *p = tx + HIL_HEADER_BYTES;
     HIL_CONTROL_FIELDS(HIL_PUT)
     send_frame(HIL_TYPE_CONTROL, seq, (uint32_t)(p - (tx + HIL_HEADER_BYTES)));
+    memcpy(sent_controls[seq % 2u], tx, CONTROL_BYTES);
 }
 
 /* ---- instruction-count calibration (QEMU -icount) ------------------------------------------ */
@@ -223,142 +233,228 @@ static void spin(uint32_t n)
 #endif
 }
 
+/* ---- the step state machine ------------------------------------------------------------------ */
+
+/* What the firmware knows between frames (one instance, in main). */
+typedef struct {
+    uint32_t mode;           /* HIL_MODE_SIMULATED or HIL_MODE_REALTIME */
+    uint64_t watchdog_ticks; /* real time: the deadline in board clock ticks (0: no watchdog) */
+    uint32_t expected;       /* the step being waited for: its STATE (or its deadline) is next */
+    int armed;               /* real time: the deadline of step `expected` is running */
+    int paused;              /* real time: a watchdog answer was given; re-armed when the host is heard */
+    uint32_t answered;       /* steps answered since CONFIG (sent_controls holds the last two) */
+    int last_was_watchdog;   /* ... and it was a watchdog answer */
+    uint64_t waited;         /* real time: board clock ticks since the deadline started */
+    policy_real_t last_x[NX];
+    uint32_t calibration_ticks;
+} session_t;
+
+static void session_reset(session_t *s)
+{
+    uint32_t i;
+    s->expected = 1u;
+    s->armed = s->mode == HIL_MODE_REALTIME && s->watchdog_ticks > 0u; /* step 1's deadline runs from HELLO */
+    s->paused = 0;
+    s->answered = 0u;
+    s->last_was_watchdog = 0;
+    s->waited = 0u;
+    for (i = 0u; i < NX; ++i) {
+        s->last_x[i] = policy_x_eq[i];
+    }
+}
+
+/* The host was heard with a frame of step seq: if it has caught up with the step the watchdog answered
+ * (seq >= expected - 1), a paused real-time watchdog starts the current step's deadline. A frame of an
+ * older step (a REPEAT of a lagging host) does not: the target never runs more than one step ahead. */
+static void host_heard(session_t *s, uint32_t seq)
+{
+    if (s->paused && seq + 1u >= s->expected) {
+        s->paused = 0;
+        s->armed = 1;
+        s->waited = 0u;
+    }
+}
+
+/* Send the CONTROL frame of step `expected` and move to the next step. */
+static void answer(session_t *s, control_msg_t *control, int watchdog)
+{
+    control->reserved[0] = 0u;
+    control->bad_frames[0] = stats.crc_errors[0] + stats.length_errors[0] + stats.header_errors[0] +
+                             stats.sequence_errors[0];
+    send_control(s->expected, control);
+    s->answered += 1u;
+    s->last_was_watchdog = watchdog;
+    stats.steps[0] += 1u;
+    s->expected += 1u;
+    s->waited = 0u;
+    if (s->mode == HIL_MODE_REALTIME && s->watchdog_ticks > 0u) {
+        s->armed = !watchdog; /* after a watchdog answer, wait for the host before timing the next step */
+        s->paused = watchdog;
+    }
+}
+
+static void answer_policy(session_t *s)
+{
+    control_msg_t control;
+    policy_info_t info;
+    uint32_t t0 = board_clock_now();
+    (void)policy_step(s->last_x, control.u, &info);
+    control.compute_ticks[0] = board_clock_elapsed(t0, board_clock_now());
+    control.branch[0] = (uint8_t)info.branch;
+    control.reason[0] = (uint8_t)info.reason;
+    control.status[0] = HIL_STATUS_OK;
+    answer(s, &control, 0);
+}
+
+static void answer_watchdog(session_t *s)
+{
+    control_msg_t control;
+    uint32_t t0 = board_clock_now();
+    policy_backup_step(s->last_x, control.u);
+    control.compute_ticks[0] = board_clock_elapsed(t0, board_clock_now());
+    control.branch[0] = 0u; /* backup */
+    control.reason[0] = 0u;
+    control.status[0] = HIL_STATUS_WATCHDOG;
+    stats.watchdog_events[0] += 1u;
+    answer(s, &control, 1);
+}
+
+static void on_config(session_t *s, const parser_t *parser, uint32_t seq)
+{
+    config_msg_t config;
+    hello_msg_t hello;
+    config_msg_t *m = &config;
+    const uint8_t *p = parser->bytes + HIL_HEADER_BYTES;
+    HIL_CONFIG_FIELDS(HIL_GET)
+    (void)p;
+    s->mode = config.mode[0] == HIL_MODE_REALTIME ? HIL_MODE_REALTIME : HIL_MODE_SIMULATED;
+    s->watchdog_ticks = ((uint64_t)config.watchdog_us[0] * board_clock_hz()) / 1000000u;
+    memset(&stats, 0, sizeof stats);
+    policy_reset(); /* a new episode: a stateful policy (MPC plan) starts afresh */
+    session_reset(s);
+    hello.nx[0] = NX;
+    hello.nu[0] = NU;
+    hello.real_bytes[0] = (uint16_t)sizeof(policy_real_t);
+    hello.board[0] = BOARD_ID;
+    hello.clock_hz[0] = board_clock_hz();
+    hello.calibration_instructions[0] = 200000u;
+    hello.calibration_ticks[0] = s->calibration_ticks;
+    hello.watchdog_us[0] = config.watchdog_us[0];
+    hello.mode[0] = s->mode;
+    send_hello(seq, &hello);
+}
+
+static void on_state(session_t *s, const parser_t *parser, uint32_t seq)
+{
+    if (seq == s->expected) {
+        state_msg_t state;
+        state_msg_t *m = &state;
+        const uint8_t *p = parser->bytes + HIL_HEADER_BYTES;
+        uint32_t i;
+        HIL_STATE_FIELDS(HIL_GET)
+        (void)p;
+        for (i = 0u; i < NX; ++i) {
+            s->last_x[i] = state.x[i];
+        }
+        answer_policy(s);
+        return;
+    }
+    if (s->answered > 0u && s->last_was_watchdog && seq == s->expected - 1u) {
+        stats.late_frames[0] += 1u; /* its deadline passed: the watchdog answered that step; never applied */
+    } else {
+        stats.sequence_errors[0] += 1u; /* a repeat of an answered step or out of order: never applied */
+    }
+    host_heard(s, seq);
+}
+
+static void on_deadline(session_t *s, uint32_t seq)
+{
+    if (seq == s->expected) {
+        answer_watchdog(s); /* no valid STATE frame of this step came before its deadline */
+    } else if (seq > s->expected) {
+        stats.sequence_errors[0] += 1u; /* the deadline of a step not yet begun */
+    } /* else: the step was answered already (the usual case: the STATE frame came in time) */
+}
+
+static void on_repeat(session_t *s, uint32_t seq)
+{
+    uint32_t back = s->expected - seq; /* 1: the last answer, 2: the one before */
+    if ((back == 1u || back == 2u) && s->answered >= back) {
+        board_uart_write(sent_controls[seq % 2u], CONTROL_BYTES);
+        stats.repeats_served[0] += 1u;
+        if (back == 1u) {
+            s->waited = 0u; /* the host is still on the previous step */
+        }
+    } else if (seq != s->expected) {
+        stats.sequence_errors[0] += 1u;
+    } /* else: nothing to repeat yet (the step's STATE frame was lost); its deadline will answer it */
+    host_heard(s, seq);
+}
+
+static void dispatch(session_t *s, const parser_t *parser)
+{
+    uint32_t seq = frame_seq(parser);
+    switch (parser->bytes[3]) {
+    case HIL_TYPE_CONFIG: on_config(s, parser, seq); break;
+    case HIL_TYPE_STATE: on_state(s, parser, seq); break;
+    case HIL_TYPE_DEADLINE: on_deadline(s, seq); break;
+    case HIL_TYPE_REPEAT: on_repeat(s, seq); break;
+    case HIL_TYPE_STATS_REQUEST:
+        send_stats(seq);
+        s->armed = 0;
+        s->paused = 0;
+        s->answered = 0u;
+        break;
+    default: break;
+    }
+}
+
+/* Microseconds left of a running deadline (0 when it has passed): the byte wait's timeout. */
+static uint32_t remaining_us(const session_t *s)
+{
+    if (s->waited >= s->watchdog_ticks) {
+        return 0u;
+    }
+    return (uint32_t)(((s->watchdog_ticks - s->waited) * 1000000u) / board_clock_hz()) + 1u;
+}
+
 /* ---- main loop ------------------------------------------------------------------------------ */
 
 int main(void)
 {
     static parser_t parser;
-    hello_msg_t hello;
-    control_msg_t control;
-    uint32_t watchdog_us = 0u, expected = 1u, t0, calibration_ticks;
-    uint64_t watchdog_ticks = 0u, waited = 0u;
-    int armed = 0, have_reply = 0;
-    policy_real_t last_x[NX];
-    uint32_t i;
+    static session_t session;
+    uint32_t t0, last;
 
     board_init();
     board_uart_init();
-    for (i = 0u; i < NX; ++i) {
-        last_x[i] = policy_x_eq[i];
-    }
     t0 = board_clock_now();
     spin(100000u);
-    calibration_ticks = board_clock_elapsed(t0, board_clock_now());
+    session.calibration_ticks = board_clock_elapsed(t0, board_clock_now());
+    session.mode = HIL_MODE_SIMULATED;
+    session_reset(&session);
     memset(&stats, 0, sizeof stats);
 
+    last = board_clock_now();
     for (;;) {
-        int32_t byte;
-        uint32_t seq, last = board_clock_now(), poll_us;
-        int got_state = 0;
-        /* wait for a valid STATE frame; poll in slices so the watchdog deadline is exact */
-        while (!got_state) {
-            if (armed && waited >= watchdog_ticks) {
-                break;
-            }
-            poll_us = armed ? (uint32_t)(((watchdog_ticks - waited) * 1000000u) / board_clock_hz()) + 1u
-                            : 1000000u;
-            byte = board_uart_read_byte(poll_us);
-            {
-                uint32_t now = board_clock_now();
-                waited += board_clock_elapsed(last, now);
-                last = now;
-            }
-            if (byte == -2) {
-                return 0; /* the harness closed the link */
-            }
-            if (byte < 0 || !parser_push(&parser, (uint8_t)byte)) {
-                continue;
-            }
-            parser.fill = 0u;
-            seq = frame_seq(&parser);
-            switch (parser.bytes[3]) {
-            case HIL_TYPE_CONFIG: {
-                config_msg_t config;
-                config_msg_t *m = &config;
-                const uint8_t *p = parser.bytes + HIL_HEADER_BYTES;
-                HIL_CONFIG_FIELDS(HIL_GET)
-                (void)p;
-                watchdog_us = config.watchdog_us[0];
-                watchdog_ticks = ((uint64_t)watchdog_us * board_clock_hz()) / 1000000u;
-                memset(&stats, 0, sizeof stats);
-                expected = 1u;
-                armed = watchdog_us != 0u; /* the deadline of step 1 runs from this HELLO */
-                policy_reset(); /* a new episode: a stateful policy (MPC plan) starts afresh */
-                have_reply = 0;
-                for (i = 0u; i < NX; ++i) {
-                    last_x[i] = policy_x_eq[i];
-                }
-                hello.nx[0] = NX;
-                hello.nu[0] = NU;
-                hello.real_bytes[0] = (uint16_t)sizeof(policy_real_t);
-                hello.board[0] = BOARD_ID;
-                hello.clock_hz[0] = board_clock_hz();
-                hello.calibration_instructions[0] = 200000u;
-                hello.calibration_ticks[0] = calibration_ticks;
-                hello.watchdog_us[0] = watchdog_us;
-                send_hello(seq, &hello);
-                waited = 0u;
-                break;
-            }
-            case HIL_TYPE_STATE:
-                if (seq == expected) {
-                    state_msg_t state;
-                    state_msg_t *m = &state;
-                    const uint8_t *p = parser.bytes + HIL_HEADER_BYTES;
-                    HIL_STATE_FIELDS(HIL_GET)
-                    (void)p;
-                    for (i = 0u; i < NX; ++i) {
-                        last_x[i] = state.x[i];
-                    }
-                    got_state = 1;
-                } else {
-                    stats.sequence_errors[0] += 1u; /* stale or out of order: never applied */
-                }
-                break;
-            case HIL_TYPE_REPEAT:
-                if (have_reply && seq == expected - 1u) {
-                    board_uart_write(tx, tx_length);
-                    stats.repeats_served[0] += 1u;
-                    waited = 0u; /* the host is still on the previous step */
-                } else {
-                    stats.sequence_errors[0] += 1u;
-                }
-                break;
-            case HIL_TYPE_STATS_REQUEST:
-                send_stats(seq);
-                armed = 0;
-                have_reply = 0;
-                break;
-            default:
-                break;
-            }
+        /* bytes already received are always read first: the real-time deadline fires only on a quiet
+         * line, so a frame that reached the receive buffer in time is never turned away by a late poll */
+        int32_t byte = board_uart_read_byte(session.armed ? remaining_us(&session) : 1000000u);
+        uint32_t now = board_clock_now();
+        session.waited += board_clock_elapsed(last, now);
+        last = now;
+        if (byte == -2) {
+            return 0; /* the harness closed the link */
         }
-
-        if (got_state) {
-            policy_info_t info;
-            t0 = board_clock_now();
-            (void)policy_step(last_x, control.u, &info);
-            control.compute_ticks[0] = board_clock_elapsed(t0, board_clock_now());
-            control.branch[0] = (uint8_t)info.branch;
-            control.reason[0] = (uint8_t)info.reason;
-            control.status[0] = HIL_STATUS_OK;
-        } else {
-            t0 = board_clock_now();
-            policy_backup_step(last_x, control.u);
-            control.compute_ticks[0] = board_clock_elapsed(t0, board_clock_now());
-            control.branch[0] = 0u; /* backup */
-            control.reason[0] = 0u;
-            control.status[0] = HIL_STATUS_WATCHDOG;
-            stats.watchdog_events[0] += 1u;
-            parser_reset(&parser); /* a partial frame is dropped with the deadline */
+        if (byte >= 0) {
+            if (parser_push(&parser, (uint8_t)byte)) {
+                parser.fill = 0u;
+                dispatch(&session, &parser);
+                last = board_clock_now(); /* the answer's own time is not waiting time */
+            }
+        } else if (session.armed && session.waited >= session.watchdog_ticks) {
+            answer_watchdog(&session); /* a partial frame stays in the parser: if late, it is counted so */
+            last = board_clock_now();
         }
-        control.reserved[0] = 0u;
-        control.bad_frames[0] = stats.crc_errors[0] + stats.length_errors[0] + stats.header_errors[0] +
-                                stats.sequence_errors[0];
-        send_control(expected, &control);
-        have_reply = 1;
-        stats.steps[0] += 1u;
-        expected += 1u;
-        waited = 0u;
     }
 }

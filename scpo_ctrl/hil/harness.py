@@ -6,6 +6,7 @@ fault injector (:mod:`.faults`), in the frame format of :mod:`.protocol`.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import time
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ MAX_REPEATS = 8
 
 @dataclass(frozen=True)
 class Hello:
-    """The target's answer to CONFIG: its dimensions, board, clock and instruction calibration."""
+    """The target's answer to CONFIG: its dimensions, board, clock, instruction calibration, and the watchdog
+    deadline and timing mode (``MODE_SIMULATED`` or ``MODE_REALTIME`` of the protocol) it took."""
 
     nx: int
     nu: int
@@ -31,6 +33,7 @@ class Hello:
     calibration_instructions: int
     calibration_ticks: int
     watchdog_us: int
+    mode: int
 
     @property
     def instructions_per_tick(self) -> float | None:
@@ -60,7 +63,7 @@ class Reply:
         REPEAT requests this step needed.
     host_turnaround_s : float
         From the previous accepted answer (CONTROL or HELLO) to this STATE frame's send time [s]: the
-        harness's own work between steps, which counts against the target's watchdog.
+        harness's own work between steps, which counts against the target's watchdog in real time only.
     """
 
     seq: int
@@ -78,6 +81,12 @@ class Reply:
 class Session:
     """A lockstep session with a target.
 
+    The harness's side of the step state machine of ``hil/protocol.md``: per step it sends the STATE
+    frame and, in simulated time, the DEADLINE frame that ends the step; it accepts the one CONTROL
+    frame of the step and asks again (REPEAT) for a lost or rejected one. Replies of earlier steps
+    (repeats served twice) are counted and dropped; replies of later steps are kept for their step.
+    Nothing the target sends out of turn ends the session.
+
     Parameters
     ----------
     transport
@@ -85,7 +94,8 @@ class Session:
     nx, nu : int
     injector : FaultInjector
     reply_timeout : float
-        Seconds to wait for a reply before asking for a repeat (must exceed the watchdog).
+        Seconds to wait for a reply before asking again (in real time it must exceed the watchdog; in
+        simulated time it only guards against a stalled target).
     """
 
     def __init__(self, transport, nx: int, nu: int, injector: FaultInjector, reply_timeout: float):
@@ -94,18 +104,30 @@ class Session:
         self.wire = protocol.FrameReader()     # framing of what the target really sent
         self.reader = protocol.FrameReader()   # the harness's parser, after the downlink faults
         self.counts = {"stale_replies": 0, "unexpected_frames": 0, "reply_length_errors": 0,
-                       "corrupted_frames_accepted": 0, "repeats_sent": 0}
+                       "corrupted_frames_accepted": 0, "repeats_sent": 0, "replies_ahead": 0,
+                       "deadline_frames_sent": 0, "reply_timeouts": 0}
         self.watchdog_s = 0.0
+        self.realtime = False
         self._control_seq = 0
+        self._filed = {}  # seq -> Reply: accepted answers of this step or later ones, until their step takes them
+        self._unread = []  # frames parsed after the one a request waited for, in order
         self._last_answer = time.perf_counter()
 
     # -- handshake and statistics (not faulted) ----------------------------------------------------
-    def configure(self, watchdog_s: float, timeout: float = 30.0) -> Hello:
-        """Send CONFIG (resets the target's sequence and counters, disarms its watchdog); return HELLO."""
-        self.watchdog_s = watchdog_s
-        payload = protocol.pack_payload("CONFIG", {"watchdog_us": int(round(watchdog_s * 1e6))}, self.nx, self.nu)
+    def configure(self, watchdog_s: float, realtime: bool = False, timeout: float = 30.0) -> Hello:
+        """Send CONFIG (resets the target's sequence and counters); return HELLO.
+
+        ``realtime``: the target's watchdog runs on its clock (``watchdog_s`` after its last answer);
+        otherwise the run is on simulated time and each step's deadline is a DEADLINE frame.
+        """
+        p = protocol.load_protocol()
+        self.watchdog_s, self.realtime = watchdog_s, realtime
+        mode = p.MODE_REALTIME if realtime else p.MODE_SIMULATED
+        payload = protocol.pack_payload("CONFIG", {"watchdog_us": int(round(watchdog_s * 1e6)), "mode": mode},
+                                        self.nx, self.nu)
         self._control_seq += 1
         frame = self._request(protocol.encode("CONFIG", self._control_seq, payload), "HELLO", timeout)
+        self._filed.clear()
         self._last_answer = time.perf_counter()
         return Hello(**protocol.unpack_payload("HELLO", frame.payload, self.nx, self.nu))
 
@@ -117,14 +139,23 @@ class Session:
         return protocol.unpack_payload("STATS", frame.payload, self.nx, self.nu)
 
     def _request(self, frame: bytes, kind: str, timeout: float):
+        """Send a control frame; return the answer of ``kind``. Frames before it belong to what came before
+        (counted, dropped); frames after it are kept for the next step (the target may answer at once)."""
         self.transport.write(frame)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for answer in self.wire.feed(self.transport.read(min(0.5, deadline - time.monotonic()))):
+            frames = self._frames(self.transport.read(min(0.5, deadline - time.monotonic())))
+            for i, answer in enumerate(frames):
                 if answer.kind == kind and answer.seq == self._control_seq:
+                    self._unread = frames[i + 1:]
                     return answer
                 self.counts["stale_replies" if answer.kind == "CONTROL" else "unexpected_frames"] += 1
         raise LinkError(f"no {kind} frame from the target within {timeout:.0f} s")
+
+    def _frames(self, data: bytes) -> list:
+        """The frames parsed and not yet used, then those complete with ``data``."""
+        frames, self._unread = self._unread + self.wire.feed(data), []
+        return frames
 
     # -- one control step ----------------------------------------------------------------------
     def step(self, seq: int, x: np.ndarray) -> tuple:
@@ -139,29 +170,62 @@ class Session:
                                         self.nx, self.nu)
         start = time.perf_counter()
         turnaround = start - self._last_answer
-        out, delay = self.injector.uplink(protocol.encode("STATE", seq, payload))
-        lost = out is None or out != protocol.encode("STATE", seq, payload)
+        sent = protocol.encode("STATE", seq, payload)
+        out, delay = self.injector.uplink(sent)
+        lost = out is None or out != sent
         fault = "lost" if lost else ("delayed" if delay else "")
-        if delay:
-            time.sleep(1.5 * self.watchdog_s if delay < 0 else delay)
+        delay_s = 1.5 * self.watchdog_s if delay < 0 else delay
+        if self.realtime:
+            self._send_realtime(out, delay_s)
+        else:
+            self._send_simulated(seq, out, delay_s)
+        reply = self._await_reply(seq, start, turnaround)
+        self._last_answer = time.perf_counter()
+        return reply, fault
+
+    def _send_realtime(self, out: bytes | None, delay_s: float) -> None:
+        """Real time: a delayed frame leaves ``delay_s`` late; the target's clock decides if it was in time."""
+        if delay_s:
+            time.sleep(delay_s)
         if out is not None:
             self.transport.write(out)
+
+    def _send_simulated(self, seq: int, out: bytes | None, delay_s: float) -> None:
+        """Simulated time: the step's deadline is a frame, ordered after the STATE frame if that arrives in
+        time and before it if it is ``delay_s >= watchdog`` late (then the target answers with its watchdog
+        and counts the frame as late). No wall-clock wait: the host's own speed cannot matter."""
+        late = bool(delay_s) and delay_s >= self.watchdog_s
+        if out is not None and not late:
+            self.transport.write(out)
+        self._send_deadline(seq)
+        if out is not None and late:
+            self.transport.write(out)
+
+    def _send_deadline(self, seq: int) -> None:
+        payload = protocol.pack_payload("DEADLINE", {"reserved": 0}, self.nx, self.nu)
+        self.transport.write(protocol.encode("DEADLINE", seq, payload))
+        self.counts["deadline_frames_sent"] += 1
+
+    def _await_reply(self, seq: int, start: float, turnaround: float) -> Reply:
         repeats = 0
         deadline = time.monotonic() + self.reply_timeout
-        while True:
+        while seq not in self._filed:
             remaining = deadline - time.monotonic()
-            data = self.transport.read(remaining) if remaining > 0 else b""
-            if not data and time.monotonic() >= deadline:
+            data = b"" if self._unread else self.transport.read(remaining) if remaining > 0 else b""
+            if not data and not self._unread and time.monotonic() >= deadline:
+                self.counts["reply_timeouts"] += 1
+                if not self.realtime:
+                    self._send_deadline(seq)  # in case the first one was lost in a garbled frame's bytes
                 repeats = self._repeat(seq, repeats)
                 deadline = time.monotonic() + self.reply_timeout
                 continue
-            reply, need_repeat = self._accept(data, seq, start, repeats, turnaround)
-            if reply is not None:
-                self._last_answer = time.perf_counter()
-                return reply, fault
-            if need_repeat:
+            if self._accept(data, seq):
                 repeats = self._repeat(seq, repeats)
                 deadline = time.monotonic() + self.reply_timeout
+        reply = self._filed.pop(seq)
+        # a reply filed while the harness was still on an earlier step came before this step began
+        return dataclasses.replace(reply, repeats=repeats, round_trip_s=max(reply.round_trip_s - start, 0.0),
+                                   host_turnaround_s=turnaround)
 
     def _repeat(self, seq: int, repeats: int) -> int:
         if repeats >= MAX_REPEATS:
@@ -171,16 +235,18 @@ class Session:
         self.counts["repeats_sent"] += 1
         return repeats + 1
 
-    def _accept(self, data: bytes, seq: int, start: float, repeats: int, turnaround: float) -> tuple:
+    def _accept(self, data: bytes, seq: int) -> bool:
+        """Parse ``data``; file every accepted CONTROL frame of step ``>= seq``; True if step ``seq``'s
+        reply was lost or rejected (ask again)."""
         need_repeat = False
-        for frame in self.wire.feed(data):
+        for frame in self._frames(data):
             if frame.kind != "CONTROL":
                 self.counts["unexpected_frames"] += 1
                 continue
             original = protocol.encode(frame.kind, frame.seq, frame.payload)
             seen = self.injector.downlink(original)
             if seen is None:
-                need_repeat = True
+                need_repeat = need_repeat or frame.seq == seq
                 continue
             rejected_before = self.reader.rejected
             accepted = self.reader.feed(seen)
@@ -189,22 +255,27 @@ class Session:
             if seen != original and accepted:
                 self.counts["corrupted_frames_accepted"] += 1
             if not accepted or self.reader.rejected != rejected_before:
-                need_repeat = True
+                need_repeat = need_repeat or frame.seq == seq
             for good in accepted:
-                if good.seq < seq:
-                    self.counts["stale_replies"] += 1
-                    continue
-                if good.seq > seq:
-                    raise LinkError(f"the target answered frame {good.seq} while the harness is at {seq}")
-                try:
-                    fields = protocol.unpack_payload("CONTROL", good.payload, self.nx, self.nu)
-                except struct.error:
-                    self.counts["reply_length_errors"] += 1
-                    need_repeat = True
-                    continue
-                return Reply(seq=good.seq, u=np.asarray(fields["u"], dtype=float), branch=fields["branch"],
-                             reason=fields["reason"], status=fields["status"],
-                             compute_ticks=fields["compute_ticks"], bad_frames=fields["bad_frames"],
-                             round_trip_s=time.perf_counter() - start, repeats=repeats,
-                             host_turnaround_s=turnaround), False
-        return None, need_repeat
+                need_repeat = self._file(good, seq) or need_repeat
+        return need_repeat and seq not in self._filed
+
+    def _file(self, good, seq: int) -> bool:
+        """Keep one accepted CONTROL frame for its step (``round_trip_s`` holding its arrival time until the
+        step takes it); True if it was step ``seq``'s and unreadable."""
+        if good.seq < seq or good.seq in self._filed:
+            self.counts["stale_replies"] += 1  # a repeat served twice, or an earlier step's
+            return False
+        try:
+            fields = protocol.unpack_payload("CONTROL", good.payload, self.nx, self.nu)
+        except struct.error:
+            self.counts["reply_length_errors"] += 1
+            return good.seq == seq
+        if good.seq > seq:
+            self.counts["replies_ahead"] += 1
+        self._filed[good.seq] = Reply(seq=good.seq, u=np.asarray(fields["u"], dtype=float),
+                                      branch=fields["branch"], reason=fields["reason"], status=fields["status"],
+                                      compute_ticks=fields["compute_ticks"], bad_frames=fields["bad_frames"],
+                                      round_trip_s=time.perf_counter(), repeats=0,
+                                      host_turnaround_s=0.0)
+        return False
