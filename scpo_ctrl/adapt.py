@@ -44,7 +44,8 @@ LOOP_SAMPLES_MPC = 256  # Monte Carlo states per verification round with an MPC 
 OVERRIDABLE = {
     "scpo.iterations": int, "scpo.step_size": float, "scpo.trust_radius": float, "scpo.seed": int,
     "scpo.probe_norm": float, "scpo.gradient_pieces": int, "scpo.random_pairs": int,
-    "scpo.curvature_factor": float, "scpo.max_retries": int, "scpo.penalty_weight": float,
+    "scpo.curvature_factor": float, "scpo.curvature_decay": float, "scpo.max_retries": int,
+    "scpo.penalty_weight": float,
     "scpo.dual_step": float, "scpo.patience": int, "policy.hidden": str,
 }
 
@@ -118,6 +119,8 @@ def resolve_settings(spec: PlantSpec, request: AdaptRequest) -> tuple[OptimizerS
     for name in ("step_size", "trust_radius"):
         if getattr(settings, name) <= 0:
             raise UsageError(f"scpo.{name} must be > 0")
+    if not 0.0 < settings.curvature_decay <= 1.0:
+        raise UsageError("scpo.curvature_decay must be in (0, 1]")
     return settings, hidden, patience
 
 

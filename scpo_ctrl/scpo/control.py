@@ -229,7 +229,7 @@ class ControlAdaptation:
             groups.append(((V[:, -1] - self.reach_level) / target.c)[:, None] + margin)
         per_group = np.concatenate(groups, axis=1)
         plant_worst = np.column_stack([G.max(axis=1), V[:, -1] / target.c - 1.0])
-        return violation, plant_worst
+        return per_group, plant_worst
 
     def _path_scales(self, G_backup: np.ndarray) -> np.ndarray:
         """The scale of each path row, shape ``(ng,)``: state half range, or the largest |g| on the backup's loop."""
