@@ -18,7 +18,8 @@ from scpo_ctrl.report.plots import loop_png
 from scpo_ctrl.report.render import fmt
 
 CHROMIUM = "/usr/bin/chromium"
-SECTIONS = ("plant", "backup", "training", "verification", "rollouts", "export", "equivalence", "certificate", "hil", "artefacts")
+SECTIONS = ("plant", "backup", "training", "verification", "rollouts", "export", "equivalence", "certificate", "hil",
+            "artefacts")
 HIL_STEPS, HIL_EPISODES = 20, 2
 
 
@@ -180,7 +181,8 @@ def test_verification_loop_section_shows_every_round_of_training_jsonl(adapted_r
     extra["verification_round"].update({
         "iteration": 77, "examined": 9191, "violating": 13, "added": 17, "validation_states": 4242,
         "proven_fraction": 0.123456789, "residual_scale": 0.5, "falsified": True, "unproven_cells": 555,
-        "findings": {"monte_carlo": {"examined": 9000, "violating": 11}, "falsification": {"examined": 7, "violating": 2},
+        "findings": {"monte_carlo": {"examined": 9000, "violating": 11},
+                     "falsification": {"examined": 7, "violating": 2},
                      "reachability": {"examined": 184, "violating": 0}},
         "added_by_group": {"v.max": 12, "target.reach": 0, "unproven cell": 5},
     })
@@ -190,7 +192,8 @@ def test_verification_loop_section_shows_every_round_of_training_jsonl(adapted_r
     assert len(rows) == len(rounded) + 1
     cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", rows[-1], re.S)]
     assert cells == ["77", "13 / 9191", "11 / 9000", "2 / 7; yes", "0.1235; 555", "17v.max 12, unproven cell 5",
-                     "0", "4242", "retreated to s = 0.5", "0.3142 → 0.2718", fmt(rounded[-1]["verification_round"]["seconds"], 3)]
+                     "0", "4242", "retreated to s = 0.5", "0.3142 → 0.2718",
+                     fmt(rounded[-1]["verification_round"]["seconds"], 3)]
     first = rounded[0]["verification_round"]
     first_cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)]
     assert first_cells[0] == str(rounded[0]["iteration"]) and first_cells[7] == str(first["validation_states"])

@@ -270,7 +270,8 @@ def _loop_off_note(summary: dict) -> str | None:
     if not loop.get("enabled"):
         if summary.get("method", "scpo") != "scpo":
             return f"off for this run: the loop runs with --method scpo only (this run: {summary.get('method')})"
-        return "off for this run (scpo-ctrl adapt --no-verify-loop): the validation set stayed as the plant file gives it"
+        return ("off for this run (scpo-ctrl adapt --no-verify-loop): "
+                "the validation set stayed as the plant file gives it")
     return None
 
 

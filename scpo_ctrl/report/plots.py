@@ -45,17 +45,20 @@ def _number(value) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
-def _loss_panel(axes, lines: list, rounds: tuple) -> None:
-    """Loss per iteration, a dotted line at each round and the loss after it as a marker."""
-    iterations = [_number(line.get("iteration")) for line in lines]
-    axes.plot(iterations, [_number(line.get("loss")) for line in lines], color="C0", label="loss (training.jsonl)")
+def _round_lines(axes, rounds: tuple) -> None:
+    """A dotted vertical line at the iteration of each round (labelled once, for the legend)."""
     for index, entry in enumerate(rounds):
         axes.axvline(entry.iteration, color=ROUND_COLOUR, linestyle=":", linewidth=1.2,
                      label="verification round" if index == 0 else None)
+
+
+def _loss_panel(axes, lines: list, rounds: tuple) -> None:
+    """Loss per iteration and the loss after each round as a marker."""
+    iterations = [_number(line.get("iteration")) for line in lines]
+    axes.plot(iterations, [_number(line.get("loss")) for line in lines], color="C0", label="loss (training.jsonl)")
     axes.plot([r.iteration for r in rounds], [_number(r.loss_after) for r in rounds], linestyle="none",
               marker="v", color=ROUND_COLOUR, label="loss after the round (validation set grown, retreat)")
     axes.set_ylabel("loss (task cost)")
-    axes.legend(fontsize=8, loc="upper right")
 
 
 def _size_panel(axes, rounds: tuple) -> None:
@@ -107,6 +110,8 @@ def loop_png(lines: list, rounds: tuple, title: str) -> bytes:
     _proven_panel(axes[2], rounds)
     for panel in axes:
         panel.grid(True, alpha=0.3)
+        _round_lines(panel, rounds)
+    axes[0].legend(fontsize=8, loc="upper right")
     axes[-1].set_xlabel("iteration")
     axes[-1].set_xlim(left=0)
     axes[0].set_title(title, fontsize=10)
