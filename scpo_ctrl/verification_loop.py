@@ -24,7 +24,7 @@ iterate stays safe on the validation set as it stood when it was accepted.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import qmc
@@ -35,6 +35,8 @@ from .verify import falsify, reach
 
 RETREAT_GRID = 17  # residual scales tried at once (0, 1/16, ..., 1), then refined by bisection
 RETREAT_BISECTIONS = 8
+SOURCES = ("monte_carlo", "falsification", "reachability")  # where a round's candidate states come from
+CELL_GROUP = "unproven cell"  # added_by_group's key for states added because reachability left their cell unproven
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,14 @@ class RoundResult:
     validation_states : int
         The size of the validation set after the round.
     seconds : float
+    findings : dict
+        Per source of candidates (:data:`SOURCES`, those that ran): ``{"examined": n, "violating": m}``,
+        the distinct states it contributed and how many of them break a row SCPO keeps.
+    added_by_group : dict
+        States added, by the row group whose worst violators they were picked as
+        (:data:`CELL_GROUP`: from an unproven cell, breaking no row); sums to ``len(added)``.
+    unproven_cells : int or None
+        Cells reachability left unproven (None: reachability did not run).
     """
 
     iteration: int
@@ -100,6 +110,9 @@ class RoundResult:
     residual_scale: float
     validation_states: int
     seconds: float
+    findings: dict = field(default_factory=dict)
+    added_by_group: dict = field(default_factory=dict)
+    unproven_cells: int | None = None
 
     @property
     def clean(self) -> bool:
@@ -114,6 +127,8 @@ class RoundResult:
             "backup_unsafe": self.backup_unsafe, "falsified": self.falsified,
             "proven_fraction": self.proven_fraction, "residual_scale": self.residual_scale,
             "validation_states": self.validation_states, "seconds": self.seconds,
+            "findings": {name: dict(counts) for name, counts in self.findings.items()},
+            "added_by_group": dict(self.added_by_group), "unproven_cells": self.unproven_cells,
         }
 
 
@@ -146,69 +161,82 @@ def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, 
     box = initial_box(adaptation)
     nx = box.shape[0]
     halton = qmc.Halton(d=nx, scramble=True, seed=seed + 1000 + round_index)
-    candidates = [box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])]
-    _, plant_worst = adaptation.violations(candidates[0], theta)
+    candidates = {"monte_carlo": box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])}
+    _, plant_worst = adaptation.violations(candidates["monte_carlo"], theta)
     cell_states = np.zeros((0, nx))
 
     falsified = False
     if not adaptation.mpc:
-        found, falsified = _falsify(adaptation, theta, box, candidates[0], plant_worst, settings, seed + round_index)
-        candidates.append(found)
-    proven_fraction = None
+        candidates["falsification"], falsified = _falsify(adaptation, theta, box, candidates["monte_carlo"],
+                                                          plant_worst, settings, seed + round_index)
+    proven_fraction, unproven_cells = None, None
     if adaptation.problem.model.dynamics_affine and not adaptation.mpc:
-        cell_states, proven_fraction = _unproven_cells(adaptation, theta, box, settings)
-        candidates.append(cell_states)
+        cell_states, proven_fraction, unproven_cells = _unproven_cells(adaptation, theta, box, settings)
+        candidates["reachability"] = cell_states
 
-    states = _distinct(np.concatenate(candidates), box)
+    source = np.concatenate([np.full(len(states), name, dtype=object) for name, states in candidates.items()])
+    keep = _distinct(np.concatenate(list(candidates.values())), box)
+    states, source = np.concatenate(list(candidates.values()))[keep], source[keep]
     per_group = adaptation.violations(states, theta)[0]
     backup_safe = np.all(adaptation.violations(states, np.zeros(adaptation.dimension), backup_rows_only=True)[0]
                          <= 0.0, axis=1)
-    violating = int(np.sum(np.any(per_group > 0.0, axis=1)))
+    breaks = np.any(per_group > 0.0, axis=1)
+    violating = int(np.sum(breaks))
     # unproven cells' worst states join even where they break nothing: rows there are what a proof needs
     from_cells = np.zeros(len(states), dtype=bool)
     if cell_states.shape[0]:
         from_cells = np.any(np.all(np.isclose(states[:, None, :], cell_states[None, :, :], rtol=0, atol=1e-12),
                                    axis=2), axis=1)
-    pick = _pick(per_group, backup_safe, from_cells, settings.add_per_round)
+    pick, queue = _pick(per_group, backup_safe, from_cells, settings.add_per_round)
     added = states[pick]
+    groups = tuple(adaptation.group_names) + (CELL_GROUP,)
+    added_by_group = {name: int(np.sum(queue == index)) for index, name in enumerate(groups)}
+    findings = {name: {"examined": int(np.sum(source == name)), "violating": int(np.sum(breaks & (source == name)))}
+                for name in candidates}
 
     scale = 1.0
     if added.shape[0]:
         adaptation.set_states(np.concatenate([adaptation.x0, added]))
         theta, scale = retreat(adaptation, theta)
-    unusable = int(np.sum((np.any(per_group > 0.0, axis=1) | from_cells) & ~backup_safe))
+    unusable = int(np.sum((breaks | from_cells) & ~backup_safe))
     record = RoundResult(iteration, int(states.shape[0]), violating, added, unusable,
-                         bool(falsified), proven_fraction, scale, adaptation.n_states, time.perf_counter() - start)
+                         bool(falsified), proven_fraction, scale, adaptation.n_states, time.perf_counter() - start,
+                         findings, added_by_group, unproven_cells)
     return record, theta
 
 
 def _distinct(states: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """``states`` without repeats (to 1e-9 of the box's width), in their first order."""
+    """Indices of ``states`` without repeats (to 1e-9 of the box's width), in their first order."""
     width = np.where(box[:, 1] > box[:, 0], box[:, 1] - box[:, 0], 1.0)
     keys = np.round((states - box[:, 0]) / width / 1e-9)
     _, first = np.unique(keys, axis=0, return_index=True)
-    return states[np.sort(first)]
+    return np.sort(first)
 
 
-def _pick(per_group: np.ndarray, usable: np.ndarray, from_cells: np.ndarray, budget: int) -> np.ndarray:
+def _pick(per_group: np.ndarray, usable: np.ndarray, from_cells: np.ndarray, budget: int) -> tuple:
     """Indices of the states to add: the worst violator of each group in turn, then unproven cells' states.
+
+    Returns the indices and, for each, the queue it was taken from (a group's index; ``n_groups``
+    for the unproven cells).
 
     Taking the groups in turn keeps one kind of row (say the envelope, whose violations are large in
     units of c) from crowding out another (a state limit broken at a corner of the box).
     """
     chosen: list[int] = []
+    taken_from: list[int] = []
     queues = []
     for group in range(per_group.shape[1]):
         candidates = np.flatnonzero((per_group[:, group] > 0.0) & usable)
         queues.append(list(candidates[np.argsort(-per_group[candidates, group], kind="stable")]))
     queues.append(list(np.flatnonzero(from_cells & usable & ~np.any(per_group > 0.0, axis=1))))
     while len(chosen) < budget and any(queues):
-        for queue in queues:
+        for index, queue in enumerate(queues):
             while queue and queue[0] in chosen:
                 queue.pop(0)
             if queue and len(chosen) < budget:
                 chosen.append(int(queue.pop(0)))
-    return np.array(chosen, dtype=int)
+                taken_from.append(index)
+    return np.array(chosen, dtype=int), np.array(taken_from, dtype=int)
 
 
 def retreat(adaptation: ControlAdaptation, theta: np.ndarray) -> tuple[np.ndarray, float]:
@@ -247,8 +275,9 @@ def _falsify(adaptation, theta, box, states, plant_worst, settings, seed) -> tup
     return found, any(r.value > 0.0 for r in results)
 
 
-def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float]:
-    """The worst corner or centre of every cell reachability leaves unproven, and the proven fraction."""
+def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float, int]:
+    """The worst corner or centre of every cell reachability leaves unproven, the proven fraction,
+    and the number of unproven cells."""
     spec = adaptation.problem.spec
     law = law_from_policy(adaptation.policy, theta, spec)
     cells = {1: 64, 2: 16, 3: 6, 4: 4}.get(law.nx, 2)
@@ -260,7 +289,7 @@ def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float
         proven = 0.0
     failing = [c for c in result.cells if not c.verified]
     if not failing:
-        return np.zeros((0, box.shape[0])), proven
+        return np.zeros((0, box.shape[0])), proven, 0
     nx = box.shape[0]
     corners = np.array(np.meshgrid(*[[0.0, 1.0]] * nx, indexing="ij")).reshape(nx, -1).T
     offsets = np.concatenate([corners, np.full((1, nx), 0.5)])  # (2^nx + 1, nx)
@@ -271,4 +300,4 @@ def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float
     violation = adaptation.violations(flat, theta)[0].max(axis=1).reshape(len(failing), -1)
     worst = points[np.arange(len(failing)), np.argmax(violation, axis=1)]
     order = np.argsort(-violation.max(axis=1), kind="stable")
-    return worst[order][: settings.add_per_round], proven
+    return worst[order][: settings.add_per_round], proven, len(failing)

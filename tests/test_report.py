@@ -13,9 +13,13 @@ import pytest
 
 from scpo_ctrl.cli import main
 from scpo_ctrl.report import ReportRequest, run_report
+from scpo_ctrl.report.gather import LoopRound
+from scpo_ctrl.report.plots import loop_png
+from scpo_ctrl.report.render import fmt
 
 CHROMIUM = "/usr/bin/chromium"
-SECTIONS = ("plant", "backup", "training", "rollouts", "export", "equivalence", "certificate", "hil", "artefacts")
+SECTIONS = ("plant", "backup", "training", "verification", "rollouts", "export", "equivalence", "certificate", "hil",
+            "artefacts")
 HIL_STEPS, HIL_EPISODES = 20, 2
 
 
@@ -66,8 +70,8 @@ def test_report_renders_in_headless_chromium_with_every_image_and_section(comple
     dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri(), profile=tmp_path / "p1")
     loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert loaded, "the page's load script did not run"
-    # training, rollouts, phase portrait, certificate margins, HIL traces and latency of the SIL target
-    assert int(loaded.group(2)) == 6 and loaded.group(1) == loaded.group(2), loaded.group(0)
+    # training, verification loop, rollouts, phase portrait, certificate margins, HIL traces and latency (SIL)
+    assert int(loaded.group(2)) == 7 and loaded.group(1) == loaded.group(2), loaded.group(0)
     assert 'id="summary"' in dom
     for section in SECTIONS:
         assert f'<section id="{section}"' in dom, section
@@ -147,3 +151,86 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "adaptation.json: not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+def _lines(run: Path) -> list:
+    return [json.loads(line) for line in (run / "training.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _write_lines(run: Path, lines: list) -> None:
+    (run / "training.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _loop_section(html: str) -> str:
+    match = re.search(r'<section id="verification".*?</section>', html, re.S)
+    assert match, "no verification-loop section"
+    return match.group(0)
+
+
+@pytest.mark.slow
+def test_verification_loop_section_shows_every_round_of_training_jsonl(adapted_runs, tmp_path):
+    run = _copy(adapted_runs["double_integrator"], tmp_path / "run")
+    lines = _lines(run)
+    rounded = [line for line in lines if "verification_round" in line]
+    summary = json.loads((run / "adaptation.json").read_text())
+    assert rounded and summary["verification_loop"]["rounds"] == len(rounded)  # 3 iterations: one round, after the last
+    # a second round with values no real run would produce, so the page can only show them by reading the file
+    extra = json.loads(json.dumps(rounded[-1]))
+    extra["iteration"] = 77
+    extra["loss"], extra["loss_after_round"] = 0.31415926, 0.27182818
+    extra["verification_round"].update({
+        "iteration": 77, "examined": 9191, "violating": 13, "added": 17, "validation_states": 4242,
+        "proven_fraction": 0.123456789, "residual_scale": 0.5, "falsified": True, "unproven_cells": 555,
+        "findings": {"monte_carlo": {"examined": 9000, "violating": 11},
+                     "falsification": {"examined": 7, "violating": 2},
+                     "reachability": {"examined": 184, "violating": 0}},
+        "added_by_group": {"v.max": 12, "target.reach": 0, "unproven cell": 5},
+    })
+    _write_lines(run, lines + [extra])
+    section = _loop_section(run_report(ReportRequest(str(run))).path.read_text())
+    rows = re.findall(r'<tr class="loop-round">(.*?)</tr>', section, re.S)
+    assert len(rows) == len(rounded) + 1
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", rows[-1], re.S)]
+    assert cells == ["77", "13 / 9191", "11 / 9000", "2 / 7; yes", "0.1235; 555", "17v.max 12, unproven cell 5",
+                     "0", "4242", "retreated to s = 0.5", "0.3142 → 0.2718",
+                     fmt(rounded[-1]["verification_round"]["seconds"], 3)]
+    first = rounded[0]["verification_round"]
+    first_cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)]
+    assert first_cells[0] == str(rounded[0]["iteration"]) and first_cells[7] == str(first["validation_states"])
+    assert first_cells[9] == f"{fmt(rounded[0]['loss'])} → {fmt(rounded[0]['loss_after_round'])}"
+    assert f'id="loop-validation-states">{summary["verification_loop"]["validation_states"]}<' in section
+    assert section.count("<img") == 1 and "data:image/png;base64," in section
+    digest = hashlib.sha256((run / "training.jsonl").read_bytes()).hexdigest()
+    assert f'title="sha256 {digest}"' in section
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, note", [
+    ("off", "off for this run (scpo-ctrl adapt --no-verify-loop)"),
+    ("predates", "adaptation.json predates the verification loop"),
+    ("no rounds", "on, but no round ran before the run ended"),
+])
+def test_a_run_without_rounds_gets_a_one_line_note(adapted_runs, tmp_path, change, note):
+    run = _copy(adapted_runs["double_integrator"], tmp_path / "run")
+    summary = json.loads((run / "adaptation.json").read_text())
+    if change == "off":
+        summary["verification_loop"] = {"enabled": False}
+    elif change == "predates":
+        del summary["verification_loop"]
+    else:
+        _write_lines(run, [{k: v for k, v in line.items() if k not in ("verification_round", "loss_after_round")}
+                           for line in _lines(run)])
+    (run / "adaptation.json").write_text(json.dumps(summary))
+    html = run_report(ReportRequest(str(run))).path.read_text()
+    section = _loop_section(html)
+    assert 'data-present="no"' in section and note in section
+    assert "loop-round" not in section and "<img" not in section
+    assert 'id="final-loss"' in html  # the rest of the page is unaffected
+
+
+def test_loop_plot_without_reachability_is_still_a_png():
+    rounds = tuple(LoopRound(i, {"validation_states": 6 + i, "added": i, "proven_fraction": None}, 1.0, 1.1)
+                   for i in (25, 50))
+    lines = [{"iteration": i, "loss": 1.0 / i} for i in range(1, 51)]
+    png = loop_png(lines, rounds, "MPC backup: no reachability")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -173,6 +173,7 @@ def gather(run_dir: str | Path) -> RunData:
         _plant(reader),
         _backup(reader),
         _training(reader),
+        _verification_loop(reader),
         _rollouts(reader),
         _export(reader),
         _equivalence(reader),
@@ -226,6 +227,75 @@ def _training(reader: _Reader) -> Section:
         sources.append(rows_source)
     image = reader.image("plots/training.png", "Training curves: loss, worst constraint value, accepted/rejected steps, l")
     return Section("training", "Training", tuple(sources), _frozen(data), tuple(i for i in (image,) if i))
+
+
+LOOP_TITLE = "Verification loop"
+
+
+@dataclass(frozen=True)
+class LoopRound:
+    """One round of the verification loop as read from its iteration's line of ``training.jsonl``.
+
+    Attributes
+    ----------
+    iteration : int
+        The iteration after which the round ran.
+    round : Mapping
+        The line's ``verification_round`` entry as written (``RoundResult.to_dict``).
+    loss_before : float or None
+        The line's ``loss`` (the iterate's loss before the round).
+    loss_after : float or None
+        The line's ``loss_after_round`` (after the validation set grew and any retreat).
+    """
+
+    iteration: int
+    round: Mapping[str, Any]
+    loss_before: float | None
+    loss_after: float | None
+
+
+def _loop_rounds(lines: list) -> tuple:
+    """The :class:`LoopRound` of every line of ``training.jsonl`` that carries a ``verification_round``."""
+    return tuple(
+        LoopRound(line.get("iteration"), _frozen(line["verification_round"]), line.get("loss"),
+                  line.get("loss_after_round"))
+        for line in lines if isinstance(line.get("verification_round"), dict))
+
+
+def _loop_off_note(summary: dict) -> str | None:
+    """The one-line note for a run whose summary shows the loop did not run (None: it ran)."""
+    loop = summary.get("verification_loop")
+    if not isinstance(loop, dict):
+        return "not in this run: adaptation.json predates the verification loop (no verification_loop entry)"
+    if not loop.get("enabled"):
+        if summary.get("method", "scpo") != "scpo":
+            return f"off for this run: the loop runs with --method scpo only (this run: {summary.get('method')})"
+        return ("off for this run (scpo-ctrl adapt --no-verify-loop): "
+                "the validation set stayed as the plant file gives it")
+    return None
+
+
+def _verification_loop(reader: _Reader) -> Section:
+    if not reader.exists("adaptation.json"):
+        return _missing("verification", LOOP_TITLE, "scpo-ctrl adapt PLANT.yaml")
+    summary, source = reader.json("adaptation.json")
+    note = _loop_off_note(summary)
+    if note is not None:
+        return Section("verification", LOOP_TITLE, missing=note)
+    if not reader.exists("training.jsonl"):
+        return Section("verification", LOOP_TITLE, missing="training.jsonl is missing: the rounds are recorded there")
+    lines, lines_source = reader.jsonl("training.jsonl")
+    rounds = _loop_rounds(lines)
+    if not rounds:
+        return Section("verification", LOOP_TITLE,
+                       missing="on, but no round ran before the run ended (training.jsonl has no verification_round)")
+    from .plots import loop_png
+
+    title = "Verification loop: loss with the rounds marked, validation-set size and proven fraction of the box"
+    png = loop_png(lines, rounds, title)
+    image = Image(title, lines_source, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
+    data = {"loop": summary["verification_loop"], "rounds": rounds}
+    return Section("verification", LOOP_TITLE, (source, lines_source), _frozen(data), (image,))
 
 
 def _rollouts(reader: _Reader) -> Section:
