@@ -242,6 +242,7 @@ def _loop_summary(looping: bool, loop: LoopSettings, rounds: list, adaptation) -
     return {
         "enabled": True, "settings": asdict(loop), "rounds": len(rounds),
         "validation_states_added": int(sum(r["added"] for r in rounds)),
+        "initial_validation_states": int(adaptation.n_states - sum(r["added"] for r in rounds)),
         "validation_states": int(adaptation.n_states),
         "last_round": None if last is None else {k: v for k, v in last.items() if k != "added_states"},
         "proven_fraction": None if last is None else last["proven_fraction"],

@@ -174,6 +174,10 @@ def test_verification_loop_section_shows_every_round_of_training_jsonl(adapted_r
     rounded = [line for line in lines if "verification_round" in line]
     summary = json.loads((run / "adaptation.json").read_text())
     assert rounded and summary["verification_loop"]["rounds"] == len(rounded)  # 3 iterations: one round, after the last
+    loop = summary["verification_loop"]
+    added = sum(line["verification_round"]["added"] for line in rounded)
+    assert loop["initial_validation_states"] + added == loop["validation_states"] == rounded[-1]["verification_round"][
+        "validation_states"]
     # a second round with values no real run would produce, so the page can only show them by reading the file
     extra = json.loads(json.dumps(rounded[-1]))
     extra["iteration"] = 77

@@ -292,7 +292,7 @@ def _verification_loop(reader: _Reader) -> Section:
     from .plots import loop_png
 
     title = "Verification loop: loss with the rounds marked, validation-set size and proven fraction of the box"
-    png = loop_png(lines, rounds, title)
+    png = loop_png(lines, rounds, title, summary["verification_loop"].get("initial_validation_states"))
     image = Image(title, lines_source, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
     data = {"loop": summary["verification_loop"], "rounds": rounds}
     return Section("verification", LOOP_TITLE, (source, lines_source), _frozen(data), (image,))

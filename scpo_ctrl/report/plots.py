@@ -61,11 +61,15 @@ def _loss_panel(axes, lines: list, rounds: tuple) -> None:
     axes.set_ylabel("loss (task cost)")
 
 
-def _size_panel(axes, rounds: tuple) -> None:
-    """Validation-set size after each round, each point labelled with it and the states the round added."""
+def _size_panel(axes, rounds: tuple, initial: int | None) -> None:
+    """Validation-set size after each round, each point labelled with it and the states the round added;
+    the plant file's set at iteration 0 when ``initial`` is known (runs before it was recorded: None)."""
     x = [r.iteration for r in rounds]
     y = [_number(r.round.get("validation_states")) for r in rounds]
     added = [_number(r.round.get("added")) for r in rounds]
+    if initial is not None:
+        axes.plot([0, x[0]], [initial, initial], marker="o", drawstyle="steps-post", color="C2")
+        axes.annotate(f"{initial} (plant file)", (0, initial), xytext=(4, 4), textcoords="offset points", fontsize=8)
     axes.plot(x, y, marker="o", drawstyle="steps-post", color="C2", label="size after the round (+ states it added)")
     for xi, yi, ai in zip(x, y, added):
         axes.annotate(f"{yi:.0f} (+{ai:.0f})", (xi, yi), xytext=(4, -12), textcoords="offset points", fontsize=8)
@@ -92,7 +96,7 @@ def _proven_panel(axes, rounds: tuple) -> None:
     axes.legend(fontsize=8, loc="lower right")
 
 
-def loop_png(lines: list, rounds: tuple, title: str) -> bytes:
+def loop_png(lines: list, rounds: tuple, title: str, initial_states: int | None = None) -> bytes:
     """Three panels over the iterations: loss with the rounds marked, validation-set size, proven fraction.
 
     Parameters
@@ -102,11 +106,13 @@ def loop_png(lines: list, rounds: tuple, title: str) -> bytes:
     rounds : tuple of LoopRound
         The rounds found on those lines (at least one).
     title : str
+    initial_states : int, optional
+        The validation set's size before the first round.
     """
     figure, axes = plt.subplots(3, 1, figsize=(9.0, 7.5), dpi=100, sharex=True,
                                 gridspec_kw={"height_ratios": [1.4, 1.0, 1.0]})
     _loss_panel(axes[0], lines, rounds)
-    _size_panel(axes[1], rounds)
+    _size_panel(axes[1], rounds, initial_states)
     _proven_panel(axes[2], rounds)
     for panel in axes:
         panel.grid(True, alpha=0.3)
