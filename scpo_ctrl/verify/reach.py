@@ -48,6 +48,8 @@ from . import affine_bounds
 
 ROUND_OFF_WIDENING = 1e-12  # relative and absolute slack for this analysis's own float64 arithmetic
 NETWORK_BOUNDS = ("affine", "interval")
+BISECTIONS = ("sensitive", "widest")
+TARGET_MISSED = "target set not reached within the horizon"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class ReachSettings:
         symbols through the layers, gate and product, plus a remainder; also tries the two below) or
         'interval' (only the interval and mean-value bounds over the bounding box: the method before
         the affine forms, kept for comparison).
+    bisect : str
+        Which side of a failing cell is halved: 'sensitive' (the initial axis contributing most to the
+        failing row's spread where it failed) or 'widest' (relative to the initial box).
     """
 
     cells_per_axis: int = 8
@@ -76,10 +81,13 @@ class ReachSettings:
     max_generators: int = 16
     precision: str = "float32"
     network_bounds: str = "affine"
+    bisect: str = "sensitive"
 
     def __post_init__(self):
         if self.network_bounds not in NETWORK_BOUNDS:
             raise ValueError(f"network_bounds must be one of {NETWORK_BOUNDS}, not {self.network_bounds!r}")
+        if self.bisect not in BISECTIONS:
+            raise ValueError(f"bisect must be one of {BISECTIONS}, not {self.bisect!r}")
 
 
 
@@ -376,9 +384,12 @@ class _Analysis:
         records : dict
             ``origin (R,), step (R,), lo (R, nx), hi (R, nx)``: the bounding box of every piece at
             every step (what the soundness test checks trajectories against).
+        sensitivity : ndarray (M, nx)
+            Of a failed cell: how much each of its initial axes contributes to the failing row's
+            spread where it failed (see :meth:`sensitivity`); zero otherwise.
         """
         M, nx = lo.shape
-        m_max = max(self.settings.max_generators, nx + self.law.nu)
+        m_max = max(self.settings.max_generators, 2 * nx + self.law.nu)
         origin = np.arange(M)
         centre = (lo + hi) / 2
         G = np.zeros((M, nx, m_max))
@@ -386,6 +397,7 @@ class _Analysis:
         entered = np.full(M, -1)
         failed = np.full(M, -1)
         because = np.full(M, None, dtype=object)
+        sensitivity = np.zeros((M, nx))
         records = {"origin": [], "step": [], "lo": [], "hi": []}
         for t in range(self.H + 1):
             if len(origin) == 0:
@@ -399,6 +411,7 @@ class _Analysis:
             first = bad & (failed[origin] < 0)
             failed[origin[first]] = t
             because[origin[first]] = names[first]
+            sensitivity[origin[first]] = self.sensitivity(G[first], names[first])
             inside = ~bad & self.inside_target(centre, G)
             entered[origin[inside]] = t  # the last piece to enter sets the cell's entry step
             keep = ~bad & ~inside & (failed[origin] < 0)
@@ -406,7 +419,8 @@ class _Analysis:
                 late = origin[keep]
                 fresh = failed[late] < 0
                 failed[late[fresh]] = t
-                because[late[fresh]] = "target set not reached within the horizon"
+                because[late[fresh]] = TARGET_MISSED
+                sensitivity[late[fresh]] = self.sensitivity(G[keep][fresh], because[late[fresh]])
                 break
             origin, centre, G, box_lo, box_hi = origin[keep], centre[keep], G[keep], box_lo[keep], box_hi[keep]
             if len(origin) == 0:
@@ -420,22 +434,50 @@ class _Analysis:
         # a cell is done only when no piece is left outside T and none failed
         entered = np.where(failed >= 0, -1, entered)
         records = {key: np.concatenate(value) if value else np.zeros(0) for key, value in records.items()}
-        return entered, failed, because, records
+        return entered, failed, because, records, sensitivity
+
+    def sensitivity(self, G: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Contribution of each initial axis to the spread of a failing row, per zonotope.
+
+        The first nx generators are the images of the initial cell's axes (:meth:`_reduce` never moves
+        them). A state limit's spread from axis j is ``|G[i, j]|``; the target set's (and any other
+        row's) is the axis's P-norm ``||L G[:, j]||``.
+
+        Parameters
+        ----------
+        G : ndarray, shape (M, nx, m)
+        rows : ndarray of object, shape (M,)
+            The failing row's name per zonotope (as :meth:`rows_violated` names them).
+
+        Returns
+        -------
+        ndarray, shape (M, nx)
+        """
+        nx = self.law.nx
+        axes = G[:, :, :nx]
+        spread = np.linalg.norm(np.matmul(self.L, axes), axis=1)
+        for i, name in enumerate(self.model.spec.state_names):
+            limit = np.array([row == f"{name} limits" for row in rows], dtype=bool)
+            spread[limit] = np.abs(axes[limit, i, :])
+        return spread
 
     @staticmethod
     def _reduce(G: np.ndarray, m_max: int) -> np.ndarray:
-        """Girard's reduction: keep the m_max - nx largest generators, box the rest into nx axis ones."""
+        """Girard's reduction of the generators after the first nx (the images of the initial cell's
+        axes, kept in place for :meth:`sensitivity`): keep the largest so that m_max remain, box the
+        rest into nx axis-aligned ones."""
         M, nx, m = G.shape
         if m <= m_max:
             return G
-        keep = m_max - nx
-        norms = np.abs(G).sum(axis=1) - np.abs(G).max(axis=1)  # the Girard ordering criterion
+        pinned, free = G[:, :, :nx], G[:, :, nx:]
+        keep = m_max - 2 * nx
+        norms = np.abs(free).sum(axis=1) - np.abs(free).max(axis=1)  # the Girard ordering criterion
         order = np.argsort(-norms, axis=1)
-        kept = np.take_along_axis(G, order[:, None, :keep], axis=2)
-        rest = np.take_along_axis(G, order[:, None, keep:], axis=2)
+        kept = np.take_along_axis(free, order[:, None, :keep], axis=2)
+        rest = np.take_along_axis(free, order[:, None, keep:], axis=2)
         boxed = np.zeros((M, nx, nx))
         boxed[:, np.arange(nx), np.arange(nx)] = np.abs(rest).sum(axis=2)
-        return np.concatenate([kept, boxed], axis=2)
+        return np.concatenate([pinned, kept, boxed], axis=2)
 
 
 def _interval_mul(a_lo, a_hi, b_lo, b_hi) -> tuple:
@@ -475,7 +517,7 @@ def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.
     scale = np.asarray(box_hi, float) - np.asarray(box_lo, float)
     outcomes, all_records = [], []
     for depth in range(settings.max_depth + 1):
-        entered, failed, because, records = analysis.propagate(lo, hi)
+        entered, failed, because, records, sensitivity = analysis.propagate(lo, hi)
         ok = entered >= 0
         last = depth == settings.max_depth
         final = np.flatnonzero(ok | last)
@@ -492,9 +534,13 @@ def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.
         failing = np.flatnonzero(~ok)
         if last or len(failing) == 0:
             break
-        # bisect every failing cell along its widest side (relative to the initial box)
+        # bisect every failing cell along its widest side (relative to the initial box), or the axis
+        # that contributes most to the failing row
         lo_f, hi_f = lo[failing], hi[failing]
-        axis = np.argmax((hi_f - lo_f) / scale, axis=1)
+        if settings.bisect == "sensitive":
+            axis = np.argmax(sensitivity[failing], axis=1)
+        else:
+            axis = np.argmax((hi_f - lo_f) / scale, axis=1)
         middle = (lo_f[np.arange(len(failing)), axis] + hi_f[np.arange(len(failing)), axis]) / 2
         hi_left, lo_right = hi_f.copy(), lo_f.copy()
         hi_left[np.arange(len(failing)), axis] = middle
