@@ -12,7 +12,7 @@ Checks, in order (each with its claim, verdict, evidence and numbers):
 4. ``falsification``: a multi-start search for the worst initial state per row; the best is
    replayed with the C in the loop.
 5. ``reachability``: for affine plants, a sound reachable-set computation from the whole box
-   (cells, zonotopes, interval bounds through the network, the float32 deviation included).
+   (cells, zonotopes, the residual as affine forms in the zonotopes' noise symbols, the float32 deviation included).
 
 An MPC-backed export runs :mod:`.mpc`'s variant instead: an ``mpc_solver`` check (the exported acados solver
 against IPOPT), the equivalence campaign with the MPC's inputs, the Monte Carlo with the exported MPC and C law
