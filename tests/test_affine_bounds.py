@@ -100,7 +100,8 @@ def test_quadratic_contains_every_sample():
 
 def _random_law(rng, nx=2, nu=1, hidden=(16, 16)) -> DeployedLaw:
     sizes = (nx,) + hidden + (nu,)
-    weights = tuple(rng.normal(0, 1.2 / np.sqrt(n_in), size=(n_out, n_in)) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    weights = tuple(rng.normal(0, 1.2 / np.sqrt(n_in), size=(n_out, n_in))
+                    for n_in, n_out in zip(sizes[:-1], sizes[1:]))
     biases = tuple(rng.normal(0, 0.3, size=n_out) for n_out in sizes[1:])
     root = rng.normal(size=(nx, nx))
     return DeployedLaw(

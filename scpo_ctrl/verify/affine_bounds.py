@@ -140,6 +140,14 @@ def band(function: ScalarFunction, lo: np.ndarray, hi: np.ndarray, alpha: np.nda
     return values.min(axis=0) - slack, values.max(axis=0) + slack
 
 
+def _chord_slope(function: ScalarFunction, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``(f(hi) - f(lo)) / (hi - lo)``, and ``f'(lo)`` where the range is a point."""
+    width = hi - lo
+    flat = width <= 0.0
+    rise = function.value(hi) - function.value(lo)
+    return np.where(flat, function.slope(lo), rise / np.where(flat, 1.0, width))
+
+
 def relax(function: ScalarFunction, lo: np.ndarray, hi: np.ndarray) -> tuple:
     """A linear relaxation per element: ``f(y) in alpha y + beta +- delta`` for every y in [lo, hi].
 
@@ -149,12 +157,8 @@ def relax(function: ScalarFunction, lo: np.ndarray, hi: np.ndarray) -> tuple:
     -------
     (alpha, beta, delta), each of the shape of ``lo``.
     """
-    width = hi - lo
-    flat = width <= 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        chord = np.where(flat, function.slope(lo), (function.value(hi) - function.value(lo)) / np.where(flat, 1.0, width))
     best = None
-    for alpha in (np.minimum(function.slope(lo), function.slope(hi)), chord):
+    for alpha in (np.minimum(function.slope(lo), function.slope(hi)), _chord_slope(function, lo, hi)):
         b_lo, b_hi = band(function, lo, hi, alpha)
         option = (alpha, (b_lo + b_hi) / 2, (b_hi - b_lo) / 2)
         if best is None:
