@@ -1,6 +1,6 @@
 """Reachability: interval bounds of the residual against affine ones, on the same law and box.
 
-    .venv/bin/python benchmarks/reach_bounds.py --run RUN_DIR [--cells 16] [--depths 2 4]
+    .venv/bin/python benchmarks/reach_bounds.py --run RUN_DIR [--cells 16] [--depths 2 4] [--variants affine:sensitive]
 
 RUN_DIR: an adapted run of an affine plant (`scpo-ctrl adapt models/double_integrator.yaml --out RUN_DIR`;
 no export needed: the analysis reads policy.npz and plant.yaml). For each bisection depth, the analysis
@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True, help="adapted run directory (affine plant)")
     parser.add_argument("--cells", type=int, default=16, help="cells per axis (verify's default for nx = 2: 16)")
     parser.add_argument("--depths", type=int, nargs="+", default=[2], help="bisection depths (verify's default: 2)")
+    parser.add_argument("--variants", nargs="+", default=[f"{b}:{s}" for b, s in VARIANTS],
+                        help="network_bounds:bisect pairs to run (default: all four)")
     args = parser.parse_args(argv)
     run = Path(args.run)
     spec = load_plant_spec(run / "plant.yaml")
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
           "| wall s | s per cell |")
     print("|---|---|---|---|---|---|---|---|")
     for depth in args.depths:
-        for bounds, bisect in VARIANTS:
+        for bounds, bisect in (variant.split(":") for variant in args.variants):
             settings = reach.ReachSettings(cells_per_axis=args.cells, max_depth=depth, network_bounds=bounds,
                                            bisect=bisect)
             start = time.perf_counter()
