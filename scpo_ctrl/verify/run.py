@@ -12,7 +12,7 @@ Checks, in order (each with its claim, verdict, evidence and numbers):
 4. ``falsification``: a multi-start search for the worst initial state per row; the best is
    replayed with the C in the loop.
 5. ``reachability``: for affine plants, a sound reachable-set computation from the whole box
-   (cells, zonotopes, interval bounds through the network, the float32 deviation included).
+   (cells, zonotopes, the residual as affine forms in the zonotopes' noise symbols, the float32 deviation included).
 
 An MPC-backed export runs :mod:`.mpc`'s variant instead: an ``mpc_solver`` check (the exported acados solver
 against IPOPT), the equivalence campaign with the MPC's inputs, the Monte Carlo with the exported MPC and C law
@@ -404,10 +404,12 @@ def _reachability(law, model, box, horizon, request: VerifyRequest, precision: s
         "failing_cells": [{"lo": c.lo.tolist(), "hi": c.hi.tolist(), "step": c.failed_step,
                            "because": c.failed_because} for c in failing[:50]],
         "failing_cells_listed": min(len(failing), 50), "failing_cells_total": len(failing),
-        "method": "zonotopes per cell through the exact linear part (backup, or backup plus the residual's "
-                  "mean-value linearisation), interval bounds for the rest of the network, gate and saturation, the "
-                  "float32 deviation bound added; pieces split every few steps; entering the robustly invariant "
-                  "target set ends a piece",
+        "method": "zonotopes per cell through the exact linear part (backup plus the residual as an affine form in "
+                  "the zonotope's noise symbols: tanh and gate by linear relaxations, gate times network by affine "
+                  "multiplication; or the backup with interval or mean-value bounds of the residual, whichever "
+                  "is narrowest), the remainder, saturation and float32 deviation bound as new generators; "
+                  "failing cells bisected along the axis driving the failing row; entering the robustly "
+                  "invariant target set ends a cell",
     }
     verdict = VERIFIED if result.verified else UNKNOWN
     sets = {"lo": np.array([c.lo for c in result.cells]), "hi": np.array([c.hi for c in result.cells]),
