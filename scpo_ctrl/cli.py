@@ -15,6 +15,7 @@ import sys
 from . import __version__
 from .errors import ScpoError, UsageError
 from .files import json_safe
+from .resources import plant_file, shipped_plants
 
 EXIT_OK, EXIT_UNSAFE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -40,12 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     check = verbs.add_parser("check", help="validate a plant file, design the backup, check it on the validation set")
-    check.add_argument("plant", help="plant YAML file (schema scpo-plant/1)")
+    check.add_argument("plant", help="plant YAML file (schema scpo-plant/1), or the name of a shipped example: "
+                       + _shipped_plants())
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     check.set_defaults(handler=_check)
 
     adapt = verbs.add_parser("adapt", help="adapt the residual neural policy with SCPO (or a baseline)")
-    adapt.add_argument("plant", help="plant YAML file")
+    adapt.add_argument("plant", help="plant YAML file, or the name of a shipped example")
     adapt.add_argument("--out", help="run directory (default runs/<plant name>)")
     adapt.add_argument("--iterations", type=int, help="override scpo.iterations")
     adapt.add_argument("--seed", type=int, help="override scpo.seed")
@@ -104,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> int:
     from .check import run_check
 
-    report = run_check(args.plant)
+    report = run_check(plant_file(args.plant))
     if args.json:
         print(json.dumps(json_safe(report.to_dict()), indent=2))
     else:
@@ -116,7 +118,7 @@ def _adapt(args: argparse.Namespace) -> int:
     from .adapt import AdaptRequest, run_adapt
 
     request = AdaptRequest(
-        plant=args.plant, out=args.out, iterations=args.iterations, seed=args.seed, method=args.method,
+        plant=plant_file(args.plant), out=args.out, iterations=args.iterations, seed=args.seed, method=args.method,
         overrides=tuple(args.overrides), resume=args.resume, force=args.force, progress=not args.quiet,
         verify_loop=args.verify_loop,
     )
@@ -265,6 +267,10 @@ def _report(args: argparse.Namespace) -> int:
             print(f"  {section.title}: {section.missing}")
     print(f"report {result.path}")
     return EXIT_OK
+
+
+def _shipped_plants() -> str:
+    return ", ".join(shipped_plants()) or "none installed"
 
 
 def _format_matrix(rows: list, indent: str) -> str:
