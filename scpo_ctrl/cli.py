@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run directory written by `adapt` (and export, verify, hil)")
     report.add_argument("--json", action="store_true", help="print the sections and source hashes on stdout")
     report.set_defaults(handler=_report)
+
+    acados = verbs.add_parser("setup-acados", help="install acados, which MPC backups need (from the package registry)")
+    acados.add_argument("--dir", dest="directory",
+                        help="target directory (default $SCPO_CTRL_ACADOS_DIR, else ~/.local/share/scpo-ctrl/acados)")
+    acados.set_defaults(handler=_setup_acados)
     return parser
 
 
@@ -266,6 +271,15 @@ def _report(args: argparse.Namespace) -> int:
         if not section.present:
             print(f"  {section.title}: {section.missing}")
     print(f"report {result.path}")
+    return EXIT_OK
+
+
+def _setup_acados(args: argparse.Namespace) -> int:
+    from .backup.acados_setup import setup_acados
+
+    result = setup_acados(args.directory)
+    state = "already installed" if result.already_installed else "installed"
+    print(f"acados ({result.version}) {state} in {result.directory}")
     return EXIT_OK
 
 
