@@ -15,6 +15,7 @@ import sys
 from . import __version__
 from .errors import ScpoError, UsageError
 from .files import json_safe
+from .resources import plant_file, shipped_plants
 
 EXIT_OK, EXIT_UNSAFE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -40,12 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     check = verbs.add_parser("check", help="validate a plant file, design the backup, check it on the validation set")
-    check.add_argument("plant", help="plant YAML file (schema scpo-plant/1)")
+    check.add_argument("plant", help="plant YAML file (schema scpo-plant/1), or the name of a shipped example: "
+                       + _shipped_plants())
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     check.set_defaults(handler=_check)
 
     adapt = verbs.add_parser("adapt", help="adapt the residual neural policy with SCPO (or a baseline)")
-    adapt.add_argument("plant", help="plant YAML file")
+    adapt.add_argument("plant", help="plant YAML file, or the name of a shipped example")
     adapt.add_argument("--out", help="run directory (default runs/<plant name>)")
     adapt.add_argument("--iterations", type=int, help="override scpo.iterations")
     adapt.add_argument("--seed", type=int, help="override scpo.seed")
@@ -98,13 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run directory written by `adapt` (and export, verify, hil)")
     report.add_argument("--json", action="store_true", help="print the sections and source hashes on stdout")
     report.set_defaults(handler=_report)
+
+    acados = verbs.add_parser("setup-acados", help="install acados, which MPC backups need (from the package registry)")
+    acados.add_argument("--dir", dest="directory",
+                        help="target directory (default $SCPO_CTRL_ACADOS_DIR, else ~/.local/share/scpo-ctrl/acados)")
+    acados.set_defaults(handler=_setup_acados)
     return parser
 
 
 def _check(args: argparse.Namespace) -> int:
     from .check import run_check
 
-    report = run_check(args.plant)
+    report = run_check(plant_file(args.plant))
     if args.json:
         print(json.dumps(json_safe(report.to_dict()), indent=2))
     else:
@@ -116,7 +123,7 @@ def _adapt(args: argparse.Namespace) -> int:
     from .adapt import AdaptRequest, run_adapt
 
     request = AdaptRequest(
-        plant=args.plant, out=args.out, iterations=args.iterations, seed=args.seed, method=args.method,
+        plant=plant_file(args.plant), out=args.out, iterations=args.iterations, seed=args.seed, method=args.method,
         overrides=tuple(args.overrides), resume=args.resume, force=args.force, progress=not args.quiet,
         verify_loop=args.verify_loop,
     )
@@ -265,6 +272,19 @@ def _report(args: argparse.Namespace) -> int:
             print(f"  {section.title}: {section.missing}")
     print(f"report {result.path}")
     return EXIT_OK
+
+
+def _setup_acados(args: argparse.Namespace) -> int:
+    from .backup.acados_setup import setup_acados
+
+    result = setup_acados(args.directory)
+    state = "already installed" if result.already_installed else "installed"
+    print(f"acados ({result.version}) {state} in {result.directory}")
+    return EXIT_OK
+
+
+def _shipped_plants() -> str:
+    return ", ".join(shipped_plants()) or "none installed"
 
 
 def _format_matrix(rows: list, indent: str) -> str:

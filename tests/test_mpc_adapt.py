@@ -99,7 +99,7 @@ def test_missing_acados_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SCPO_CTRL_ACADOS_DIR", str(tmp_path / "nowhere"))
     assert main(["check", str(MODELS / "pendulum_mpc.yaml")]) == 2
     err = capsys.readouterr().err
-    assert "acados is not installed" in err and "install-acados.sh" in err
+    assert "acados is not installed" in err and "scpo-ctrl setup-acados" in err
     assert "Traceback" not in err
 
 

@@ -1,4 +1,4 @@
-"""Loading the vendored acados (``scripts/install-acados.sh``) without touching the network or stdin.
+"""Loading acados (``scpo-ctrl setup-acados``, :mod:`.acados_setup`) without touching the network or stdin.
 
 The wheel ``comma-deps-acados`` carries acados' shared libraries, headers, the
 ``t_renderer`` template binary and the (old-API) ``acados_template`` package,
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ScpoError
+from ..resources import source_checkout
 
 VENDOR_ENVIRONMENT_VARIABLE = "SCPO_CTRL_ACADOS_DIR"
 PRELOADED_LIBRARIES = ("libblasfeo.so", "libhpipm.so", "libqpOASES_e.so.3.1", "libacados.so")
@@ -57,27 +58,60 @@ class AcadosInstallation:
         return self.install_dir / "lib"
 
 
-def vendor_dir() -> Path:
-    """The vendored acados directory: ``$SCPO_CTRL_ACADOS_DIR``, else ``.vendor/acados`` in the checkout."""
+def user_acados_dir() -> Path:
+    """Where ``scpo-ctrl setup-acados`` installs acados by default: ``$XDG_DATA_HOME/scpo-ctrl/acados``.
+
+    ``$XDG_DATA_HOME`` defaults to ``~/.local/share``.
+    """
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).resolve() / "scpo-ctrl" / "acados"
+
+
+def candidate_dirs() -> tuple[Path, ...]:
+    """Where acados is looked for, in order.
+
+    ``$SCPO_CTRL_ACADOS_DIR`` alone when it is set; otherwise a checkout's
+    ``.vendor/acados`` (``scripts/install-acados.sh``), then :func:`user_acados_dir`.
+    """
     configured = os.environ.get(VENDOR_ENVIRONMENT_VARIABLE)
     if configured:
-        return Path(configured).resolve()
-    return Path(__file__).resolve().parents[2] / ".vendor" / "acados"
+        return (Path(configured).resolve(),)
+    checkout = source_checkout()
+    vendored = (checkout / ".vendor" / "acados",) if checkout is not None else ()
+    return vendored + (user_acados_dir(),)
+
+
+def install_target() -> Path:
+    """Where ``scpo-ctrl setup-acados`` installs: ``$SCPO_CTRL_ACADOS_DIR`` if set, else :func:`user_acados_dir`."""
+    configured = os.environ.get(VENDOR_ENVIRONMENT_VARIABLE)
+    return Path(configured).resolve() if configured else user_acados_dir()
+
+
+def missing_files(root: Path) -> list[Path]:
+    """The files of an acados installation under ``root`` that are absent (empty when it is complete)."""
+    install_dir, template_dir = root / "acados" / "install", root / "acados" / "acados_template"
+    required = (install_dir / "lib" / "libacados.so", install_dir / "bin" / "t_renderer", template_dir / "__init__.py")
+    return [path for path in required if not path.exists()]
+
+
+def vendor_dir() -> Path:
+    """The acados directory in use: the first of :func:`candidate_dirs` that holds a complete installation,
+    else the first of them."""
+    candidates = candidate_dirs()
+    return next((root for root in candidates if not missing_files(root)), candidates[0])
 
 
 def find_acados() -> AcadosInstallation:
-    """Locate the vendored acados; raises :class:`AcadosUnavailable` naming what is missing."""
+    """Locate acados; raises :class:`AcadosUnavailable` (one line saying how to install it) if it is missing."""
     root = vendor_dir()
-    install_dir = root / "acados" / "install"
-    template_dir = root / "acados" / "acados_template"
-    missing = [path for path in (install_dir / "lib" / "libacados.so", install_dir / "bin" / "t_renderer",
-                                 template_dir / "__init__.py") if not path.exists()]
+    missing = missing_files(root)
     if missing:
         raise AcadosUnavailable(
-            f"acados is not installed (missing {missing[0]}); run scripts/install-acados.sh "
-            f"(scripts/setup.sh does), or set {VENDOR_ENVIRONMENT_VARIABLE} to its directory"
+            f"acados is not installed (an MPC backup needs it; missing {missing[0]}); install it with "
+            f"`scpo-ctrl setup-acados`, or set {VENDOR_ENVIRONMENT_VARIABLE} to an acados directory"
         )
-    return AcadosInstallation(root=root, install_dir=install_dir, template_dir=template_dir)
+    return AcadosInstallation(root=root, install_dir=root / "acados" / "install",
+                              template_dir=root / "acados" / "acados_template")
 
 
 def load_acados():
