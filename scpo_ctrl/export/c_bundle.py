@@ -152,7 +152,8 @@ def speed_network(layers: list, checked_blocks: bool) -> str:
         ahead = min(SPEED_BLOCK, following["n_out"]) if following else 0
         store = following is None or following["n_out"] > ahead
         if following:
-            lines.append(f"    /* layer {index + 1}'s outputs 0..{ahead - 1}: summed as layer {index}'s outputs appear */")
+            lines.append(f"    /* layer {index + 1}'s outputs 0..{ahead - 1}: summed as layer {index}'s outputs "
+                         "appear */")
             lines += [f"    real_t f{index + 1}_{r} = b{index + 1}[{r}];" for r in range(ahead)]
         finish = _speed_outputs(index, layer, dst, store, ahead, checked_blocks)
         start = 0
