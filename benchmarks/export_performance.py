@@ -2,6 +2,7 @@
 callgrind), code size; side by side with CasADi's own generated C for the same control law.
 
     .venv/bin/python benchmarks/export_performance.py [--run runs/double_integrator] [--onnx-runs 20000]
+        [--profiles-only]
 
 RUN_DIR must hold an adapted policy (``scpo-ctrl adapt``). Everything is measured in this command:
 
@@ -10,6 +11,10 @@ RUN_DIR must hold an adapted policy (``scpo-ctrl adapt``). Everything is measure
 * Cortex-M4F: the same runner under qemu-system-arm mps2-an386 with ``-icount shift=0``: SysTick then
   counts executed instructions (calibrated in the guest), not cycles of a real chip;
 * host instructions: valgrind's callgrind, counting only inside the step function;
+* code profiles (``export --profile``): speed, size and the unrolled code before profiles, each exported for
+  the Cortex-M4 with its own flags and run by the runner under QEMU (instructions per step, -icount), with the
+  law object's sizes (``arm-none-eabi-size``) at those flags and at -Os, and the same minus the weights
+  (4 bytes per weight and bias); ``--profiles-only`` prints just this table;
 * CasADi: ``CodeGenerator`` with ``casadi_real=float`` on the same law (residual network, gate, backup,
   saturation; no monitor), as an SX graph (scalar code) and an MX graph (matrix products), run by the
   same runner through a small shim. CasADi's code is compiled with the same -O2 but without -Werror.
@@ -34,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scpo_ctrl.export import build, firmware  # noqa: E402
+from scpo_ctrl.export.c_bundle import PROFILES  # noqa: E402
 from scpo_ctrl.export.campaign import equivalence_campaign  # noqa: E402
 from scpo_ctrl.export.law import REASON_OK, evaluate, law_from_run  # noqa: E402
 from scpo_ctrl.export.run import ExportRequest, run_export  # noqa: E402
@@ -112,20 +118,76 @@ def callgrind_per_step(executable: Path, X: np.ndarray, nu: int, work: Path, sym
     return total
 
 
+def copy_run(source: Path, run: Path) -> Path:
+    run.mkdir(parents=True)
+    for name in ("plant.yaml", "policy.npz"):
+        shutil.copyfile(source / name, run / name)
+    return run
+
+
+def object_at(export: Path, name: str, optimisation: tuple, work: Path) -> dict:
+    """Sections of the exported C compiled for the Cortex-M4F with ``optimisation``."""
+    work.mkdir(parents=True, exist_ok=True)
+    for suffix in (".h", ".c"):
+        shutil.copyfile(export / f"{name}_policy{suffix}", work / f"{name}_policy{suffix}")
+    return build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", work, f"{name}_policy.o",
+                                build.CORTEX_M4_FLAGS, optimisation).sections
+
+
+def profile_rows(source: Path, work: Path) -> tuple:
+    """Per code profile: instructions per step on the Cortex-M4F (QEMU -icount) and the law object's sizes."""
+    rows = {}
+    for profile in PROFILES:
+        run = copy_run(source, work / profile / "run")
+        manifest = run_export(ExportRequest(run_dir=str(run), target="cortex-m4", profile=profile)).manifest
+        law = law_from_run(run)
+        X = equivalence_campaign(law, seed=0).X
+        X = X[evaluate(law, X).reason == REASON_OK][:64]
+        elf = firmware.build_vector_firmware(run / "export", law.name, work / profile / "firmware")
+        output, timing = firmware.run_vectors(elf, X, law.nu, "float32", work / profile / "firmware")
+        rows[profile] = {
+            "instructions": timing.instructions_per_step, "u": output.u,
+            "flags": " ".join(build.PROFILE_OPTIMISATION[profile]),
+            "object": manifest["builds"]["cortex-m4"]["sections_bytes"],
+            "object_os": object_at(run / "export", law.name, ("-Os", "-ffp-contract=off"), work / profile / "os"),
+        }
+    return law, rows
+
+
+def print_profiles(law, rows: dict) -> None:
+    weights = 4 * sum(W.size + b.size for W, b in zip(law.weights, law.biases))
+    print(f"code profiles, network {'-'.join(map(str, law.sizes))}: weights and biases {weights} B "
+          f"({weights // 4} float32)")
+    print("| profile | flags | Cortex-M4F instructions/step (QEMU -icount) | .text B | .rodata B "
+          "| object B | object - weights B | at -Os: object B | at -Os: object - weights B |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for profile, row in rows.items():
+        obj, small = row["object"], row["object_os"]
+        total, total_os = obj["text"] + obj["rodata"] + obj["data"], small["text"] + small["rodata"] + small["data"]
+        print(f"| {profile} | {row['flags']} | {row['instructions']:.0f} | {obj['text']} | {obj['rodata']} | {total} "
+              f"| {total - weights} | {total_os} | {total_os - weights} |")
+    same = all(np.array_equal(row["u"], rows["unrolled"]["u"]) for row in rows.values())
+    print(f"same u on the Cortex-M4 in every profile (timed states): {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", default=str(ROOT / "runs" / "double_integrator"))
     parser.add_argument("--onnx-runs", type=int, default=20000)
+    parser.add_argument("--profiles-only", action="store_true", help="only the code profiles' table")
     args = parser.parse_args()
     source = Path(args.run)
     if not (source / "policy.npz").is_file():
         sys.exit(f"{source}: no policy.npz; run `scpo-ctrl adapt` first")
     with tempfile.TemporaryDirectory() as temporary:
+        law, profiles = profile_rows(source, Path(temporary) / "profiles")
+    print_profiles(law, profiles)
+    if args.profiles_only:
+        return
+    print()
+    with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
-        run = work / "run"
-        run.mkdir()
-        for name in ("plant.yaml", "policy.npz"):
-            shutil.copyfile(source / name, run / name)
+        run = copy_run(source, work / "run")
         manifest = run_export(ExportRequest(run_dir=str(run), precision="float32", target="cortex-m4")).manifest
         law = law_from_run(run)
         campaign = equivalence_campaign(law, seed=0)
@@ -139,7 +201,7 @@ def main() -> None:
         host = firmware.build_host_runner(run / "export", law.name, work / "ours-host", (f"-DTIMING_ROUNDS={HOST_ROUNDS}",))
         host_cg = firmware.build_host_runner(run / "export", law.name, work / "ours-cg", ("-DTIMING_ROUNDS=16",))
         calls_cg = len(X) + 16 * len(X)
-        rows["scpo-ctrl C (float32)"] = {
+        rows["scpo-ctrl C (float32, speed profile)"] = {
             "arm_instructions": timing.instructions_per_step,
             "host_instructions": callgrind_per_step(host_cg, X, law.nu, work / "ours-cg",
                                                     f"{law.name}_policy_step") / calls_cg,
@@ -190,7 +252,8 @@ def main() -> None:
     for label, row in rows.items():
         if "max_deviation_from_ours" in row:
             print(f"{label}: max |u - u_ours| on the timed states {row['max_deviation_from_ours']:.2e}")
-    print(f"stack of the step (ours, Cortex-M4, -fstack-usage): {rows['scpo-ctrl C (float32)']['stack']} B")
+    ours = rows["scpo-ctrl C (float32, speed profile)"]
+    print(f"stack of the step (ours, Cortex-M4, -fstack-usage): {ours['stack']} B")
 
 
 if __name__ == "__main__":

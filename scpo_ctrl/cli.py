@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="run directory written by `adapt`")
     export.add_argument("--precision", default="float32", help="float32 (default) | float64")
     export.add_argument("--target", default="host", help="host (default) | cortex-m4 (also cross-compiles)")
+    export.add_argument("--profile", default="speed",
+                        help="code profile of the C: speed (default; blocked inner products, fewest instructions) "
+                             "| size (one table, one dense routine; smallest code) | unrolled (the previous code)")
     export.add_argument("--json", action="store_true", help="print manifest.json on stdout")
     export.set_defaults(handler=_export)
 
@@ -157,12 +160,14 @@ def _adapt(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export.run import ExportRequest, run_export
 
-    result = run_export(ExportRequest(run_dir=args.run_dir, precision=args.precision, target=args.target))
+    result = run_export(ExportRequest(run_dir=args.run_dir, precision=args.precision, target=args.target,
+                                      profile=args.profile))
     manifest = result.manifest
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:
-        print(f"export {result.export_dir} ({manifest['precision']}, target {manifest['target']})")
+        print(f"export {result.export_dir} ({manifest['precision']}, target {manifest['target']}, "
+              f"profile {manifest['profile']})")
         for path, digest in manifest["artefacts"].items():
             print(f"  {digest[:16]}  {path}")
         for name, info in manifest["builds"].items():

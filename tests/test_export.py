@@ -13,8 +13,8 @@ import pytest
 
 from scpo_ctrl.cli import main
 from scpo_ctrl.export import build
-from scpo_ctrl.export.activation import prove_bound
-from scpo_ctrl.export.c_bundle import literal, render_bundle
+from scpo_ctrl.export.activation import early_saturation, prove_bound, rational32, tanh32
+from scpo_ctrl.export.c_bundle import PROFILES, clamp_free_layers, literal, render_bundle
 from scpo_ctrl.export.campaign import DEFAULT_MIX, equivalence_campaign
 from scpo_ctrl.export.equivalence import compare
 from scpo_ctrl.export.error_bound import ONNX_ACTIVATION_ULPS, float_error_bound
@@ -22,7 +22,7 @@ from scpo_ctrl.export.firmware import build_host_runner, build_vector_firmware, 
 from scpo_ctrl.export.host_library import HostLaw
 from scpo_ctrl.export.law import (BRANCH_FALLBACK, REASON_NONFINITE_OUTPUT, REASON_NONFINITE_STATE, REASON_OK,
                                   REASON_OUTSIDE_REGION, evaluate, law_from_run)
-from scpo_ctrl.export.run import ExportRequest, run_export, run_onnx, sha256_file
+from scpo_ctrl.export.run import ExportRequest, build_host_law, run_export, run_onnx, sha256_file
 from scpo_ctrl.policy.mlp import MlpLayout
 from scpo_ctrl.policy.residual import ResidualPolicy
 
@@ -49,8 +49,8 @@ def _full_strength_run(source: Path, destination: Path, seed: int = 1) -> Path:
     return run
 
 
-def _export(run: Path, precision: str, target: str = "host") -> dict:
-    result = run_export(ExportRequest(run_dir=str(run), precision=precision, target=target))
+def _export(run: Path, precision: str, target: str = "host", profile: str = "speed") -> dict:
+    result = run_export(ExportRequest(run_dir=str(run), precision=precision, target=target, profile=profile))
     assert result.equivalent, result.manifest["self_check"]
     return result.manifest
 
@@ -339,6 +339,7 @@ def test_export_cli_and_bad_input(adapted_runs, tmp_path, capsys):
     assert main(["export", str(run), "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["format"] == "scpo-export/1" and (run / "export" / "policy.onnx").is_file()
+    assert manifest["profile"] == "speed" and "-Os" in manifest["builds"]["host"]["flags"]
     assert (run / "export" / "double_integrator_policy.h").read_text().count("#define DOUBLE_INTEGRATOR_DT 0.1")
     import onnx
 
@@ -350,6 +351,7 @@ def test_export_cli_and_bad_input(adapted_runs, tmp_path, capsys):
         (["export", str(tmp_path)], "not a run directory"),
         (["export", str(run), "--precision", "float16"], "--precision"),
         (["export", str(run), "--target", "avr"], "--target"),
+        (["export", str(run), "--profile", "tiny"], "--profile"),
     ):
         assert main(argv) == 2
         error = capsys.readouterr().err
@@ -361,3 +363,93 @@ def test_export_cli_and_bad_input(adapted_runs, tmp_path, capsys):
     assert "cannot read the policy" in capsys.readouterr().err
     assert (run / "export" / "manifest.json").read_bytes() == before
     assert not [p for p in run.iterdir() if p.name.startswith(".export")]
+
+
+# ---- code profiles ---------------------------------------------------------------------------------
+
+#: issue 19, build item 5: the targets of the two profiles for the default 2-32-32-1 network
+SPEED_INSTRUCTIONS_PER_STEP = 4000  # QEMU -icount instructions (not cycles)
+SIZE_CODE_BYTES = 1024  # object text + rodata + data minus the weights, at -Os
+
+
+def _saturating(law):
+    """The law with every weight scaled up: hidden units saturate, so no layer is clamp-free and the
+    speed profile's tested activations (block test, early return beyond the clamp) all run."""
+    return replace(law, weights=tuple(6.0 * W for W in law.weights), biases=tuple(6.0 * b for b in law.biases))
+
+
+def test_early_saturation_is_the_clamped_tanh():
+    """fl(x*x) > fl(CLAMP^2) returns exactly what the clamp gives; around the threshold, checked directly."""
+    early = early_saturation()
+    assert early.exact and early.upper == tanh32(np.float32(1e30)) and early.lower == tanh32(np.float32(-1e30))
+    x = np.concatenate([np.linspace(8.9, 9.2, 20001), [1e3, 1e20, 3e38]]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    with np.errstate(over="ignore"):
+        beyond = (x * x) > early.threshold
+    expected = tanh32(x)
+    assert np.array_equal(expected[beyond], np.where(x[beyond] > 0, early.upper, early.lower))
+    assert np.array_equal(expected[~beyond], rational32(x[~beyond]))
+
+
+@pytest.mark.parametrize("strength", ["trained", "saturating"])
+def test_profiles_compute_the_same_bits_within_the_bound(adapted_runs, tmp_path, strength):
+    """Every code profile's host C gives the unrolled code's bits (float32 and float64), on the campaign and on
+    non-finite states, and the float32 result is within the error bound the export uses."""
+    law = law_from_run(adapted_runs["double_integrator"])
+    if strength == "saturating":
+        law = _saturating(law)
+        assert not any(clamp_free_layers(law))
+    else:
+        assert all(clamp_free_layers(law)[:-1])  # the default network needs no clamp test at all
+    campaign = equivalence_campaign(law, seed=19, scale=0.3).X
+    X = np.concatenate([campaign, [[np.nan, 0.0], [0.0, np.inf], [-np.inf, np.nan], [3e38, -3e38]]])
+    for precision in ("float32", "float64"):
+        outputs = {profile: build_host_law(law, precision, tmp_path / f"{precision}-{profile}", profile=profile)
+                   .evaluate(X) for profile in PROFILES}
+        reference = outputs["unrolled"]
+        for profile, output in outputs.items():
+            assert np.array_equal(output.u.view(np.int64), reference.u.view(np.int64)), profile
+            assert np.array_equal(output.branch, reference.branch) and np.array_equal(output.reason, reference.reason)
+            assert np.array_equal(output.gate, reference.gate, equal_nan=True)
+            assert np.array_equal(output.level, reference.level, equal_nan=True)
+            if precision == "float32":  # the bound, on the campaign's states
+                n = len(campaign)
+                result = compare(law, profile, precision, campaign, replace(
+                    output, u=output.u[:n], branch=output.branch[:n], reason=output.reason[:n], gate=output.gate[:n],
+                    level=output.level[:n]))
+                assert result.passed, result
+
+
+def _object_code_bytes(manifest: dict, law) -> tuple:
+    """(object bytes, object bytes minus the weights) of the Cortex-M4 object."""
+    sections = manifest["builds"]["cortex-m4"]["sections_bytes"]
+    total = sections["text"] + sections["rodata"] + sections["data"]
+    weights = 4 * sum(W.size + b.size for W, b in zip(law.weights, law.biases))
+    return total, total - weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["speed", "size"])
+def test_profile_targets_and_bitwise_cortex_m4(adapted_runs, tmp_path, profile):
+    """Each profile on the Cortex-M4F under QEMU: the host float32 build's bits, and its target: speed <= 4,000
+    instructions per step (QEMU -icount: instructions, not cycles), size <= 1 kB of code besides the weights."""
+    run = _copy_run(adapted_runs["double_integrator"], tmp_path / "run")
+    manifest = _export(run, "float32", "cortex-m4", profile)
+    law = law_from_run(run)
+    assert manifest["profile"] == profile and law.sizes == (2, 32, 32, 1)
+    X = equivalence_campaign(law, seed=13, scale=0.3).X
+    inside = evaluate(law, X).reason == REASON_OK
+    X = np.concatenate([X[inside], X[~inside]])  # the runner times the first 64 states: ordinary ones
+    elf = build_vector_firmware(run / "export", law.name, tmp_path / "firmware")
+    target, timing = run_vectors(elf, X, law.nu, "float32", tmp_path / "firmware")
+    host = HostLaw(run / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, "float32")
+    expected = host.evaluate(X)
+    assert np.array_equal(target.u.astype(np.float32).view(np.int32), expected.u.astype(np.float32).view(np.int32))
+    assert np.array_equal(target.branch, expected.branch) and np.array_equal(target.reason, expected.reason)
+    total, code = _object_code_bytes(manifest, law)
+    print(f"{profile}: {timing.instructions_per_step:.0f} instructions/step, object {total} B, code {code} B")
+    if profile == "speed":
+        assert timing.instructions_per_step <= SPEED_INSTRUCTIONS_PER_STEP
+    else:
+        assert "-Os" in manifest["builds"]["cortex-m4"]["flags"]
+        assert code <= SIZE_CODE_BYTES

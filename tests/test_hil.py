@@ -391,3 +391,21 @@ def test_propagated_bound_catches_a_wrong_command(hil_run):
     outside = simulate(model, biased, x0, 80, law.P, law.c, law.x_eq)
     assert np.all(np.abs(inside.x - exact.x) <= bound)
     assert np.any(np.abs(outside.x - exact.x) > bound)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm / arm-none-eabi-gcc not installed")
+def test_size_profile_runs_in_sil_and_qemu(adapted_runs, tmp_path):
+    """The size code profile (the default run above is the speed profile) drives the SIL firmware and the QEMU
+    target within the float32 bound, and QEMU counts more instructions per step for it than the speed profile's
+    <= 4,000."""
+    run = tmp_path / "double_integrator"
+    shutil.copytree(adapted_runs["double_integrator"], run, ignore=shutil.ignore_patterns("export", "hil"))
+    export = run_export(ExportRequest(run_dir=str(run), target="cortex-m4", profile="size"))
+    assert export.equivalent and export.manifest["profile"] == "size"
+    for target in ("sil", "qemu"):
+        result = run_hil(HilRequest(run_dir=str(run), target=target, episodes=2, steps=40, plots=False))
+        report = result.report
+        assert result.passed, report["summary"]
+        assert report["equivalence"]["worst_bound_ratio"] <= 1.0 and report["safety"]["violating_steps"] == 0
+    assert report["compute"]["instructions_per_step_p50"] > 4000

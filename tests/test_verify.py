@@ -26,11 +26,11 @@ from .conftest import MODELS
 FAST = dict(samples=1000, halton=256, cells_per_axis=4, max_depth=0, falsify_starts=1)
 
 
-def _exported_copy(source: Path, destination: Path, precision: str = "float32") -> Path:
+def _exported_copy(source: Path, destination: Path, precision: str = "float32", profile: str = "speed") -> Path:
     destination.mkdir(parents=True)
     for name in ("plant.yaml", "policy.npz"):
         shutil.copyfile(source / name, destination / name)
-    run_export(ExportRequest(run_dir=str(destination), precision=precision))
+    run_export(ExportRequest(run_dir=str(destination), precision=precision, profile=profile))
     return destination
 
 
@@ -78,8 +78,10 @@ def test_a_stale_export_fails_integrity(adapted_runs, tmp_path):
     assert any("stale" in p for p in _check(result.certificate, "integrity")["details"]["problems"])
 
 
-def test_intact_export_passes_integrity_and_equivalence(adapted_runs, tmp_path):
-    run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run")
+@pytest.mark.parametrize("profile", ["speed", "size", "unrolled"])
+def test_intact_export_passes_integrity_and_equivalence(adapted_runs, tmp_path, profile):
+    """In every code profile (the twin in the other precision is built in the export's profile)."""
+    run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run", profile=profile)
     result = run_verify(VerifyRequest(run_dir=str(run), **FAST))
     certificate = result.certificate
     assert _check(certificate, "integrity")["verdict"] == "VERIFIED"

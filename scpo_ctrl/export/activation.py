@@ -42,7 +42,51 @@ SMALL = np.float32(2.0 ** -12)
 
 def tanh32(x: np.ndarray) -> np.ndarray:
     """The C code's float32 tanh, operation for operation (input and output float32)."""
-    x = np.minimum(np.maximum(np.asarray(x, dtype=np.float32), -CLAMP), CLAMP)
+    return rational32(np.minimum(np.maximum(np.asarray(x, dtype=np.float32), -CLAMP), CLAMP))
+
+
+@dataclass(frozen=True)
+class EarlySaturation:
+    """The speed profile's form of the clamp: ``t = x * x; if (t > threshold) return x > 0 ? upper : lower``.
+
+    Attributes
+    ----------
+    threshold : numpy.float32
+        ``fl(CLAMP * CLAMP)``.
+    upper, lower : numpy.float32
+        ``tanh32(CLAMP)`` and ``tanh32(-CLAMP)``: what the clamped evaluation returns beyond the clamp.
+    exact : bool
+        The form gives :func:`tanh32`'s bits on every float32 input (see :func:`early_saturation`).
+    """
+
+    threshold: np.float32
+    upper: np.float32
+    lower: np.float32
+    exact: bool
+
+
+def early_saturation() -> EarlySaturation:
+    """Check that testing ``fl(x * x) > fl(CLAMP^2)`` and returning the clamp's values is :func:`tanh32`.
+
+    Rounding is monotone, so ``|x| <= CLAMP`` gives ``fl(x^2) <= fl(CLAMP^2)`` (evaluated as before, the
+    clamp being a no-op there) and ``fl(x^2) > fl(CLAMP^2)`` implies ``|x| > CLAMP`` (clamped: the constant).
+    The floats just beyond the clamp whose square still rounds to ``fl(CLAMP^2)`` are evaluated without
+    the clamp: each is checked to give the clamp's value. NaN fails the test and propagates, as before.
+    """
+    threshold = np.float32(CLAMP * CLAMP)
+    upper, lower = tanh32(np.array([CLAMP, -CLAMP], dtype=np.float32))
+    exact = bool(upper == -lower)
+    x = np.nextafter(CLAMP, np.float32(np.inf))
+    while np.float32(x * x) <= threshold:
+        values = rational32(np.array([x, -x], dtype=np.float32))
+        exact &= bool(values[0] == upper and values[1] == lower)
+        x = np.nextafter(x, np.float32(np.inf))
+    return EarlySaturation(threshold=threshold, upper=upper, lower=lower, exact=exact)
+
+
+def rational32(x: np.ndarray) -> np.ndarray:
+    """``x P(x^2) / Q(x^2)`` in float32, operation for operation, without the clamp."""
+    x = np.asarray(x, dtype=np.float32)
     t = x * x
     p = P[4]
     for coefficient in P[3::-1]:

@@ -16,6 +16,18 @@ rounded to nearest (``-ffp-contract=off``, the default under ``-std=c99``):
 The bound holds for the branch the reference takes; it is not applied where the
 monitor's decision could differ (never, for finite states: the region bounds
 are float32-representable, so both precisions compare the same numbers).
+
+Summation order: every inner product is ``acc = b_j`` (or 0), then
+``acc = acc + W[j][i] * x_i`` for ``i = 0, 1, ...``, each product and sum rounded
+(:func:`_dot`), so the bound of an output depends on that order and its length. Every
+code profile of the C bundle (:mod:`.c_bundle`: ``speed`` blocks several outputs per
+pass but keeps one accumulator per output, summed in this order; ``size`` loops one
+output at a time in this order; ``unrolled`` likewise) performs exactly these operations,
+so one bound serves them all; the tests check the profiles agree bit for bit. The
+speed profile's activation skips the clamp's test only where it cannot fire for a
+state whose output is used (:func:`.c_bundle.clamp_free_layers`), and its early return
+beyond the clamp gives the clamped evaluation's bits (:func:`.activation.early_saturation`).
+An evaluation in another order (ONNX runtimes) takes ``any_order=True``.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..files import atomic_write_json, atomic_write_text, json_safe
 from . import build
-from .c_bundle import PRECISIONS, render_bundle, render_host_batch
+from .c_bundle import DEFAULT_PROFILE, PRECISIONS, PROFILES, render_bundle, render_host_batch
 from .campaign import equivalence_campaign
 from .equivalence import compare
 from .error_bound import ONNX_ACTIVATION_ULPS
@@ -66,6 +66,7 @@ class ExportRequest:
     run_dir: str
     precision: str = "float32"
     target: str = "host"
+    profile: str = DEFAULT_PROFILE
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def inputs_hash(plant_bytes: bytes, law: DeployedLaw, precision: str, target: str) -> str:
-    """sha256 of what determines the export: the plant file, the law's numbers, precision, target."""
+def inputs_hash(plant_bytes: bytes, law: DeployedLaw, precision: str, target: str,
+                profile: str = "unrolled") -> str:
+    """sha256 of what determines the export: the plant file, the law's numbers, precision, target, code
+    profile (``unrolled``, the code before profiles, hashes as it did then: its exports stay valid)."""
     digest = hashlib.sha256()
-    for part in (hashlib.sha256(plant_bytes).hexdigest(), law_digest(law), precision, target, __version__):
+    parts = (hashlib.sha256(plant_bytes).hexdigest(), law_digest(law), precision, target, __version__)
+    if profile != "unrolled":
+        parts = parts + (f"profile={profile}",)
+    for part in parts:
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
+
+
+def manifest_profile(manifest: dict) -> str:
+    """The code profile an export was made with (exports from before profiles: ``unrolled``)."""
+    return manifest.get("profile", "unrolled")
 
 
 def run_export(request: ExportRequest) -> ExportResult:
@@ -99,6 +110,8 @@ def run_export(request: ExportRequest) -> ExportResult:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {request.precision!r}")
     if request.target not in build.TARGETS:
         raise UsageError(f"--target must be one of {', '.join(build.TARGETS)}, not {request.target!r}")
+    if request.profile not in PROFILES:
+        raise UsageError(f"--profile must be one of {', '.join(PROFILES)}, not {request.profile!r}")
     run_dir = Path(request.run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
@@ -109,7 +122,7 @@ def run_export(request: ExportRequest) -> ExportResult:
     if request.target == "cortex-m4" and not build.tool_available(build.ARM_COMPILER):
         raise UsageError(f"--target cortex-m4 needs {build.ARM_COMPILER} (run scripts/install-debian-packages.sh)")
     plant_bytes = (run_dir / "plant.yaml").read_bytes()
-    digest = inputs_hash(plant_bytes, law, request.precision, request.target)
+    digest = inputs_hash(plant_bytes, law, request.precision, request.target, request.profile)
 
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
     staging.chmod(0o755)
@@ -126,7 +139,8 @@ def run_export(request: ExportRequest) -> ExportResult:
 
 def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest: str, plant_bytes: bytes,
               mpc_files=None) -> dict:
-    precision, name = request.precision, law.name
+    precision, name, profile = request.precision, law.name, request.profile
+    flags = build.PROFILE_OPTIMISATION[profile]
     metadata = {
         "plant": name, "generator": f"scpo-ctrl {__version__}", "precision": precision,
         "inputs_sha256": digest, "law_sha256": law_digest(law),
@@ -138,7 +152,7 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
     }
     model = build_model(law, precision, metadata)
     (directory / "policy.onnx").write_bytes(model.SerializeToString())
-    bundle = render_bundle(law, precision, digest)
+    bundle = render_bundle(law, precision, digest, profile)
     for source in bundle:
         atomic_write_text(directory / source.name, source.text)
 
@@ -148,12 +162,13 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         shutil.copyfile(directory / source.name, host / source.name)
     batch = render_host_batch(law, precision, digest)
     atomic_write_text(host / batch.name, batch.text)
-    host_object = build.compile_object(build.HOST_COMPILER, f"{name}_policy.c", host, f"{name}_policy.o")
+    host_object = build.compile_object(build.HOST_COMPILER, f"{name}_policy.c", host, f"{name}_policy.o",
+                                       optimisation=flags)
     build.archive([host_object.path], host, f"lib{name}_policy.a", arm=False)
-    build.shared_library([f"{name}_policy.c", batch.name], host, f"lib{name}_policy.so")
+    build.shared_library([f"{name}_policy.c", batch.name], host, f"lib{name}_policy.so", flags)
     for source in bundle:
         (host / source.name).unlink()
-    builds = {"host": _object_summary(host_object, build.HOST_COMPILER)}
+    builds = {"host": _object_summary(host_object, build.HOST_COMPILER, flags=flags)}
     backup = {"type": "lqr"}
     if mpc_files is not None:
         (directory / "mpc").mkdir()
@@ -173,13 +188,13 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         # an MPC-backed law has no Cortex-M4 build (x86-64 acados): the target gets the LQR fallback, whose
         # own bundle stays in cortex-m4/ (it differs from the host's)
         arm_law = lqr_fallback(law) if law.backup_is_input else law
-        arm_bundle = render_bundle(arm_law, precision, digest) if law.backup_is_input else bundle
+        arm_bundle = render_bundle(arm_law, precision, digest, profile) if law.backup_is_input else bundle
         for source in arm_bundle:
             atomic_write_text(arm / source.name, source.text)
         arm_object = build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", arm, f"{name}_policy.o",
-                                          build.CORTEX_M4_FLAGS)
+                                          build.CORTEX_M4_FLAGS, flags)
         build.archive([arm_object.path], arm, f"lib{name}_policy.a", arm=True)
-        builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS)
+        builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS, flags)
         if law.backup_is_input:
             builds["cortex-m4"]["backup"] = "lqr"
             backup["cortex_m4"] = CORTEX_M4_LQR_FALLBACK
@@ -189,14 +204,14 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
 
     checks = self_check(law, directory, precision)
     if request.target == "cortex-m4" and law.backup_is_input:
-        checks.append(_check_lqr_fallback_source(law, directory, precision))
+        checks.append(_check_lqr_fallback_source(law, directory, precision, profile))
     artefacts = {
         str(path.relative_to(directory)): sha256_file(path)
         for path in sorted(directory.rglob("*")) if path.is_file()
     }
     manifest = {
         "format": MANIFEST_FORMAT, "generator": f"scpo-ctrl {__version__}", "plant": name,
-        "precision": precision, "target": request.target, "inputs_sha256": digest,
+        "precision": precision, "target": request.target, "profile": profile, "inputs_sha256": digest,
         "plant_sha256": metadata["plant_sha256"], "law_sha256": metadata["law_sha256"],
         "network": {"sizes": list(law.sizes), "activation": law.activation,
                     "multiply_accumulates": law.multiply_accumulates},
@@ -208,10 +223,11 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
     return manifest
 
 
-def _object_summary(report: build.ObjectReport, compiler: str, extra: tuple = ()) -> dict:
+def _object_summary(report: build.ObjectReport, compiler: str, extra: tuple = (),
+                    flags: tuple = build.OPTIMISATION) -> dict:
     return {
         "object": report.path.name, "compiler": build.compiler_version(compiler),
-        "flags": [*build.STRICT_FLAGS, *build.OPTIMISATION, *extra], "sections_bytes": report.sections,
+        "flags": [*build.STRICT_FLAGS, *flags, *extra], "sections_bytes": report.sections,
         "stack_bytes": report.stack,
     }
 
@@ -233,7 +249,7 @@ def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
     return [result.to_dict() for result in results]
 
 
-def _check_lqr_fallback_source(law: DeployedLaw, directory: Path, precision: str) -> dict:
+def _check_lqr_fallback_source(law: DeployedLaw, directory: Path, precision: str, profile: str) -> dict:
     """The Cortex-M4 LQR-fallback source compiled for the host against its own reference (the same C the ARM
     build compiled; the ARM build itself runs under QEMU in ``hil --target qemu``)."""
     fallback = lqr_fallback(law)
@@ -245,7 +261,8 @@ def _check_lqr_fallback_source(law: DeployedLaw, directory: Path, precision: str
             shutil.copyfile(arm / source, work / source)
         batch = render_host_batch(fallback, precision, "self-check")
         atomic_write_text(work / batch.name, batch.text)
-        library = build.shared_library([f"{law.name}_policy.c", batch.name], work, "libfallback.so")
+        library = build.shared_library([f"{law.name}_policy.c", batch.name], work, "libfallback.so",
+                                       build.PROFILE_OPTIMISATION[profile])
         host = HostLaw(library, law.name, law.nx, law.nu, precision)
         result = compare(fallback, f"c-host-{precision} (cortex-m4 source, LQR fallback)", precision, X,
                          host.evaluate(X))
@@ -276,13 +293,15 @@ def _swap_in(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_host_law(law: DeployedLaw, precision: str, directory: Path, input_hash: str = "verification") -> HostLaw:
-    """Render and compile the law's C for the host in ``precision`` into ``directory`` (outside any export),
-    e.g. the other precision's twin that verification compares against."""
+def build_host_law(law: DeployedLaw, precision: str, directory: Path, input_hash: str = "verification",
+                   profile: str = DEFAULT_PROFILE) -> HostLaw:
+    """Render and compile the law's C for the host in ``precision`` and code ``profile`` into ``directory``
+    (outside any export), e.g. the other precision's twin that verification compares against."""
     directory.mkdir(parents=True, exist_ok=True)
-    sources = [*render_bundle(law, precision, input_hash), render_host_batch(law, precision, input_hash)]
+    sources = [*render_bundle(law, precision, input_hash, profile), render_host_batch(law, precision, input_hash)]
     for source in sources:
         atomic_write_text(directory / source.name, source.text)
-    library = f"lib{law.name}_policy_{precision}.so"
-    build.shared_library([s.name for s in sources if s.name.endswith(".c")], directory, library)
+    library = f"lib{law.name}_policy_{precision}_{profile}.so"
+    build.shared_library([s.name for s in sources if s.name.endswith(".c")], directory, library,
+                         build.PROFILE_OPTIMISATION[profile])
     return HostLaw(directory / library, law.name, law.nx, law.nu, precision, law.backup_is_input)

@@ -44,7 +44,7 @@ from ..export.error_bound import ONNX_ACTIVATION_ULPS, float_error_bound_box
 from ..export.host_library import HostLaw
 from ..export.law import evaluate, law_from_run
 from ..export.mpc_bundle import acados_runtime_hashes
-from ..export.run import build_host_law, inputs_hash, run_onnx, sha256_file
+from ..export.run import build_host_law, inputs_hash, manifest_profile, run_onnx, sha256_file
 from ..files import atomic_write, atomic_write_json, json_safe
 from ..plant.model import build_plant
 from ..policy.residual import ResidualPolicy
@@ -168,10 +168,12 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
 
 
 def host_builds(law, run_dir: Path, precision: str, directory: Path) -> tuple:
-    """The exported host library and its twin in the other precision (built into ``directory``)."""
+    """The exported host library and its twin in the other precision and the export's code profile (built into
+    ``directory``)."""
     host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision,
                    law.backup_is_input)
-    twin = build_host_law(law, "float64" if precision == "float32" else "float32", directory)
+    profile = manifest_profile(json.loads((run_dir / "export" / "manifest.json").read_text()))
+    twin = build_host_law(law, "float64" if precision == "float32" else "float32", directory, profile=profile)
     return host, twin
 
 
@@ -193,7 +195,8 @@ def _integrity(run_dir: Path, manifest: dict, law, precision: str) -> Check:
             if current_runtime.get(library) != digest:
                 problems.append(f"acados runtime {library}: differs from the one the export was built against "
                                 "(the MPC that would run is not the exported one: export again)")
-    current = inputs_hash((run_dir / "plant.yaml").read_bytes(), law, precision, manifest.get("target", "host"))
+    current = inputs_hash((run_dir / "plant.yaml").read_bytes(), law, precision, manifest.get("target", "host"),
+                          manifest_profile(manifest))
     if current != manifest.get("inputs_sha256"):
         problems.append("export/manifest.json: inputs hash differs from the run's plant.yaml + policy.npz "
                         "(the export is stale: export again)")
