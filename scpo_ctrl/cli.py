@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--beta", type=float, default=1e-3, help="confidence parameter of the scenario bound")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--cells", type=int, dest="cells_per_axis", help="reachability grid cells per state")
-    verify.add_argument("--depth", type=int, default=2, dest="max_depth", help="bisections of failing cells (2)")
+    verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells (8)")
+    verify.add_argument("--max-cells", type=int, dest="max_cells",
+                        help="reachability cells analysed in all, over every bisection (4096)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.set_defaults(handler=_verify)
 
@@ -185,12 +187,15 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .verify.run import VerifyRequest, run_verify
 
-    if args.samples < 1 or args.halton < 0 or args.max_depth < 0 or (args.cells_per_axis is not None
-                                                                        and args.cells_per_axis < 1):
-        raise UsageError("--samples, --cells must be >= 1; --halton, --depth >= 0")
+    if (args.samples < 1 or args.halton < 0 or (args.max_depth is not None and args.max_depth < 0)
+            or (args.cells_per_axis is not None and args.cells_per_axis < 1)
+            or (args.max_cells is not None and args.max_cells < 1)):
+        raise UsageError("--samples, --cells, --max-cells must be >= 1; --halton, --depth >= 0")
+    # flags left out keep VerifyRequest's defaults (the one place they are set)
+    given = {name: getattr(args, name) for name in ("max_depth", "max_cells") if getattr(args, name) is not None}
     result = run_verify(VerifyRequest(run_dir=args.run_dir, samples=args.samples, halton=args.halton,
                                       beta=args.beta, seed=args.seed, cells_per_axis=args.cells_per_axis,
-                                      max_depth=args.max_depth))
+                                      **given))
     certificate = result.certificate
     if args.json:
         print(json.dumps(json_safe(certificate), indent=2))

@@ -292,6 +292,30 @@ def test_default_double_integrator_certificate_is_verified_or_explained(default_
     assert meets_band[~verified].mean() >= 2 * meets_band[verified].mean()
 
 
+@pytest.mark.slow
+def test_reachability_stops_bisecting_at_its_cell_budget(default_double_integrator_run):
+    """max_cells bounds the work by a count: no pass starts whose halves would exceed it, the cells it
+    leaves are UNKNOWN (never guessed), and a budget that is never reached changes nothing."""
+    run, _ = default_double_integrator_run
+    spec = load_plant_spec(run / "plant.yaml")
+    model, law = build_plant(spec), law_from_run(run)
+    box = np.asarray(spec.safety.initial_states.box)
+
+    def fraction(result):
+        return sum(np.prod(c.hi - c.lo) for c in result.cells if c.verified) / np.prod(box[:, 1] - box[:, 0])
+
+    def analyse(max_cells):
+        settings = reach.ReachSettings(cells_per_axis=8, max_depth=4, max_cells=max_cells)
+        return reach.analyse(law, model, box[:, 0], box[:, 1], spec.safety.horizon, settings)
+
+    free, tight, roomy = analyse(None), analyse(100), analyse(10**6)
+    assert not all(c.verified for c in free.cells)  # the default run has cells to bisect at 8 per axis
+    assert 64 <= len(tight.cells) <= 100 < len(free.cells)
+    assert fraction(tight) < fraction(free)
+    assert all(c.failed_because for c in tight.cells if not c.verified)
+    assert len(roomy.cells) == len(free.cells) and fraction(roomy) == fraction(free)
+
+
 def test_verify_cli_bad_input(tmp_path, adapted_runs, capsys):
     assert main(["verify", str(tmp_path / "missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err

@@ -87,6 +87,10 @@ class ReachSettings:
     bisect : str
         Which side of a failing cell is halved: 'sensitive' (the initial axis contributing most to the
         failing row's spread where it failed) or 'widest' (relative to the initial box).
+    max_cells : int or None
+        Cells analysed in all, over every bisection pass: a pass whose halves would exceed it is not
+        started, and the cells still failing stay UNKNOWN. Bounds the work of a deep ``max_depth``
+        by a count, not a clock, so the verdict does not depend on the machine's load. None: no limit.
     """
 
     cells_per_axis: int = 8
@@ -95,6 +99,7 @@ class ReachSettings:
     precision: str = "float32"
     network_bounds: str = "affine"
     bisect: str = "sensitive"
+    max_cells: int | None = None
 
     def __post_init__(self):
         if self.network_bounds not in NETWORK_BOUNDS:
@@ -529,10 +534,13 @@ def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.
     hi = np.array([[edges[i][k[i] + 1] for i in range(law.nx)] for k in grid])
     scale = np.asarray(box_hi, float) - np.asarray(box_lo, float)
     outcomes, all_records = [], []
+    analysed = 0
     for depth in range(settings.max_depth + 1):
         entered, failed, because, records, sensitivity = analysis.propagate(lo, hi)
+        analysed += len(lo)
         ok = entered >= 0
-        last = depth == settings.max_depth
+        over_budget = settings.max_cells is not None and analysed + 2 * int(np.sum(~ok)) > settings.max_cells
+        last = depth == settings.max_depth or over_budget
         final = np.flatnonzero(ok | last)
         renumber = np.full(len(lo), -1)
         renumber[final] = np.arange(len(outcomes), len(outcomes) + len(final))

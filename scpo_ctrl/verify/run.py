@@ -74,6 +74,8 @@ class VerifyRequest:
         Reachability grid (None: by dimension).
     max_depth : int
         Bisections of failing cells.
+    max_cells : int or None
+        Reachability cells analysed in all (a deep bisection stops at this count; None: no limit).
     falsify_starts : int
         Random starts per row of the falsification search (on top of the Monte Carlo's worst).
     """
@@ -84,7 +86,8 @@ class VerifyRequest:
     beta: float = 1e-3
     seed: int = 0
     cells_per_axis: int | None = None
-    max_depth: int = 2
+    max_depth: int = 8
+    max_cells: int | None = 4096
     falsify_starts: int = 4
 
 
@@ -390,7 +393,8 @@ def _falsification(law, model, policy, theta, host: HostLaw, box, horizon, start
 # -- 5. reachability -------------------------------------------------------------------------------
 def _reachability(law, model, box, horizon, request: VerifyRequest, precision: str) -> tuple:
     cells = request.cells_per_axis or {1: 64, 2: 16, 3: 6, 4: 4}.get(law.nx, 2)
-    settings = reach.ReachSettings(cells_per_axis=cells, max_depth=request.max_depth, precision=precision)
+    settings = reach.ReachSettings(cells_per_axis=cells, max_depth=request.max_depth, precision=precision,
+                                   max_cells=request.max_cells)
     result = reach.analyse(law, model, box[:, 0], box[:, 1], horizon, settings)
     if not result.applicable:
         return Check(name="reachability", claim="for every initial state of the box: safe at every step and inside "
@@ -399,7 +403,7 @@ def _reachability(law, model, box, horizon, request: VerifyRequest, precision: s
     failing = [c for c in result.cells if not c.verified]
     details = {
         "cells": len(result.cells), "verified_cells": len(result.cells) - len(failing),
-        "cells_per_axis": cells, "max_depth": request.max_depth,
+        "cells_per_axis": cells, "max_depth": request.max_depth, "max_cells": request.max_cells,
         "verified_fraction_of_box": float(sum(np.prod(c.hi - c.lo) for c in result.cells if c.verified)
                                           / np.prod(box[:, 1] - box[:, 0])),
         "target_set_robustly_invariant": result.target_invariant, "contraction_in_P_norm": result.contraction,
