@@ -246,7 +246,6 @@ class _Analysis:
         """Yield the candidate ``(v0 (M, nu), V (M, nu, m), e_lo (M, nu), e_hi (M, nu))`` of
         :meth:`deviation_bounds`, in xi coordinates."""
         law = self.law
-        M = len(lo)
         box_c, radius = (lo + hi) / 2 - law.x_eq, (hi - lo) / 2
         backup_v0 = law.u_eq - (centre - law.x_eq) @ law.K.T
         backup_V = -np.matmul(law.K, G)
