@@ -186,7 +186,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
             stalled = settings.method == "scpo" and patience and stall >= patience
             last = state.iteration >= settings.iterations
             if looping and (state.iteration % loop.every == 0 or stalled or last):
-                state, round_record = _verification_round(adaptation, state, settings, loop, rounds)
+                state, round_record = _verification_round(adaptation, state, settings, loop, rounds,
+                                                          closing=bool(stalled or last))
                 rounds += 1
                 line["verification_round"] = json_safe(round_record.to_dict())
                 round_records.append(line["verification_round"])
@@ -222,9 +223,11 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
 
 
 def _verification_round(adaptation, state: OptimizerState, settings: OptimizerSettings, loop: LoopSettings,
-                        rounds: int):
-    """One round of the verification loop; the optimizer state continues on the (possibly) enlarged set."""
-    round_record, theta = run_round(adaptation, state.theta, state.iteration, rounds, loop, settings.seed)
+                        rounds: int, closing: bool):
+    """One round of the verification loop (``closing``: the last, or on a stall: searched again after a
+    retreat); the optimizer state continues on the (possibly) enlarged set."""
+    round_record, theta = run_round(adaptation, state.theta, state.iteration, rounds, loop, settings.seed,
+                                    closing=closing)
     if round_record.added.shape[0] == 0:
         return state, round_record
     g = adaptation.constraints(theta[None, :])[0]

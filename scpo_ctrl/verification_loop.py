@@ -24,7 +24,7 @@ iterate stays safe on the validation set as it stood when it was accepted.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.stats import qmc
@@ -55,6 +55,10 @@ class LoopSettings:
         Monte Carlo states per row the falsifier starts from (plus as many random ones).
     reach_depth : int
         Bisections of a failing cell in the reachability analysis.
+    closing_passes : int
+        Searches of the run's last round (and of a round on a stall): while a search finds a state
+        breaking a row, every such state joins the validation set, the iterate retreats, and a fresh
+        search (new Monte Carlo points, new falsifier starts) runs, up to this many in all.
     """
 
     every: int = 25
@@ -62,6 +66,7 @@ class LoopSettings:
     add_per_round: int = 32
     falsify_starts: int = 2
     reach_depth: int = 2
+    closing_passes: int = 3
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,15 @@ class RoundResult:
         (:data:`CELL_GROUP`: from an unproven cell, breaking no row); sums to ``len(added)``.
     unproven_cells : int or None
         Cells reachability left unproven (None: reachability did not run).
+    passes : int
+        Searches in the round (more than one only in a closing round that kept finding violations).
+    violating_last_pass : int
+        States breaking a row found by the round's last search (0: the iterate it leaves was searched
+        and nothing was found; otherwise it retreated past what that search found, unsearched since).
+
+    ``examined``, ``backup_unsafe``, ``findings`` and ``added_by_group`` sum over the passes;
+    ``violating``, ``falsified``, ``proven_fraction`` and ``unproven_cells`` are the first search's (the
+    iterate as trained); ``residual_scale`` is the product of the passes' retreats.
     """
 
     iteration: int
@@ -113,6 +127,8 @@ class RoundResult:
     findings: dict = field(default_factory=dict)
     added_by_group: dict = field(default_factory=dict)
     unproven_cells: int | None = None
+    passes: int = 1
+    violating_last_pass: int | None = None
 
     @property
     def clean(self) -> bool:
@@ -129,6 +145,8 @@ class RoundResult:
             "validation_states": self.validation_states, "seconds": self.seconds,
             "findings": {name: dict(counts) for name, counts in self.findings.items()},
             "added_by_group": dict(self.added_by_group), "unproven_cells": self.unproven_cells,
+            "passes": self.passes,
+            "violating_last_pass": self.violating if self.violating_last_pass is None else self.violating_last_pass,
         }
 
 
@@ -151,12 +169,53 @@ def scale_residual(adaptation: ControlAdaptation, theta: np.ndarray, s: np.ndarr
 
 
 def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, round_index: int,
-              settings: LoopSettings, seed: int) -> tuple[RoundResult, np.ndarray]:
+              settings: LoopSettings, seed: int, closing: bool = False) -> tuple[RoundResult, np.ndarray]:
     """Search for counterexamples, grow the validation set, retreat if needed.
+
+    A closing round (the run's last, or on a stall) searches again after a retreat, adding every
+    violating state it finds, up to ``settings.closing_passes`` searches, so the iterate it leaves
+    was searched as it is whenever the round ends clean.
 
     Returns the round's record and the parameters to continue from. The
     adaptation's validation set is enlarged in place (:meth:`ControlAdaptation.set_states`).
     """
+    start = time.perf_counter()
+    record, theta = _search(adaptation, theta, iteration, round_index, settings, seed, settings.add_per_round)
+    passes, last = 1, record
+    while closing and passes < settings.closing_passes and (last.violating or last.falsified):
+        # every state breaking a row joins: the next search must not find the same ones again
+        last, theta = _search(adaptation, theta, iteration, round_index + 10_000 * passes, settings, seed,
+                              settings.samples)
+        record, passes = _combined(record, last), passes + 1
+    return replace(record, seconds=time.perf_counter() - start, passes=passes,
+                   violating_last_pass=last.violating), theta
+
+
+def _combined(first: RoundResult, later: RoundResult) -> RoundResult:
+    """Two searches of one round as one record (see :class:`RoundResult` for which fields add up)."""
+    def summed(a: dict, b: dict) -> dict:
+        return {key: _sum_counts(a.get(key), b.get(key)) for key in {**a, **b}}
+
+    return replace(
+        first, examined=first.examined + later.examined, added=np.concatenate([first.added, later.added]),
+        backup_unsafe=first.backup_unsafe + later.backup_unsafe,
+        residual_scale=first.residual_scale * later.residual_scale, validation_states=later.validation_states,
+        findings=summed(first.findings, later.findings), added_by_group=summed(first.added_by_group,
+                                                                             later.added_by_group))
+
+
+def _sum_counts(a, b):
+    """``a + b`` for counts, or key by key for dicts of counts; a missing side counts as zero."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        a, b = a or {}, b or {}
+        return {key: a.get(key, 0) + b.get(key, 0) for key in {**a, **b}}
+    return (a or 0) + (b or 0)
+
+
+def _search(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, round_index: int,
+            settings: LoopSettings, seed: int, budget: int) -> tuple[RoundResult, np.ndarray]:
+    """One search of the box (its random draws seeded by ``round_index``, distinct per search), at most
+    ``budget`` states added, then the retreat if a row breaks."""
     start = time.perf_counter()
     box = initial_box(adaptation)
     nx = box.shape[0]
@@ -187,7 +246,7 @@ def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, 
     if cell_states.shape[0]:
         from_cells = np.any(np.all(np.isclose(states[:, None, :], cell_states[None, :, :], rtol=0, atol=1e-12),
                                    axis=2), axis=1)
-    pick, queue = _pick(per_group, backup_safe, from_cells, settings.add_per_round)
+    pick, queue = _pick(per_group, backup_safe, from_cells, budget)
     added = states[pick]
     groups = tuple(adaptation.group_names) + (CELL_GROUP,)
     added_by_group = {name: int(np.sum(queue == index)) for index, name in enumerate(groups)}

@@ -189,6 +189,7 @@ def test_verification_loop_section_shows_every_round_of_training_jsonl(adapted_r
                      "falsification": {"examined": 7, "violating": 2},
                      "reachability": {"examined": 184, "violating": 0}},
         "added_by_group": {"v.max": 12, "target.reach": 0, "unproven cell": 5},
+        "passes": 3, "violating_last_pass": 1,
     })
     _write_lines(run, lines + [extra])
     section = _loop_section(run_report(ReportRequest(str(run))).path.read_text())
@@ -196,7 +197,7 @@ def test_verification_loop_section_shows_every_round_of_training_jsonl(adapted_r
     assert len(rows) == len(rounded) + 1
     cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", rows[-1], re.S)]
     assert cells == ["77", "13 / 9191", "11 / 9000", "2 / 7; yes", "0.1235; 555", "17v.max 12, unproven cell 5",
-                     "0", "4242", "retreated to s = 0.5", "0.3142 → 0.2718",
+                     "0", "4242", "retreated to s = 0.5; 3 searches, last found 1", "0.3142 → 0.2718",
                      fmt(rounded[-1]["verification_round"]["seconds"], 3)]
     first = rounded[0]["verification_round"]
     first_cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)]

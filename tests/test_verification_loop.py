@@ -16,7 +16,7 @@ from scpo_ctrl.export.run import ExportRequest, run_export
 from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy
-from scpo_ctrl.verification_loop import retreat, scale_residual
+from scpo_ctrl.verification_loop import LoopSettings, retreat, run_round, scale_residual
 from scpo_ctrl.verify.run import VerifyRequest, run_verify
 
 from .conftest import MODELS
@@ -69,6 +69,38 @@ def test_retreat_scales_the_residual_toward_the_backup():
     zero = scale_residual(adaptation, theta, np.array([0.0]))[0]
     backup = adaptation.constraints(np.zeros((1, policy.n_theta)))[0]
     assert np.allclose(adaptation.constraints(zero[None, :])[0], backup, atol=1e-12)
+
+
+def _strong_residual(adaptation: ControlAdaptation) -> np.ndarray:
+    """Parameters whose last layer is far too strong: unsafe from much of the box."""
+    theta = adaptation.policy.initial_theta(0)
+    theta[-9:] = np.random.default_rng(1).normal(scale=20.0, size=9)
+    return theta
+
+
+def test_a_closing_round_searches_again_after_its_retreat():
+    """The run's last round does not stop at its first retreat: it adds every violating state a fresh search
+    finds and retreats again, until a search finds nothing or its passes are spent; an ordinary round adds
+    at most its budget, once."""
+    settings = LoopSettings(samples=256, add_per_round=4, falsify_starts=1, reach_depth=0, closing_passes=3)
+    problem = build_problem(load_plant_spec(DI))
+    closing = ControlAdaptation(problem, residual_policy(problem, (8,)))
+    before = closing.n_states
+    theta = _strong_residual(closing)
+    record, theta_after = run_round(closing, theta, 7, 0, settings, seed=0, closing=True)
+    assert record.violating > 0 and record.passes >= 2
+    assert record.passes == settings.closing_passes or record.violating_last_pass == 0
+    assert record.added.shape[0] == closing.n_states - before == record.validation_states - before
+    assert record.added.shape[0] > settings.add_per_round  # later passes add all they find
+    assert sum(record.added_by_group.values()) == record.added.shape[0]
+    assert 0.0 <= record.residual_scale < 1.0
+    assert np.all(closing.constraints(theta_after[None, :])[0] + closing.margins <= 0.0)
+    assert record.to_dict()["passes"] == record.passes
+
+    ordinary = ControlAdaptation(problem, closing.policy)
+    single, _ = run_round(ordinary, theta, 7, 0, settings, seed=0)
+    assert single.passes == 1 and 0 < single.added.shape[0] <= settings.add_per_round
+    assert single.violating == record.violating  # the same first search
 
 
 def _sparse_plant(tmp_path: Path) -> Path:
