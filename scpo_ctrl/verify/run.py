@@ -11,8 +11,10 @@ Checks, in order (each with its claim, verdict, evidence and numbers):
    per row the worst value; with no violation among the i.i.d. uniform ones, the scenario bound.
 4. ``falsification``: a multi-start search for the worst initial state per row; the best is
    replayed with the C in the loop.
-5. ``reachability``: for affine plants, a sound reachable-set computation from the whole box
-   (cells, zonotopes, the residual as affine forms in the zonotopes' noise symbols, the float32 deviation included).
+5. ``reachability``: a sound reachable-set computation from the whole box (cells, zonotopes, the residual as
+   affine forms in the zonotopes' noise symbols, the float32 deviation included); the plant's map exactly for
+   affine dynamics, else a first-order model of the discrete map (the plant file's integrator and substeps, not
+   the ODE) with an interval-Jacobian remainder.
 
 An MPC-backed export runs :mod:`.mpc`'s variant instead: an ``mpc_solver`` check (the exported acados solver
 against IPOPT), the equivalence campaign with the MPC's inputs, the Monte Carlo with the exported MPC and C law
@@ -394,22 +396,31 @@ def _reachability(law, model, box, horizon, request: VerifyRequest, precision: s
                      "the target set by the horizon", verdict=UNKNOWN, evidence="not applicable",
                      seconds=result.seconds, details={"reason": result.reason}), None
     failing = [c for c in result.cells if not c.verified]
+    fraction = float(sum(np.prod(c.hi - c.lo) for c in result.cells if c.verified) / np.prod(box[:, 1] - box[:, 0]))
     details = {
         "cells": len(result.cells), "verified_cells": len(result.cells) - len(failing),
         "cells_per_axis": cells, "max_depth": request.max_depth,
-        "verified_fraction_of_box": float(sum(np.prod(c.hi - c.lo) for c in result.cells if c.verified)
-                                          / np.prod(box[:, 1] - box[:, 0])),
+        "verified_fraction_of_box": fraction,
+        "argument": result.argument,
+        "proven": _what_is_proven(result, fraction, precision),
         "target_set_robustly_invariant": result.target_invariant, "contraction_in_P_norm": result.contraction,
+        "target_level": result.target_level, "target_level_over_c": result.target_level / law.c,
+        "target_set_argument": result.target_argument,
         "float32_deviation_bound_in_target_set": result.float32_deviation_in_target,
         "failing_cells": [{"lo": c.lo.tolist(), "hi": c.hi.tolist(), "step": c.failed_step,
                            "because": c.failed_because} for c in failing[:50]],
         "failing_cells_listed": min(len(failing), 50), "failing_cells_total": len(failing),
-        "method": "zonotopes per cell through the exact linear part (backup plus the residual as an affine form in "
+        "method": ("zonotopes per cell through " + ("the plant's exact affine map" if model.dynamics_affine else
+                   "a first-order model of the plant's discrete map f(x, u) around each set's centre (the plant "
+                   "file's integrator with its substeps, as the model's CasADi f computes it: the verdict is about "
+                   "this discrete map, not the ODE), the mean-value remainder from the interval Jacobian of f over "
+                   "the set's box as new generators") + "; the input as its "
+                  "linear part (backup plus the residual as an affine form in "
                   "the zonotope's noise symbols: tanh and gate by linear relaxations, gate times network by affine "
                   "multiplication; or the backup with interval or mean-value bounds of the residual, whichever "
                   "is narrowest), the remainder, saturation and float32 deviation bound as new generators; "
                   "failing cells bisected along the axis driving the failing row; entering the robustly "
-                  "invariant target set ends a cell",
+                  "invariant target set ends a cell"),
     }
     verdict = VERIFIED if result.verified else UNKNOWN
     sets = {"lo": np.array([c.lo for c in result.cells]), "hi": np.array([c.hi for c in result.cells]),
@@ -418,9 +429,23 @@ def _reachability(law, model, box, horizon, request: VerifyRequest, precision: s
             **{f"piece_{key}": value for key, value in result.pieces.items()}}
     return Check(
         name="reachability",
-        claim="for every initial state of the box (not samples): the closed loop with the deployed "
-              f"{precision} law stays inside every safety row at every step and enters the target set by the "
+        claim="for every initial state of the box (not samples): the closed loop "
+              + ("" if model.dynamics_affine else "of the plant's discrete map (its integrator, not the ODE) ")
+              + f"with the deployed {precision} law stays inside every safety row at every step and enters the target set by the "
               "horizon, after which it stays there and safe",
         verdict=verdict, evidence="proof (sound over-approximation)" if verdict == VERIFIED else
         "over-approximation inconclusive on the failing cells", seconds=result.seconds, details=details), sets
+
+
+def _what_is_proven(result: reach.ReachResult, fraction: float, precision: str) -> str:
+    """The reachability check's claim in one sentence, as far as it was proven."""
+    subject = ("the closed loop" if result.argument == reach.AFFINE_EXACT else
+               "the closed loop of the plant's discrete map (its integrator and substeps, not the ODE)")
+    if not result.target_invariant:
+        return (f"nothing for all time: the target set's robust invariance is not proven ({result.target_argument}); "
+                "no cell is verified")
+    return (f"for {100 * fraction:.4g}% of the initial box (the verified cells), {subject} with the deployed "
+            f"{precision} law stays inside every safety row at every step and enters the target set "
+            f"V <= {result.target_level:.6g} by the horizon, which is robustly invariant ({result.target_argument}), "
+            "so it stays safe forever; the other cells are unknown, not unsafe")
 
