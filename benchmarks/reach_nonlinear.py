@@ -4,7 +4,8 @@
 
 RUN_DIR: an adapted run of a nonlinear plant (`scpo-ctrl adapt models/pendulum.yaml --out RUN_DIR`; the
 analysis reads policy.npz and plant.yaml, no export needed). ``--settings CELLS:DEPTH ...`` are the grids
-and bisection depths to run (default: `verify`'s grid for the plant's dimension at depths 0 and 2).
+and bisection depths to run (default: `verify`'s grid for the plant's dimension at depths 0 and 2), with
+`verify`'s zonotope order limit for the dimension.
 
 Printed per setting: the argument, the target level c_T / c whose robust invariance is proven, the verified
 fraction of the box, final cells, wall seconds, seconds per final cell, and the failing cells' reasons.
@@ -30,6 +31,7 @@ from scpo_ctrl.config.plant_spec import load_plant_spec  # noqa: E402
 from scpo_ctrl.export.law import evaluate, law_from_run  # noqa: E402
 from scpo_ctrl.plant.model import build_plant  # noqa: E402
 from scpo_ctrl.verify import reach  # noqa: E402
+from scpo_ctrl.verify.run import max_generators  # noqa: E402
 
 VERIFY_CELLS = {1: 64, 2: 16, 3: 6, 4: 4}  # verify's default grid per state dimension
 
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
         n, depth = (int(v) for v in setting.split(":"))
         start = time.perf_counter()
         result = reach.analyse(law, model, box[:, 0], box[:, 1], spec.safety.horizon,
-                               reach.ReachSettings(cells_per_axis=n, max_depth=depth))
+                               reach.ReachSettings(cells_per_axis=n, max_depth=depth,
+                                                   max_generators=max_generators(law.nx)))
         seconds = time.perf_counter() - start
         print(f"| {n} | {depth} | {result.argument} | {result.target_level / law.c:.3g} "
               f"| {verified_fraction(result, box):.4f} | {len(result.cells)} | {seconds:.1f} "

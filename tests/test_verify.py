@@ -250,7 +250,7 @@ def test_reachable_sets_of_the_default_run_contain_100000_closed_loops(default_d
 
 #: reachability settings of the soundness test per nonlinear plant (verify's default grid for the dimension)
 NONLINEAR_SETTINGS = {"pendulum": reach.ReachSettings(cells_per_axis=16, max_depth=2),
-                      "cartpole": reach.ReachSettings(cells_per_axis=4, max_depth=1)}
+                      "cartpole": reach.ReachSettings(cells_per_axis=4, max_depth=1, max_generators=64)}
 
 
 @pytest.mark.slow
