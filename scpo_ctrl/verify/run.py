@@ -450,8 +450,8 @@ def _what_is_proven(result: reach.ReachResult, fraction: float, precision: str) 
     subject = ("the closed loop" if result.argument == reach.AFFINE_EXACT else
                "the closed loop of the plant's discrete map (its integrator and substeps, not the ODE)")
     if not result.target_invariant:
-        return (f"nothing for all time: the target set's robust invariance is not proven ({result.target_argument}); "
-                "no cell is verified")
+        return (f"nothing for all time: the target set's robust invariance is not proven "
+                f"({result.target_argument}); no cell is verified")
     return (f"for {100 * fraction:.4g}% of the initial box (the verified cells), {subject} with the deployed "
             f"{precision} law stays inside every safety row at every step and enters the target set "
             f"V <= {result.target_level:.6g} by the horizon, which is robustly invariant ({result.target_argument}), "
