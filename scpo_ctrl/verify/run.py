@@ -439,7 +439,8 @@ def _reachability(law, model, box, horizon, request: VerifyRequest, precision: s
         name="reachability",
         claim="for every initial state of the box (not samples): the closed loop "
               + ("" if model.dynamics_affine else "of the plant's discrete map (its integrator, not the ODE) ")
-              + f"with the deployed {precision} law stays inside every safety row at every step and enters the target set by the "
+              + f"with the deployed {precision} law stays inside every safety row at every step and enters the "
+              "target set by the "
               "horizon, after which it stays there and safe",
         verdict=verdict, evidence="proof (sound over-approximation)" if verdict == VERIFIED else
         "over-approximation inconclusive on the failing cells", seconds=result.seconds, details=details), sets
