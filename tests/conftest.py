@@ -69,11 +69,25 @@ def adapted_runs(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def default_double_integrator_run(tmp_path_factory) -> tuple:
-    """``scpo-ctrl adapt models/double_integrator.yaml`` with every default, once per session:
-    ``(run directory, exit code)``."""
+def default_runs(tmp_path_factory) -> dict:
+    """``{plant name: (run directory, exit code)}`` after ``scpo-ctrl adapt models/<name>.yaml`` with every
+    default (built lazily, once per session)."""
     from scpo_ctrl.cli import main
 
-    run = tmp_path_factory.mktemp("default") / "double_integrator"
-    code = main(["adapt", str(MODELS / "double_integrator.yaml"), "--out", str(run), "--quiet"])
-    return run, code
+    root = tmp_path_factory.mktemp("default")
+
+    class Runs(dict):
+        def __missing__(self, name):
+            run = root / name
+            code = main(["adapt", str(MODELS / f"{name}.yaml"), "--out", str(run), "--quiet"])
+            self[name] = (run, code)
+            return self[name]
+
+    return Runs()
+
+
+@pytest.fixture(scope="session")
+def default_double_integrator_run(default_runs) -> tuple:
+    """``scpo-ctrl adapt models/double_integrator.yaml`` with every default, once per session:
+    ``(run directory, exit code)``."""
+    return default_runs["double_integrator"]

@@ -58,11 +58,15 @@ from ..export.law import DeployedLaw
 from ..plant.interval import Interval, evaluate_interval
 from ..plant.model import PlantModel
 from . import affine_bounds
+from .discrete_map import DiscreteMap, UnsupportedOperation
 
 ROUND_OFF_WIDENING = 1e-12  # relative and absolute slack for this analysis's own float64 arithmetic
 NETWORK_BOUNDS = ("affine", "interval")
 BISECTIONS = ("sensitive", "widest")
 TARGET_MISSED = "target set not reached within the horizon"
+AFFINE_EXACT = "affine exact"
+FIRST_ORDER = "first-order with interval remainder (discrete map)"
+TARGET_LEVEL_FACTORS = 0.98 ** np.arange(400)  # levels c_T = c * factor tried for a nonlinear plant's invariance
 
 
 @dataclass(frozen=True)
@@ -128,16 +132,25 @@ class ReachResult:
     Attributes
     ----------
     applicable : bool
-        False for non-affine dynamics (then nothing else is set).
+        False when the plant's map has an operation without an interval rule (then nothing else is set).
     reason : str
+    argument : str
+        How a set is carried through one step: ``AFFINE_EXACT`` (the plant's own linear map) or
+        ``FIRST_ORDER`` (:mod:`.discrete_map`: first-order model of the discrete map around the set's
+        centre, the mean-value remainder from the interval Jacobian over the set's box).
     cells : tuple of CellOutcome
     pieces : dict
         ``origin (R,)`` (index into ``cells``), ``step (R,)``, ``lo (R, nx)``, ``hi (R, nx)``: the
         bounding box of every piece of every final cell's reachable set at every step until it
         entered T or failed.
     target_invariant : bool
+    target_level : float
+        ``c_T``: the target set is ``T = {V <= c_T}`` with ``c_T <= c`` (``c`` for an affine plant; for a
+        nonlinear one the largest of ``c * TARGET_LEVEL_FACTORS`` whose robust invariance is proven).
+    target_argument : str
+        Why T is robustly invariant (or why not).
     contraction : float
-        P-norm contraction factor of A - B K.
+        P-norm contraction factor of A - B K (the Jacobians at the equilibrium for a nonlinear plant).
     float32_deviation_in_target : float
         Largest float32 deviation bound over T's bounding box [input units].
     seconds : float
@@ -145,9 +158,12 @@ class ReachResult:
 
     applicable: bool
     reason: str
+    argument: str
     cells: tuple
     pieces: dict
     target_invariant: bool
+    target_level: float
+    target_argument: str
     contraction: float
     float32_deviation_in_target: float
     seconds: float
@@ -171,6 +187,9 @@ class _Analysis:
         self.x_min = np.array([-np.inf if v.min is None else v.min for v in spec.states])
         self.x_max = np.array([np.inf if v.max is None else v.max for v in spec.states])
         self.extra = [(c.name, c.expression) for c in spec.constraints]
+        self.map = None if model.dynamics_affine else DiscreteMap.of(model)
+        self.argument = AFFINE_EXACT if self.map is None else FIRST_ORDER
+        self.target_level = law.c  # c_T, lowered by target_facts for a nonlinear plant
 
     # -- bounds over boxes ---------------------------------------------------------------
     def level_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple:
@@ -350,39 +369,103 @@ class _Analysis:
         return bad, names
 
     def inside_target(self, centre: np.ndarray, G: np.ndarray) -> np.ndarray:
-        """Sufficient test of zonotope in T: sqrt(V(c)) + sum_j ||L g_j|| <= sqrt(c)."""
+        """Sufficient test of zonotope in T: sqrt(V(c)) + sum_j ||L g_j|| <= sqrt(c_T)."""
         law = self.law
         d = centre - law.x_eq
         root = np.sqrt(np.maximum(np.einsum("mi,ij,mj->m", d, law.P, d), 0.0))
         spread = np.linalg.norm(np.einsum("ij,mjk->mik", self.L, G), axis=1).sum(axis=1)
-        return (root + spread) * (1 + ROUND_OFF_WIDENING) <= math.sqrt(law.c)
+        return (root + spread) * (1 + ROUND_OFF_WIDENING) <= math.sqrt(self.target_level)
 
     def target_facts(self) -> tuple:
-        """(T robustly invariant and safe?, contraction, float32 deviation over T's box)."""
+        """Fix ``c_T`` and return (T robustly invariant and safe?, contraction, float32 deviation over T's box,
+        the argument in words).
+
+        Affine plant: ``c_T = c``; ``V(x+) <= c`` because ``A - B K`` contracts the P-norm by more than the
+        float32 deviation can push (``sqrt(c) (1 - kappa) >= ||L B|| sqrt(nu) delta``), exactly.
+
+        Nonlinear plant: the first-order model of the discrete map at the equilibrium over T's bounding box
+        (:meth:`target_remainder`) gives ``x+ - x_eq = (A - B K) dx + B d + rho``, so
+        ``sqrt(V(x+)) <= kappa sqrt(c_T) + ||L B|| sqrt(nu) delta + sum_i rho_i ||L e_i||``; ``c_T`` is the
+        largest of ``c * TARGET_LEVEL_FACTORS`` where that is ``<= sqrt(c_T)``.
+
+        Either way T must also lie inside every safety row with the backup unsaturated in it
+        (:meth:`_target_safe`), and ``kappa < 1``.
+        """
         law = self.law
-        Linv = np.linalg.inv(self.L)
-        M = self.L @ self.A_cl @ Linv
-        contraction = float(np.linalg.norm(M, 2))
-        half = np.sqrt(law.c * np.diag(np.linalg.inv(law.P)))
-        lo, hi = law.x_eq - half, law.x_eq + half
-        delta = float(np.max(float_error_bound_box(law, lo[None], hi[None], self.settings.precision)))
+        contraction = float(np.linalg.norm(self.L @ self.A_cl @ np.linalg.inv(self.L), 2))
         gain = float(np.linalg.norm(self.L @ self.B, 2)) * math.sqrt(law.nu)
-        invariant = math.sqrt(law.c) * (1 - contraction) >= gain * delta * (1 + 1e-9)
-        # T inside every safety row (ellipsoid support for the state limits, its box for the rest)
+        levels = law.c * (TARGET_LEVEL_FACTORS if self.map is not None else np.ones(1))
+        delta = self._deviation_in(levels)
+        pushed = gain * delta * (1 + 1e-9)
+        if self.map is not None:
+            column_norms = np.linalg.norm(self.L, axis=0)
+            pushed = pushed + self.target_remainder(levels, delta) @ column_norms
+        holds = np.sqrt(levels) * (1 - contraction) >= pushed * (1 + ROUND_OFF_WIDENING)
+        holds &= np.array([self._target_safe(level) for level in levels]) & (contraction < 1.0)
+        if self.map is None:
+            argument = "contraction of A - B K in the P-norm beats the float32 deviation (exact for affine dynamics)"
+        else:
+            argument = ("first-order model of the discrete map at the equilibrium over T's bounding box, the "
+                        "remainder from the interval Jacobian: contraction of A - B K in the P-norm beats the "
+                        "remainder plus the float32 deviation")
+        k = int(np.argmax(holds)) if holds.any() else len(levels) - 1
+        self.target_level = float(levels[k])
+        if not holds.any():
+            argument += f"; NOT proven at any level down to c_T = {levels[-1]:.3g}"
+        elif self.map is not None:
+            argument += f" at c_T = {self.target_level:.6g} = {self.target_level / law.c:.3g} c"
+        return bool(holds[k]), contraction, float(delta[k]), argument
+
+    def _target_box(self, levels: np.ndarray) -> tuple:
+        """Bounding boxes (lo, hi), each (K, nx), of the sets ``V <= level`` for levels (K,)."""
+        law = self.law
+        half = np.sqrt(levels[:, None] * np.diag(np.linalg.inv(law.P))[None])
+        return law.x_eq - half, law.x_eq + half
+
+    def _deviation_in(self, levels: np.ndarray) -> np.ndarray:
+        """Largest float32 deviation bound over each target set's box: (K,)."""
+        lo, hi = self._target_box(levels)
+        return np.max(float_error_bound_box(self.law, lo, hi, self.settings.precision), axis=1)
+
+    def target_remainder(self, levels: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Half-widths ``rho (K, nx)`` of ``f(x, u) - x_eq - A dx - B (u - u_eq)`` over ``V <= level`` with
+        ``u = u_eq - K dx + d``, ``|d| <= delta`` (K,): the mean-value remainder around the equilibrium
+        from the interval Jacobian over T's box, plus ``|f(x_eq, u_eq) - x_eq|``."""
+        law = self.law
         P_inv = np.linalg.inv(law.P)
+        x_lo, x_hi = self._target_box(levels)
+        u_spread = np.sqrt(levels[:, None] * np.einsum("ki,ij,kj->k", law.K, P_inv, law.K)[None]) + delta[:, None]
+        z_eq = np.concatenate([law.x_eq, law.u_eq])
+        z_radius = np.concatenate([(x_hi - x_lo) / 2, u_spread], axis=1)
+        enclosure = self.map.jacobian_enclosure(z_eq - z_radius, z_eq + z_radius)
+        J_eq = np.concatenate([self.A, self.B], axis=1)
+        spread = np.maximum(np.abs(enclosure.lo - J_eq), np.abs(enclosure.hi - J_eq))
+        with np.errstate(invalid="ignore"):
+            rho = np.einsum("kij,kj->ki", spread, z_radius)
+        f_eq, _ = self.map.at(z_eq[None])
+        offset = np.abs(f_eq[0] - law.x_eq) + ROUND_OFF_WIDENING * (1 + np.abs(law.x_eq))
+        rho = rho * (1 + ROUND_OFF_WIDENING) + offset
+        return np.where(np.isfinite(rho), rho, np.inf)
+
+    def _target_safe(self, level: float) -> bool:
+        """T = {V <= level} inside every safety row (ellipsoid support for the state limits, its box for the
+        rest), and the backup unsaturated in it (inside T the exact law is the backup: gate 0)."""
+        law = self.law
+        P_inv = np.linalg.inv(law.P)
+        safe = True
         for i in range(law.nx):
-            reach = law.x_eq[i] + math.sqrt(law.c * P_inv[i, i])
-            lower = law.x_eq[i] - math.sqrt(law.c * P_inv[i, i])
-            invariant &= bool(reach <= self.x_max[i] and lower >= self.x_min[i])
-        # inside T the exact law is the unsaturated backup (gate 0): check the backup stays in limits
+            reach = law.x_eq[i] + math.sqrt(level * P_inv[i, i])
+            lower = law.x_eq[i] - math.sqrt(level * P_inv[i, i])
+            safe &= bool(reach <= self.x_max[i] and lower >= self.x_min[i])
         for k in range(law.nu):
-            spread = math.sqrt(law.c * law.K[k] @ P_inv @ law.K[k])
-            invariant &= bool(law.u_eq[k] + spread <= law.u_max[k] and law.u_eq[k] - spread >= law.u_min[k])
+            spread = math.sqrt(level * law.K[k] @ P_inv @ law.K[k])
+            safe &= bool(law.u_eq[k] + spread <= law.u_max[k] and law.u_eq[k] - spread >= law.u_min[k])
         if self.extra:
-            boxes = {name: Interval(lo[i:i + 1], hi[i:i + 1]) for i, name in enumerate(self.model.spec.state_names)}
+            lo, hi = self._target_box(np.array([level]))
+            boxes = {name: Interval(lo[:, i], hi[:, i]) for i, name in enumerate(self.model.spec.state_names)}
             for _, expression in self.extra:
-                invariant &= bool(evaluate_interval(expression, boxes).hi[0] <= 0.0)
-        return bool(invariant) and contraction < 1.0, contraction, delta
+                safe &= bool(evaluate_interval(expression, boxes).hi[0] <= 0.0)
+        return safe
 
     # -- propagation -----------------------------------------------------------------
     def propagate(self, lo: np.ndarray, hi: np.ndarray) -> tuple:
@@ -443,15 +526,50 @@ class _Analysis:
             if len(origin) == 0:
                 break
             lam, v0, V, w_lo, w_hi = self.deviation_bounds(box_lo, box_hi, centre, G)
-            # x+ = A x + B (lam * (v0 + V xi) + w) + e with x = centre + G xi, lam, v0, V per piece and input
-            new_c = centre @ self.A.T + (lam * v0 + (w_lo + w_hi) / 2) @ self.B.T + self.e
-            new_g = np.matmul(self.A, G) + np.matmul(self.B, lam[:, :, None] * V)
-            noise = self.B[None, :, :] * ((w_hi - w_lo) / 2)[:, None, :]  # (m, nx, nu)
-            centre, G = new_c, self._reduce(np.concatenate([new_g, noise], axis=2), m_max)
+            centre, G = self.step(centre, G, lam * v0 + (w_lo + w_hi) / 2, lam[:, :, None] * V, (w_hi - w_lo) / 2)
+            G = self._reduce(G, m_max)
         # a cell is done only when no piece is left outside T and none failed
         entered = np.where(failed >= 0, -1, entered)
         records = {key: np.concatenate(value) if value else np.zeros(0) for key, value in records.items()}
         return entered, failed, because, records, sensitivity
+
+    def step(self, centre: np.ndarray, G: np.ndarray, u_centre: np.ndarray, U: np.ndarray,
+             w_radius: np.ndarray) -> tuple:
+        """One step of the plant from ``x = centre + G xi`` with ``u = u_centre + U xi + w``, ``|w| <= w_radius``.
+
+        Affine plant: ``x+ = A x + B u + e`` exactly, ``w`` as new generators ``B diag(w_radius)``.
+        Nonlinear plant: the first-order model of the discrete map around ``(centre, u_centre)`` over the
+        box of ``(x, u)`` (:meth:`.discrete_map.DiscreteMap.first_order`): ``x+ = f(c) + (J_x G + J_u U) xi
+        + J_u w + rho``, the remainder ``rho`` as new axis-aligned generators.
+
+        Parameters
+        ----------
+        centre : ndarray, shape (M, nx)
+        G : ndarray, shape (M, nx, m)
+        u_centre : ndarray, shape (M, nu)
+        U : ndarray, shape (M, nu, m)
+        w_radius : ndarray, shape (M, nu)
+
+        Returns
+        -------
+        (centre (M, nx), G (M, nx, m + nu [+ nx])) of the next zonotope, before order reduction.
+        """
+        if self.map is None:
+            new_c = centre @ self.A.T + u_centre @ self.B.T + self.e
+            new_g = np.matmul(self.A, G) + np.matmul(self.B, U)
+            noise = self.B[None, :, :] * w_radius[:, None, :]  # (M, nx, nu)
+            return new_c, np.concatenate([new_g, noise], axis=2)
+        nx = self.law.nx
+        x_radius = np.abs(G).sum(axis=2)
+        u_radius = np.abs(U).sum(axis=2) + w_radius
+        model = self.map.first_order(np.concatenate([centre, u_centre], axis=1),
+                                     np.concatenate([x_radius, u_radius], axis=1))
+        J_x, J_u = model.jacobian[:, :, :nx], model.jacobian[:, :, nx:]
+        new_g = np.matmul(J_x, G) + np.matmul(J_u, U)
+        noise = J_u * w_radius[:, None, :]
+        remainder = np.zeros((len(centre), nx, nx))
+        remainder[:, np.arange(nx), np.arange(nx)] = model.remainder * (1 + ROUND_OFF_WIDENING)
+        return model.value, np.concatenate([new_g, noise, remainder], axis=2)
 
     def sensitivity(self, G: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Contribution of each initial axis to the spread of a failing row, per zonotope.
@@ -520,12 +638,13 @@ def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.
             settings: ReachSettings = ReachSettings()) -> ReachResult:
     """Formal reachability of the closed loop from the whole box ``[box_lo, box_hi]``."""
     start = time.perf_counter()
-    if not model.dynamics_affine:
-        return ReachResult(False, "formal reachability is implemented for affine dynamics only; this plant is "
-                           "nonlinear", (), {}, False, float("nan"),
-                           float("nan"), time.perf_counter() - start)
-    analysis = _Analysis(law, model, horizon, settings)
-    invariant, contraction, delta_target = analysis.target_facts()
+    try:
+        analysis = _Analysis(law, model, horizon, settings)
+    except UnsupportedOperation as exc:
+        return ReachResult(False, f"the plant's discrete map cannot be bounded by interval arithmetic: {exc}",
+                           "", (), {}, False, float("nan"), "", float("nan"), float("nan"),
+                           time.perf_counter() - start)
+    invariant, contraction, delta_target, target_argument = analysis.target_facts()
     n = settings.cells_per_axis
     edges = [np.linspace(box_lo[i], box_hi[i], n + 1) for i in range(law.nx)]
     grid = np.array(list(itertools.product(range(n), repeat=law.nx)))
@@ -568,5 +687,6 @@ def analyse(law: DeployedLaw, model: PlantModel, box_lo: np.ndarray, box_hi: np.
         lo, hi = np.concatenate([lo_f, lo_right]), np.concatenate([hi_left, hi_f])
     merged = {key: np.concatenate([r[key] for r in all_records]) if all_records else np.zeros(0)
               for key in ("origin", "step", "lo", "hi")}
-    return ReachResult(True, "affine dynamics", tuple(outcomes), merged, invariant, contraction, delta_target,
-                       time.perf_counter() - start)
+    reason = "affine dynamics" if model.dynamics_affine else "nonlinear dynamics: the plant's discrete map"
+    return ReachResult(True, reason, analysis.argument, tuple(outcomes), merged, invariant, analysis.target_level,
+                       target_argument, contraction, delta_target, time.perf_counter() - start)
