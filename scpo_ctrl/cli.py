@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--cells", type=int, dest="cells_per_axis", help="reachability grid cells per state")
     verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells (8)")
     verify.add_argument("--max-cells", type=int, dest="max_cells",
-                        help="reachability cells analysed in all, over every bisection (4096 up to 2 states, else 2048)")
+                        help="reachability cells analysed in all (4096 up to 2 states, else 2048)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.set_defaults(handler=_verify)
 
