@@ -159,6 +159,36 @@ def test_reachability_of_a_nonlinear_plant_is_first_order_and_proves_part_of_the
     assert _proven_fraction(result, box) > 0.5
 
 
+def test_affine_constraints_are_checked_by_their_exact_support(adapted_runs):
+    """The two-mass-spring's spring rows (x2 - x1 - 0.8, affine): a zonotope whose worst vertex is 1e-6 past
+    the row is flagged and one 1e-6 inside is not (the support function, not the bounding box, which would
+    flag both); the backup's target set, whose level the spring row binds exactly, is proven invariant and
+    safe at c_T just below c, and the backup alone is proven on the whole box."""
+    run = adapted_runs["two_mass_spring"]
+    spec = load_plant_spec(run / "plant.yaml")
+    model, law = build_plant(spec), law_from_run(run)
+    analysis = reach._Analysis(law, model, spec.safety.horizon, reach.ReachSettings())
+    stretch = [name for name, _ in analysis.extra].index("stretch")
+    a, b = analysis.extra_affine[stretch]
+    assert np.allclose(a, [-1.0, 0.0, 1.0, 0.0]) and b == pytest.approx(-0.8)
+    rng = np.random.default_rng(5)
+    G = 0.05 * rng.standard_normal((1, 4, 6))
+    support = float(np.abs(a @ G[0]).sum())
+    for gap, flagged in ((1e-6, True), (-1e-6, False)):
+        centre = np.zeros((1, 4))
+        centre[0, 2] = 0.8 - support + gap  # a x + b at the worst vertex = gap
+        vertices = centre[0] + np.array(np.meshgrid(*[[-1.0, 1.0]] * 6)).reshape(6, -1).T @ G[0].T
+        assert (vertices @ a + b).max() == pytest.approx(gap, abs=1e-12)
+        bad, names = analysis.rows_violated(centre, G)
+        assert bool(bad[0]) is flagged and (names[0] == "stretch") is flagged
+    invariant, contraction, _, argument = analysis.target_facts()
+    assert invariant and contraction < 1 and 0.9 * law.c <= analysis.target_level < law.c and "c_T" in argument
+    box = np.asarray(spec.safety.initial_states.box)
+    result = reach.analyse(_backup_only(law), model, box[:, 0], box[:, 1], spec.safety.horizon,
+                           reach.ReachSettings(cells_per_axis=4, max_depth=2, max_generators=64))
+    assert result.verified
+
+
 def _assert_closed_loops_inside_sets(result, model, law, controller, box: np.ndarray, horizon: int, samples: int,
                                      seed: int = 42) -> None:
     """``samples`` random closed loops with ``controller`` from the whole box (plus every cell's corners and

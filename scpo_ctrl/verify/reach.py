@@ -51,6 +51,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import casadi as ca
 import numpy as np
 
 from ..export.error_bound import float_error_bound_box
@@ -66,7 +67,7 @@ BISECTIONS = ("sensitive", "widest")
 TARGET_MISSED = "target set not reached within the horizon"
 AFFINE_EXACT = "affine exact"
 FIRST_ORDER = "first-order with interval remainder (discrete map)"
-TARGET_LEVEL_FACTORS = 0.98 ** np.arange(400)  # levels c_T = c * factor tried for a nonlinear plant's invariance
+TARGET_LEVEL_FACTORS = 0.98 ** np.arange(400)  # levels c_T = c * factor tried for the target set's invariance
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class _Analysis:
         self.x_min = np.array([-np.inf if v.min is None else v.min for v in spec.states])
         self.x_max = np.array([np.inf if v.max is None else v.max for v in spec.states])
         self.extra = [(c.name, c.expression) for c in spec.constraints]
+        self.extra_affine = [_affine_in_state(spec, expression) for _, expression in self.extra]
         self.map = None if model.dynamics_affine else DiscreteMap.of(model)
         self.argument = AFFINE_EXACT if self.map is None else FIRST_ORDER
         self.target_level = law.c  # c_T, lowered by target_facts for a nonlinear plant
@@ -361,8 +363,12 @@ class _Analysis:
             bad |= over
         if self.extra:
             boxes = {name: Interval(lo[:, i], hi[:, i]) for i, name in enumerate(self.model.spec.state_names)}
-            for name, expression in self.extra:
-                upper = evaluate_interval(expression, boxes).hi
+            for (name, expression), affine in zip(self.extra, self.extra_affine):
+                if affine is None:
+                    upper = evaluate_interval(expression, boxes).hi
+                else:  # a x + b over the zonotope: its support function, exact
+                    a, b = affine
+                    upper = _widened(centre @ a + b + np.abs(np.matmul(a, G)).sum(axis=1))
                 over = ~(upper <= 0.0)
                 names[over & ~bad] = name
                 bad |= over
@@ -380,8 +386,10 @@ class _Analysis:
         """Fix ``c_T`` and return (T robustly invariant and safe?, contraction, float32 deviation over T's box,
         the argument in words).
 
-        Affine plant: ``c_T = c``; ``V(x+) <= c`` because ``A - B K`` contracts the P-norm by more than the
-        float32 deviation can push (``sqrt(c) (1 - kappa) >= ||L B|| sqrt(nu) delta``), exactly.
+        Affine plant: ``V(x+) <= c_T`` because ``A - B K`` contracts the P-norm by more than the float32
+        deviation can push (``sqrt(c_T) (1 - kappa) >= ||L B|| sqrt(nu) delta``), exactly; ``c_T = c`` unless
+        T touches a safety row (the backup's c is the exact level of its binding row, so at c the row's
+        support is zero up to round-off), then the next of ``c * TARGET_LEVEL_FACTORS``.
 
         Nonlinear plant: the first-order model of the discrete map at the equilibrium over T's bounding box
         (:meth:`target_remainder`) gives ``x+ - x_eq = (A - B K) dx + B d + rho``, so
@@ -394,7 +402,7 @@ class _Analysis:
         law = self.law
         contraction = float(np.linalg.norm(self.L @ self.A_cl @ np.linalg.inv(self.L), 2))
         gain = float(np.linalg.norm(self.L @ self.B, 2)) * math.sqrt(law.nu)
-        levels = law.c * (TARGET_LEVEL_FACTORS if self.map is not None else np.ones(1))
+        levels = law.c * TARGET_LEVEL_FACTORS
         delta = self._deviation_in(levels)
         pushed = gain * delta * (1 + 1e-9)
         if self.map is not None:
@@ -412,7 +420,7 @@ class _Analysis:
         self.target_level = float(levels[k])
         if not holds.any():
             argument += f"; NOT proven at any level down to c_T = {levels[-1]:.3g}"
-        elif self.map is not None:
+        elif self.map is not None or k > 0:
             argument += f" at c_T = {self.target_level:.6g} = {self.target_level / law.c:.3g} c"
         return bool(holds[k]), contraction, float(delta[k]), argument
 
@@ -463,8 +471,13 @@ class _Analysis:
         if self.extra:
             lo, hi = self._target_box(np.array([level]))
             boxes = {name: Interval(lo[:, i], hi[:, i]) for i, name in enumerate(self.model.spec.state_names)}
-            for _, expression in self.extra:
-                safe &= bool(evaluate_interval(expression, boxes).hi[0] <= 0.0)
+            for (_, expression), affine in zip(self.extra, self.extra_affine):
+                if affine is None:
+                    upper = float(evaluate_interval(expression, boxes).hi[0])
+                else:  # a x + b over the ellipsoid: a x_eq + b + sqrt(level a' P^-1 a), exact
+                    a, b = affine
+                    upper = float(_widened(float(a @ law.x_eq + b) + math.sqrt(level * float(a @ P_inv @ a))))
+                safe &= bool(upper <= 0.0)
         return safe
 
     # -- propagation -----------------------------------------------------------------
@@ -613,6 +626,27 @@ class _Analysis:
         boxed = np.zeros((M, nx, nx))
         boxed[:, np.arange(nx), np.arange(nx)] = np.abs(rest).sum(axis=2)
         return np.concatenate([pinned, kept, boxed], axis=2)
+
+
+def _widened(upper):
+    """An upper bound computed in float64, pushed up by this analysis's round-off slack."""
+    return upper + ROUND_OFF_WIDENING * (np.abs(upper) + 1.0)
+
+
+def _affine_in_state(spec, expression) -> tuple | None:
+    """``(a (nx,), b)`` with ``expression = a x + b`` when the plant file's expression is affine in the
+    state and free of the inputs (found symbolically, so exactly); None otherwise."""
+    x = ca.SX.sym("x", spec.nx)
+    u = ca.SX.sym("u", spec.nu)
+    symbols = {name: x[i] for i, name in enumerate(spec.state_names)}
+    symbols.update({name: u[j] for j, name in enumerate(spec.input_names)})
+    h = expression.to_casadi(symbols)
+    gradient = ca.jacobian(h, x)
+    if ca.depends_on(h, u) or ca.depends_on(gradient, ca.vertcat(x, u)):
+        return None
+    values = ca.Function("affine", [x], [gradient, h])
+    a, b = values(np.zeros(spec.nx))
+    return np.array(a, dtype=float).ravel(), float(b)
 
 
 def _interval_mul(a_lo, a_hi, b_lo, b_hi) -> tuple:
