@@ -175,6 +175,18 @@ def test_bundle_tanh_bound_exhaustively():
     assert proof.inputs_checked > 120_000_000
 
 
+def _m4_bitwise_host(run: Path, law, X: np.ndarray, directory: Path) -> tuple:
+    """Run ``X`` through the Cortex-M4F vector firmware under QEMU and the host float32 library; assert the
+    inputs bit for bit and the branches and reasons equal; return (target, timing, host results)."""
+    elf = build_vector_firmware(run / "export", law.name, directory)
+    target, timing = run_vectors(elf, X, law.nu, "float32", directory)
+    host = HostLaw(run / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, "float32")
+    expected = host.evaluate(X)
+    assert np.array_equal(target.u.astype(np.float32).view(np.int32), expected.u.astype(np.float32).view(np.int32))
+    assert np.array_equal(target.branch, expected.branch) and np.array_equal(target.reason, expected.reason)
+    return target, timing, expected
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LQR_MODEL_NAMES)
 def test_cortex_m4_under_qemu_is_bitwise_the_host_float32(adapted_runs, tmp_path, name):
@@ -184,12 +196,7 @@ def test_cortex_m4_under_qemu_is_bitwise_the_host_float32(adapted_runs, tmp_path
     _export(run, "float32", "cortex-m4")
     law = law_from_run(run)
     X = equivalence_campaign(law, seed=13).X
-    elf = build_vector_firmware(run / "export", law.name, tmp_path / "firmware")
-    target, timing = run_vectors(elf, X, law.nu, "float32", tmp_path / "firmware")
-    host = HostLaw(run / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, "float32")
-    expected = host.evaluate(X)
-    assert np.array_equal(target.u.astype(np.float32).view(np.int32), expected.u.astype(np.float32).view(np.int32))
-    assert np.array_equal(target.branch, expected.branch) and np.array_equal(target.reason, expected.reason)
+    target, timing, expected = _m4_bitwise_host(run, law, X, tmp_path / "firmware")
     assert np.array_equal(target.level, expected.level) and np.array_equal(target.gate, expected.gate)
     assert 50 * law.multiply_accumulates > timing.instructions_per_step > law.multiply_accumulates
     assert abs(timing.instructions_per_tick - 40.0) < 0.1  # 25 MHz SysTick at 1 instruction per ns
@@ -440,12 +447,7 @@ def test_profile_targets_and_bitwise_cortex_m4(adapted_runs, tmp_path, profile):
     X = equivalence_campaign(law, seed=13, scale=0.3).X
     inside = evaluate(law, X).reason == REASON_OK
     X = np.concatenate([X[inside], X[~inside]])  # the runner times the first 64 states: ordinary ones
-    elf = build_vector_firmware(run / "export", law.name, tmp_path / "firmware")
-    target, timing = run_vectors(elf, X, law.nu, "float32", tmp_path / "firmware")
-    host = HostLaw(run / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, "float32")
-    expected = host.evaluate(X)
-    assert np.array_equal(target.u.astype(np.float32).view(np.int32), expected.u.astype(np.float32).view(np.int32))
-    assert np.array_equal(target.branch, expected.branch) and np.array_equal(target.reason, expected.reason)
+    _, timing, _ = _m4_bitwise_host(run, law, X, tmp_path / "firmware")
     total, code = _object_code_bytes(manifest, law)
     print(f"{profile}: {timing.instructions_per_step:.0f} instructions/step, object {total} B, code {code} B")
     if profile == "speed":
