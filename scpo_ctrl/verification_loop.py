@@ -5,7 +5,8 @@ this loop searches the whole initial box for initial states where the
 current iterate (the float64 law) breaks a row SCPO keeps, with its margin:
 
 1. a Monte Carlo of closed loops from a scrambled Halton set of the box
-   (a new seed each round);
+   (a new seed each round) and the box's corners (for many plants the extreme
+   closed loops start there, and a local search ends there);
 2. falsification (L-BFGS-B with CasADi gradients through the rollout,
    :func:`~scpo_ctrl.verify.falsify.search`) from the Monte Carlo's worst states;
 3. for affine plants, formal reachability of the deployed float32 law
@@ -31,6 +32,7 @@ from scipy.stats import qmc
 
 from .export.law import law_from_policy
 from .scpo.control import ControlAdaptation
+from .sim.initial_states import MAX_CORNER_DIMENSION, box_corners
 from .verify import falsify, reach
 
 RETREAT_GRID = 17  # residual scales tried at once (0, 1/16, ..., 1), then refined by bisection
@@ -48,7 +50,7 @@ class LoopSettings:
     every : int
         A round after every ``every`` iterations (and when SCPO stalls).
     samples : int
-        Monte Carlo initial states per round.
+        Monte Carlo initial states per round (Halton points; the box's corners come on top).
     add_per_round : int
         Most states added to the validation set per round.
     falsify_starts : int
@@ -220,7 +222,9 @@ def _search(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, ro
     box = initial_box(adaptation)
     nx = box.shape[0]
     halton = qmc.Halton(d=nx, scramble=True, seed=seed + 1000 + round_index)
-    candidates = {"monte_carlo": box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])}
+    sampled = box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])
+    corners = box_corners(box) if nx <= MAX_CORNER_DIMENSION else np.zeros((0, nx))
+    candidates = {"monte_carlo": np.concatenate([corners, sampled])}
     _, plant_worst = adaptation.violations(candidates["monte_carlo"], theta)
     cell_states = np.zeros((0, nx))
 
