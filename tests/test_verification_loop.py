@@ -163,3 +163,7 @@ def test_a_round_searches_the_corners_and_counts_where_the_backup_itself_fails(t
     assert backup_rows.max() > 0  # the backup breaks a row from this corner
     assert record.backup_unsafe >= 1
     assert not np.any(np.all(np.isclose(record.added, corner), axis=1))
+    # the backup is safe wherever SCPO keeps rows: nothing it can fix was found, so a closing round does not
+    # search again and a stalled run is not restarted by these states
+    closing, _ = run_round(adaptation, np.zeros(adaptation.dimension), 1, 1, settings, seed=0, closing=True)
+    assert closing.violating >= 1 and closing.added_violators == 0 and closing.passes == 1
