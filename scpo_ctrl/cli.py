@@ -343,15 +343,18 @@ def _format_check(report) -> str:
     if report.mpc is not None:
         m = report.mpc
         lines[5] = "  LQR gain K (terminal ingredients of the MPC; u = u_eq - K (x - x_eq)):"
+        kind = ("embedded linear MPC, float32 C, fixed ADMM" if m["solver"] == "admm"
+                else f"acados {m['solver'].upper()}")
         lines.append(
-            f"  backup        MPC (acados {m['solver'].upper()}), horizon {m['horizon']} steps, terminal cost P, "
+            f"  backup        MPC ({kind}), horizon {m['horizon']} steps, terminal cost P, "
             f"terminal set V <= {m['terminal_level']:.6g}, state limits as exact-penalty soft constraints"
             + (f", planned {100 * m['tighten']:g} % inside them" if m["tighten"] else "")
         )
         lines.append(
             f"    {m['solves']} solves in the validation closed loops: median {m['solve_us_median']:.0f} us, "
-            f"p99 {m['solve_us_p99']:.0f} us, median {m['iterations_median']:.0f} SQP iterations, "
-            f"{m['not_converged']} not converged"
+            f"p99 {m['solve_us_p99']:.0f} us, median {m['iterations_median']:.0f} "
+            f"{'ADMM' if m['solver'] == 'admm' else 'SQP'} iterations, "
+            + ("fixed work" if m["solver"] == "admm" else f"{m['not_converged']} not converged")
         )
     lines.append(
         f"  validation    {report.validation_states} initial states, horizon {report.horizon} steps;"
