@@ -4,6 +4,7 @@ reference, and itself on the Cortex-M4F under QEMU."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from scpo_ctrl.backup.embedded_mpc import admm_solve
 from scpo_ctrl.backup.embedded_qp import exact_inputs
 from scpo_ctrl.config.plant_spec import load_plant_spec
 from scpo_ctrl.export import empc_target, firmware
+from scpo_ctrl.export.run import ExportRequest, run_export
+from scpo_ctrl.hil.run import HilRequest, run_hil
 from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy
@@ -100,14 +103,21 @@ def _reduced(tmp_path, name: str, count: int, horizon: int, **changes):
     return write_yaml(tmp_path / f"{name}.yaml", data)
 
 
-@pytest.mark.slow
-def test_adapt_on_the_embedded_mpc_is_safe_every_iteration_and_beats_the_mpc_alone(tmp_path):
-    """Issue 19, DoD 2: SCPO whose rollouts run the embedded MPC's float32 C keeps 0 violating iterations and
-    lowers the loss below the MPC alone (the initial policy is the backup). 16 validation states, 2 iterations."""
+@pytest.fixture(scope="module")
+def empc_run(tmp_path_factory):
+    """``adapt`` of pendulum_empc with 16 validation states and 2 iterations: ``(run directory, summary)``."""
+    tmp_path = tmp_path_factory.mktemp("empc_run")
     plant = _reduced(tmp_path, "pendulum_empc", count=16, horizon=100)
     run = tmp_path / "run"
     result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
-    summary = result.summary
+    return run, result.summary
+
+
+@pytest.mark.slow
+def test_adapt_on_the_embedded_mpc_is_safe_every_iteration_and_beats_the_mpc_alone(empc_run):
+    """Issue 19, DoD 2: SCPO whose rollouts run the embedded MPC's float32 C keeps 0 violating iterations and
+    lowers the loss below the MPC alone (the initial policy is the backup). 16 validation states, 2 iterations."""
+    run, summary = empc_run
     assert summary["feasible_every_iteration"] and summary["final_safe"]
     assert summary["final_loss"] < summary["initial_loss"]
     lines = [json.loads(line) for line in (run / "training.jsonl").read_text().splitlines()]
@@ -118,13 +128,14 @@ def test_adapt_on_the_embedded_mpc_is_safe_every_iteration_and_beats_the_mpc_alo
     assert metadata["mpc_solver"] == problem.mpc.files.solver_name
     # an independent check: the float64 reference closed loop (numpy ADMM + the plant map) stays safe
     X = problem.x0.copy()
-    law = policy.law()
+    law, plant = policy.law().map(len(X)), problem.model.f.map(len(X))
+    Theta = np.tile(theta[:, None], (1, len(X)))
     F = problem.mpc.formulation
     gains = problem.mpc.files.gains.as_float32()
     for _ in range(problem.spec.safety.horizon):
         U_b = admm_solve(F, gains, X).u
-        U = np.array([np.array(law(x, theta, u)).ravel() for x, u in zip(X, U_b)])
-        X = np.array([np.array(problem.model.f(x, u)).ravel() for x, u in zip(X, U)])
+        U = np.array(law(X.T, Theta, U_b.T))
+        X = np.array(plant(X.T, U)).T
         assert np.all(np.abs(X[:, 0]) <= 0.5) and np.all(np.abs(X[:, 1]) <= 3.0)
 
 
@@ -144,3 +155,34 @@ def test_closed_loop_cost_gradient_through_the_embedded_mpc_matches_finite_diffe
     h = 1e-3
     slope = (adaptation.loss(theta + h * direction) - adaptation.loss(theta - h * direction)) / (2 * h)
     assert gradient @ direction == pytest.approx(slope, rel=2e-2, abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not firmware.qemu_available(), reason="needs arm-none-eabi-gcc and qemu-system-arm")
+def test_export_and_hil_run_the_certified_law_on_the_cortex_m4(empc_run, tmp_path):
+    """Issue 19, DoD 1: `export --target cortex-m4` of a run on the embedded MPC builds the full law (MPC,
+    network, gate, monitor) for the M4 and says so; `hil --target qemu` runs it in lockstep within the float32
+    bound with its instructions per step reported, and the SIL and QEMU runs of the same episodes agree exactly."""
+    run = tmp_path / "run"
+    shutil.copytree(empc_run[0], run)
+    export = run_export(ExportRequest(run_dir=str(run), target="cortex-m4"))
+    assert export.equivalent
+    backup = export.manifest["backup"]
+    assert backup["embedded"] and backup["cortex_m4"].startswith("built: the certified law")
+    arm = export.manifest["builds"]["cortex-m4"]
+    assert arm["backup"] == "mpc (embedded, the certified law)"
+    assert "empc_solve_f32" in arm["mpc_object"]["stack_bytes"]
+    reports = {}
+    for target in ("sil", "qemu"):
+        result = run_hil(HilRequest(run_dir=str(run), target=target, episodes=2, steps=40, plots=False))
+        report = result.report
+        assert result.passed, report["summary"]
+        assert report["law"].startswith("the certified law")
+        assert report["equivalence"]["branch_mismatches"] == 0 and report["safety"]["violating_steps"] == 0
+        reports[target] = report
+    # fixed work: the same instruction count at every step, about 50 ADMM iterations of a few thousand each
+    compute = reports["qemu"]["compute"]
+    assert 10_000 < compute["instructions_per_step_p50"] == compute["instructions_per_step_max"] < 500_000
+    # the same float32 closed loops on the host and on the M4: identical worst rows, branches and deviations
+    for key in ("safety", "branches", "trajectory_vs_python", "equivalence"):
+        assert reports["sil"][key] == reports["qemu"][key], key
