@@ -103,6 +103,11 @@ def build_problem(spec: PlantSpec) -> ControlProblem:
     target = compute_target_set(model, backup, seed=spec.safety.initial_states.seed)
     mpc = None
     if spec.backup.type == "mpc" and spec.backup.solver == "admm":
+        extra = [row.name for row in model.rows if row.kind == "extra"]
+        if extra:
+            raise SpecError(spec.source, "backup.solver",
+                            f"the admm solver plans with the state and input limits only, and this file has extra "
+                            f"constraints ({', '.join(extra)}): use solver sqp (acados), or drop the constraints")
         embedded = embedded_formulation_for(model, backup, target.c)
         mpc = MpcBackup(embedded, build_embedded_solver(embedded))
     elif spec.backup.type == "mpc":

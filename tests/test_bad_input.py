@@ -126,6 +126,8 @@ CASES = [
     ("tighten-on-lqr", mutate(lambda d: d["backup"].update(tighten=0.1)), "backup.tighten", "mpc backup only"),
     ("admm-iterations-zero", mutate(lambda d: d["backup"].update(type="mpc", solver="admm", iterations=0)),
      "backup.iterations", ">= 1"),
+    ("admm-with-extra-constraints", mutate(lambda d: d["backup"].update(type="mpc", solver="admm")), "backup.solver",
+     "extra constraints"),
     ("iterations-on-sqp", mutate(lambda d: d["backup"].update(type="mpc", iterations=50)), "backup.iterations",
      "admm solver only"),
     ("mpc-horizon-zero", mutate(lambda d: d["backup"].update(type="mpc", horizon=0)), "backup.horizon", ">= 1"),
