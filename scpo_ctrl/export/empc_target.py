@@ -21,7 +21,8 @@ from .law import LawOutput
 STRICT = ("-Wdouble-promotion", "-Werror")
 
 
-def _binding(work_dir: Path) -> None:
+def write_solver_binding(work_dir: Path) -> None:
+    """``policy_binding.h`` of the solver-alone runner (in ``work_dir``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "policy_binding.h").write_text(
         "#include <stdint.h>\n#include \"empc_data.h\"\n"
@@ -41,7 +42,7 @@ def _sources(files: EmbeddedSolverFiles) -> list:
 def build_solver_elf(files: EmbeddedSolverFiles, work_dir: Path) -> Path:
     """The vector runner with the float32 solver for the Cortex-M4F (mps2-an386); returns the ELF path."""
     work_dir = Path(work_dir).resolve()
-    _binding(work_dir)
+    write_solver_binding(work_dir)
     boards = resource_dir("hil") / "board"
     elf = work_dir / "empc_vectors.elf"
     command = [build.ARM_COMPILER, *build.CORTEX_M4_FLAGS, *firmware.RUNNER_FLAGS, *C_FLAGS, *STRICT,
@@ -54,7 +55,7 @@ def build_solver_elf(files: EmbeddedSolverFiles, work_dir: Path) -> Path:
 def build_solver_host_runner(files: EmbeddedSolverFiles, work_dir: Path) -> Path:
     """The same runner for the host (the same C, the same flags)."""
     work_dir = Path(work_dir).resolve()
-    _binding(work_dir)
+    write_solver_binding(work_dir)
     boards = resource_dir("hil") / "board"
     executable = work_dir / "empc_vectors"
     command = [build.HOST_COMPILER, *firmware.RUNNER_FLAGS, *C_FLAGS, *STRICT, f"-I{work_dir}",
