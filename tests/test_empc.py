@@ -180,9 +180,11 @@ def test_export_and_hil_run_the_certified_law_on_the_cortex_m4(empc_run, tmp_pat
         assert report["law"].startswith("the certified law")
         assert report["equivalence"]["branch_mismatches"] == 0 and report["safety"]["violating_steps"] == 0
         reports[target] = report
-    # fixed work: the same instruction count at every step, about 50 ADMM iterations of a few thousand each
+    # fixed work: the same instruction count at every step up to the projections' branches (and the timer's
+    # 40-instruction tick), about 50 ADMM iterations of a few thousand each
     compute = reports["qemu"]["compute"]
-    assert 10_000 < compute["instructions_per_step_p50"] == compute["instructions_per_step_max"] < 500_000
+    assert 10_000 < compute["instructions_per_step_p50"] <= compute["instructions_per_step_max"] < 500_000
+    assert compute["instructions_per_step_max"] <= 1.01 * compute["instructions_per_step_p50"]
     # the same float32 closed loops on the host and on the M4: identical worst rows, branches and deviations
     for key in ("safety", "branches", "trajectory_vs_python", "equivalence"):
         assert reports["sil"][key] == reports["qemu"][key], key
