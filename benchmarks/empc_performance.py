@@ -5,7 +5,7 @@ the exact QP, and SCPO's throughput with it against the acados MPC on the same p
 
 Plants: models/pendulum_empc.yaml as shipped, and models/cartpole_mpc.yaml with ``solver: admm`` (horizon 40).
 
-* Instructions: the float32 solver alone (``hil/firmware/empc_step.c`` in the vector runner) under
+* Instructions: the float32 solver alone (``hil/firmware/empc_step.c`` in the vector runner, -O2) under
   ``qemu-system-arm -M mps2-an386 -icount shift=0``, one QEMU run per state (the runner times 32 calls of it), on
   ``--states`` states: half from the validation set, half up to 20 % beyond the state limits (soft constraints
   binding). QEMU counts instructions, not cycles of a real chip.

@@ -307,7 +307,12 @@ class MpcLawInTheLoop:
 
     def __init__(self, library: Path, law: DeployedLaw, trajectories: int, host=None, threads: int = 2):
         self.law, self.host, self.threads = law, host, max(1, int(threads))
-        self.controllers = [MpcController(library, law.nx, law.nu, law.u_eq) for _ in range(trajectories)]
+        # the embedded MPC is a function of the state (no plan carried between steps): one controller solves
+        # the whole batch in one call
+        self.stateless = is_embedded(Path(library).resolve().parent.parent / "mpc")
+        self.trajectories = int(trajectories)
+        self.controllers = [MpcController(library, law.nx, law.nu, law.u_eq)
+                            for _ in range(1 if self.stateless else trajectories)]
         self._fresh = True
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
@@ -316,14 +321,18 @@ class MpcLawInTheLoop:
         from .law import evaluate
 
         X = np.atleast_2d(np.asarray(X, dtype=float))
-        if len(X) != len(self.controllers):
-            raise ValueError(f"{len(X)} states for {len(self.controllers)} trajectories")
+        if len(X) != self.trajectories:
+            raise ValueError(f"{len(X)} states for {self.trajectories} trajectories")
         if self._fresh:
             for controller in self.controllers:
                 controller.reset()
             self._fresh = False
         # the target's law receives the state as float32 (the wire); the MPC solves at that state
         X32 = X.astype(np.float32).astype(float) if self.host is not None and self.host.precision == "float32" else X
+
+        if self.stateless:
+            U = self.controllers[0].sequence(X32).u
+            return self.host.evaluate(X32, U).u if self.host is not None else evaluate(self.law, X, U).u
 
         def run(indices):
             return [self.controllers[i].step(X32[i]) for i in indices]
