@@ -153,7 +153,7 @@ def run_hil(request: HilRequest) -> HilResult:
         raise UsageError("hil needs a float32 export (the frames carry float32)")
     mpc_export = manifest.get("backup", {}).get("type") == "mpc"
     embedded = bool(manifest.get("backup", {}).get("embedded"))
-    if mpc_export and target.kind != "sil" and manifest["target"] != "cortex-m4":
+    if mpc_export and not embedded and target.kind != "sil" and manifest["target"] != "cortex-m4":
         raise UsageError(f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, whose acados "
                          "solver exists for the host only (x86-64 libraries): use --target sil, or export with "
                          "--target cortex-m4 for the LQR-fallback build (not the law SCPO certified)")
