@@ -16,6 +16,7 @@ from scpo_ctrl.config.plant_spec import load_plant_spec
 from scpo_ctrl.export import empc_target, firmware
 from scpo_ctrl.export.run import ExportRequest, run_export
 from scpo_ctrl.hil.run import HilRequest, run_hil
+from scpo_ctrl.verify.run import VerifyRequest, run_verify
 from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy
@@ -188,3 +189,11 @@ def test_export_and_hil_run_the_certified_law_on_the_cortex_m4(empc_run, tmp_pat
     # the same float32 closed loops on the host and on the M4: identical worst rows, branches and deviations
     for key in ("safety", "branches", "trajectory_vs_python", "equivalence"):
         assert reports["sil"][key] == reports["qemu"][key], key
+    # verify: the exported solver against the exact QP, the Monte Carlo with the embedded MPC in the loop, and no
+    # LQR-fallback check (the Cortex-M4 build is the certified law)
+    checks = {c["name"]: c for c in run_verify(VerifyRequest(run_dir=str(run), samples=8, halton=8)).certificate["checks"]}
+    assert checks["integrity"]["verdict"] == "VERIFIED" and checks["equivalence"]["verdict"] == "VERIFIED"
+    assert checks["mpc_solver"]["verdict"] == "VERIFIED"
+    assert checks["mpc_solver"]["details"]["max_relative_difference"] <= TOLERANCE
+    assert "embedded MPC" in checks["closed_loop_safety"]["details"]["in_the_loop"]
+    assert "cortex_m4_lqr_fallback" not in checks
