@@ -74,14 +74,17 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = verbs.add_parser("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
     verify.add_argument("run_dir", help="run directory with an export/")
-    verify.add_argument("--samples", type=int, default=10_000, help="uniform random initial states (default 10000)")
-    verify.add_argument("--halton", type=int, default=4096, help="low-discrepancy initial states (default 4096)")
-    verify.add_argument("--beta", type=float, default=1e-3, help="confidence parameter of the scenario bound")
+    # left out, these take the campaign file's values (verification/campaign.yaml, or --campaign FILE)
+    verify.add_argument("--samples", type=int, help="uniform random initial states (campaign: 10000)")
+    verify.add_argument("--halton", type=int, help="low-discrepancy initial states (campaign: 4096)")
+    verify.add_argument("--beta", type=float, help="confidence parameter of the scenario bound (campaign: 1e-3)")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--cells", type=int, dest="cells_per_axis", help="reachability grid cells per state")
-    verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells (8)")
+    verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells (campaign: 8)")
     verify.add_argument("--max-cells", type=int, dest="max_cells",
-                        help="reachability cells analysed in all (4096 up to 2 states, else 2048)")
+                        help="reachability cells analysed in all (campaign: 4096 up to 2 states, else 2048)")
+    verify.add_argument("--campaign", metavar="FILE",
+                        help="campaign file (default: $SCPO_CTRL_CAMPAIGN, else verification/campaign.yaml)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.set_defaults(handler=_verify)
 
@@ -91,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     hil.add_argument("--steps", type=int, help="steps per episode (default: the plant's safety horizon)")
     hil.add_argument("--episodes", type=int, default=8, help="initial states, from the validation set (8)")
     hil.add_argument("--faults", default="", metavar="SPEC",
-                     help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01")
+                     help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01, or a preset of "
+                     "verification/campaign.yaml (link, lossy, noisy), optionally followed by ,KEY=VALUE")
     hil.add_argument("--watchdog-ms", type=float, help="target watchdog deadline [ms] (default dt/2)")
     hil.add_argument("--realtime", action="store_true",
                      help="run the target's watchdog on its own clock (always for serial:); by default sil and "
@@ -191,15 +195,15 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .verify.run import VerifyRequest, run_verify
 
-    if (args.samples < 1 or args.halton < 0 or (args.max_depth is not None and args.max_depth < 0)
+    if ((args.samples is not None and args.samples < 1) or (args.halton is not None and args.halton < 0)
+            or (args.max_depth is not None and args.max_depth < 0)
             or (args.cells_per_axis is not None and args.cells_per_axis < 1)
             or (args.max_cells is not None and args.max_cells < 1)):
         raise UsageError("--samples, --cells, --max-cells must be >= 1; --halton, --depth >= 0")
-    # flags left out keep VerifyRequest's defaults (the one place they are set)
-    given = {name: getattr(args, name) for name in ("max_depth", "max_cells") if getattr(args, name) is not None}
+    # flags left out stay None: run_verify takes the campaign file's values (the one place they are set)
     result = run_verify(VerifyRequest(run_dir=args.run_dir, samples=args.samples, halton=args.halton,
                                       beta=args.beta, seed=args.seed, cells_per_axis=args.cells_per_axis,
-                                      **given))
+                                      max_depth=args.max_depth, max_cells=args.max_cells, campaign=args.campaign))
     certificate = result.certificate
     if args.json:
         print(json.dumps(json_safe(certificate), indent=2))

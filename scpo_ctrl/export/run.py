@@ -34,6 +34,7 @@ import numpy as np
 import onnxruntime
 
 from .. import __version__
+from ..config.campaign import load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..files import atomic_write_json, atomic_write_text, json_safe
@@ -64,7 +65,6 @@ CORTEX_M4_CERTIFIED = (
     "float32 solver (mpc/empc_solver.h with mpc/empc_data.h) is the C SCPO's rollouts ran")
 #: the Cortex-M4 policy of a law on the embedded MPC (in hil/firmware)
 EMBEDDED_POLICY = "empc_policy.c"
-SELF_CHECK_SCALE = 0.2  # 2,000 states of the equivalence campaign at export time
 
 
 @dataclass(frozen=True)
@@ -274,8 +274,9 @@ def _object_summary(report: build.ObjectReport, compiler: str, extra: tuple = ()
 
 
 def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
-    """Host C and ONNX against the reference on 2,000 campaign states (the full campaign is `verify`'s)."""
-    campaign = equivalence_campaign(law, seed=0, scale=SELF_CHECK_SCALE)
+    """Host C and ONNX against the reference on a fraction of the campaign (``export_self_check_scale`` of
+    ``verification/campaign.yaml``: 2,000 states by default; the full campaign is `verify`'s)."""
+    campaign = equivalence_campaign(law, seed=0, scale=_self_check_scale())
     X = campaign.X
     U = None
     if law.backup_is_input:
@@ -290,11 +291,16 @@ def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
     return [result.to_dict() for result in results]
 
 
+def _self_check_scale() -> float:
+    """The fraction of every equivalence-campaign count ``export`` checks itself on (the campaign file's)."""
+    return load_campaign().equivalence.export_self_check_scale
+
+
 def _check_lqr_fallback_source(law: DeployedLaw, directory: Path, precision: str, profile: str) -> dict:
     """The Cortex-M4 LQR-fallback source compiled for the host against its own reference (the same C the ARM
     build compiled; the ARM build itself runs under QEMU in ``hil --target qemu``)."""
     fallback = lqr_fallback(law)
-    X = equivalence_campaign(fallback, seed=0, scale=SELF_CHECK_SCALE).X
+    X = equivalence_campaign(fallback, seed=0, scale=_self_check_scale()).X
     with tempfile.TemporaryDirectory(prefix="scpo-export-") as temporary:
         arm = directory / "cortex-m4"
         work = Path(temporary)

@@ -25,25 +25,21 @@ from scipy.stats import qmc
 
 from ..backup.embedded_qp import exact_inputs
 from ..backup.mpc import ipopt_reference
+from ..config.campaign import Campaign, MpcSolverCampaign
 from ..export.law import evaluate, lqr_fallback
 from ..export.mpc_bundle import (MpcController, MpcLawInTheLoop, adapted_solver, artefacts_of, campaign_backup_inputs,
                                  problem_mpc)
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
 from .closed_loop import ClosedLoopBatch, simulate
 
-#: |u0_exported - u0_IPOPT| allowed (the issue's criterion; both solve to tight tolerances)
-IPOPT_TOLERANCE = 1e-5
-#: states of the initial box on which the exported solver is compared with IPOPT
-IPOPT_STATES = 32
-#: |u0_exported - u0_exact| allowed for the embedded MPC, as a fraction of each input's half-range (its
-#: fixed ADMM iterations stop short of convergence; measured about 2e-7 on pendulum_empc)
-EMBEDDED_TOLERANCE = 1e-5
 #: trajectories simulated at once in the Monte Carlo (one acados solver each)
 CHUNK = 128
 
 
 def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, horizon: int, request,
-           precision: str) -> list:
+           precision: str, campaign: Campaign) -> list:
+    """The checks after integrity; ``request`` has the campaign's values filled in (see ``run.with_campaign``),
+    ``campaign`` gives the equivalence mix and the solver check's states and tolerance."""
     from .run import _equivalence, _monte_carlo, host_builds
 
     artefacts = artefacts_of(run_dir / "export", manifest)
@@ -52,10 +48,10 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
     problem = problem_mpc(spec, law, adapted_solver(run_dir))
     embedded = bool(manifest.get("backup", {}).get("embedded"))
     check_solver = _embedded_solver_check if embedded else _solver_check
-    result = [check_solver(controller, problem, box, request.seed)]
+    result = [check_solver(controller, problem, box, request.seed, campaign.mpc_solver)]
     with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
         host, twin = host_builds(law, run_dir, precision, Path(temporary))
-        result.append(_equivalence(law, run_dir, precision, host, twin, box,
+        result.append(_equivalence(law, run_dir, precision, host, twin, box, campaign.equivalence.mix,
                                    backup_inputs=lambda X: campaign_backup_inputs(law, X, controller, seed=1)))
 
         def closed_loop(X0: np.ndarray, exported: bool) -> ClosedLoopBatch:
@@ -113,10 +109,12 @@ def _lqr_fallback_check(law, model, box: np.ndarray, horizon: int, request) -> C
     )
 
 
-def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int) -> Check:
+def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int,
+                  settings: MpcSolverCampaign) -> Check:
     start = time.perf_counter()
     low, high = box[:, 0], box[:, 1]
-    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(IPOPT_STATES) * (high - low)
+    tolerance = settings.tolerance
+    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(settings.states) * (high - low)
     exported = controller.cold(X)
     reference = ipopt_reference(problem.mpc.formulation, problem.model)
     solutions = [reference.solve(x) for x in X]
@@ -124,9 +122,9 @@ def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int
     ipopt_ok = np.array([ok for _, ok in solutions])
     difference = np.abs(exported.u - U_ipopt).max(axis=1)
     comparable = ipopt_ok & (exported.status == 0)
-    failing = comparable & (difference > IPOPT_TOLERANCE)
+    failing = comparable & (difference > tolerance)
     details = {
-        "states": len(X), "tolerance": IPOPT_TOLERANCE, "compared": int(comparable.sum()),
+        "states": len(X), "tolerance": tolerance, "compared": int(comparable.sum()),
         "acados_not_converged": int(np.sum(exported.status != 0)), "ipopt_not_converged": int(np.sum(~ipopt_ok)),
         "max_difference": float(difference[comparable].max()) if comparable.any() else None,
         "median_sqp_iterations": float(np.median(exported.iterations)),
@@ -141,23 +139,25 @@ def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int
         name="mpc_solver",
         claim=f"from a cold start at {len(X)} low-discrepancy states of the initial box, the exported acados "
               f"solver's first input equals an independent CasADi/IPOPT solution of the same OCP within "
-              f"{IPOPT_TOLERANCE:g}",
+              f"{tolerance:g}",
         verdict=verdict, evidence=f"sampled ({len(X)} states)", seconds=time.perf_counter() - start,
         details=details, counterexample=counterexample,
     )
 
 
-def _embedded_solver_check(controller: MpcController, problem, box: np.ndarray, seed: int) -> Check:
+def _embedded_solver_check(controller: MpcController, problem, box: np.ndarray, seed: int,
+                           settings: MpcSolverCampaign) -> Check:
     """The exported embedded MPC (float32 C, through the host controller) against Clarabel's exact QP."""
     start = time.perf_counter()
     low, high = box[:, 0], box[:, 1]
-    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(IPOPT_STATES) * (high - low)
+    tolerance = settings.embedded_tolerance
+    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(settings.states) * (high - low)
     F = problem.mpc.formulation
     exported = controller.cold(X)
     exact = exact_inputs(F, X)
     half_range = 0.5 * (F.u_max - F.u_min)
     relative = (np.abs(exported.u - exact) / half_range).max(axis=1)
-    failing = relative > EMBEDDED_TOLERANCE
+    failing = relative > tolerance
     counterexample = None
     if failing.any():
         k = int(np.argmax(relative))
@@ -166,11 +166,11 @@ def _embedded_solver_check(controller: MpcController, problem, box: np.ndarray, 
     return Check(
         name="mpc_solver",
         claim=f"at {len(X)} low-discrepancy states of the initial box, the exported embedded MPC's float32 input "
-              f"equals Clarabel's exact solution of the same QP within {EMBEDDED_TOLERANCE:g} of each input's "
+              f"equals Clarabel's exact solution of the same QP within {tolerance:g} of each input's "
               "half-range",
         verdict=FALSIFIED if failing.any() else VERIFIED, evidence=f"sampled ({len(X)} states)",
         seconds=time.perf_counter() - start,
-        details={"states": len(X), "tolerance_relative": EMBEDDED_TOLERANCE,
+        details={"states": len(X), "tolerance_relative": tolerance,
                  "max_relative_difference": float(relative.max()), "admm_iterations": F.iterations},
         counterexample=counterexample,
     )
