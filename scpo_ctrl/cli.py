@@ -75,16 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     verify = verbs.add_parser("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
     verify.add_argument("run_dir", help="run directory with an export/")
     # left out, these take the campaign file's values (verification/campaign.yaml, or --campaign FILE)
-    verify.add_argument("--samples", type=int, help="uniform random initial states (campaign: 10000)")
-    verify.add_argument("--halton", type=int, help="low-discrepancy initial states (campaign: 4096)")
-    verify.add_argument("--beta", type=float, help="confidence parameter of the scenario bound (campaign: 1e-3)")
+    verify.add_argument("--samples", type=int, help="uniform random initial states")
+    verify.add_argument("--halton", type=int, help="low-discrepancy initial states")
+    verify.add_argument("--beta", type=float, help="confidence parameter of the scenario bound")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--cells", type=int, dest="cells_per_axis", help="reachability grid cells per state")
-    verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells (campaign: 8)")
-    verify.add_argument("--max-cells", type=int, dest="max_cells",
-                        help="reachability cells analysed in all (campaign: 4096 up to 2 states, else 2048)")
+    verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells")
+    verify.add_argument("--max-cells", type=int, dest="max_cells", help="reachability cells analysed in all")
     verify.add_argument("--campaign", metavar="FILE",
-                        help="campaign file (default: $SCPO_CTRL_CAMPAIGN, else verification/campaign.yaml)")
+                        help="campaign file whose values the flags left out take (default: $SCPO_CTRL_CAMPAIGN, "
+                        "else verification/campaign.yaml)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.set_defaults(handler=_verify)
 
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     hil.add_argument("--episodes", type=int, default=8, help="initial states, from the validation set (8)")
     hil.add_argument("--faults", default="", metavar="SPEC",
                      help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01, or a preset of "
-                     "verification/campaign.yaml (link, lossy, noisy), optionally followed by ,KEY=VALUE")
+                     "verification/campaign.yaml, optionally followed by ,KEY=VALUE")
     hil.add_argument("--watchdog-ms", type=float, help="target watchdog deadline [ms] (default dt/2)")
     hil.add_argument("--realtime", action="store_true",
                      help="run the target's watchdog on its own clock (always for serial:); by default sil and "
