@@ -35,7 +35,9 @@ FAULT_RATES = ("drop", "corrupt", "delay")
 
 @dataclass(frozen=True)
 class EquivalenceCampaign:
-    """Attributes
+    """The states on which the exported C and ONNX are compared with the float64 reference.
+
+    Attributes
     ----------
     mix : Mapping[str, int]
         States per kind (keys: :data:`EQUIVALENCE_KINDS`, in that order), read-only.
