@@ -90,6 +90,11 @@ MAX_CELLS = 4096  # verify's cell budget for two states
 CHUNK = 256  # cells per compiled immrax batch (fixed, so one compilation per method)
 SAMPLES_PER_CELL = 16
 VARIANTS = ("natural", "mixed-jacobian", "crown+mjac")
+#: immrax's bisection depth and whether its cells run batched (jax.vmap), per plant. The pendulum's sine goes
+#: through immrax's interval rule for sin (nested lax.switch): one cell's 100 steps take 0.03-0.05 s jitted
+#: alone, but a vmapped batch of 8 cells had not finished after 10 minutes (measured, 2-core machine under
+#: load), so the pendulum's cells run one by one.
+IMMRAX_BUDGET = {"double_integrator": (MAX_DEPTH, True), "pendulum": (MAX_DEPTH, False)}
 TARGET_SLACK = 1e-9  # relative: a box is inside T when its vertices' V <= c_T (1 - slack)
 
 
@@ -239,10 +244,11 @@ class ImmraxRunner:
 
     nx: int
     horizon: int
-    batch: object  # jitted (lo (CHUNK, nx), hi) -> (lo (H+1, CHUNK, nx), hi)
+    batch: object  # jitted (lo (CHUNK, nx), hi) -> (lo (H+1, CHUNK, nx), hi), or one cell's (H+1, nx) if not batched
+    batched: bool
 
     @classmethod
-    def build(cls, step, nx: int, horizon: int) -> "ImmraxRunner":
+    def build(cls, step, nx: int, horizon: int, batched: bool) -> "ImmraxRunner":
         def trajectory(lo, hi):
             def body(carry, _):
                 new = step(*carry)
@@ -251,12 +257,18 @@ class ImmraxRunner:
             _, (los, his) = jax.lax.scan(body, (lo, hi), None, length=horizon)
             return jnp.concatenate([lo[None], los]), jnp.concatenate([hi[None], his])
 
-        return cls(nx, horizon, jax.jit(jax.vmap(trajectory, out_axes=1)))
+        return cls(nx, horizon, jax.jit(jax.vmap(trajectory, out_axes=1) if batched else trajectory), batched)
 
     def boxes(self, lo: np.ndarray, hi: np.ndarray) -> tuple:
         """Boxes of every cell (M) at every step: ``lo, hi (M, H+1, nx)``."""
         M = len(lo)
         out_lo, out_hi = [], []
+        if not self.batched:
+            for k in range(M):
+                a, b = self.batch(jnp.asarray(lo[k]), jnp.asarray(hi[k]))
+                out_lo.append(np.asarray(a))
+                out_hi.append(np.asarray(b))
+            return np.array(out_lo), np.array(out_hi)
         for start in range(0, M, CHUNK):
             part_lo, part_hi = lo[start:start + CHUNK], hi[start:start + CHUNK]
             pad = CHUNK - len(part_lo)
@@ -325,17 +337,20 @@ def grid(box: np.ndarray, n: int) -> tuple:
     return lo, hi
 
 
-def immrax_bisection(runner: ImmraxRunner, judge: BoxJudge, box: np.ndarray) -> tuple:
-    """Our bisection passes with immrax's boxes: (proven fraction, final cells, cells analysed)."""
+def immrax_bisection(runner: ImmraxRunner, judge: BoxJudge, box: np.ndarray, max_depth: int) -> tuple:
+    """Our bisection passes with immrax's boxes: (proven fraction, final cells, the grid's boxes (M, H+1, nx) x 2)."""
     lo, hi = grid(box, CELLS_PER_AXIS)
     scale = box[:, 1] - box[:, 0]
-    proven_volume, final_cells, analysed = 0.0, 0, 0
-    for depth in range(MAX_DEPTH + 1):
-        proven, _ = judge.verdicts(*runner.boxes(lo, hi))
+    proven_volume, final_cells, analysed, first = 0.0, 0, 0, None
+    for depth in range(max_depth + 1):
+        boxes = runner.boxes(lo, hi)
+        if first is None:
+            first = boxes
+        proven, _ = judge.verdicts(*boxes)
         analysed += len(lo)
         proven_volume += float(np.sum(np.prod(hi[proven] - lo[proven], axis=1)))
         failing = np.flatnonzero(~proven)
-        last = depth == MAX_DEPTH or analysed + 2 * len(failing) > MAX_CELLS or len(failing) == 0
+        last = depth == max_depth or analysed + 2 * len(failing) > MAX_CELLS or len(failing) == 0
         final_cells += int(proven.sum()) + (len(failing) if last else 0)
         if last:
             break
@@ -347,7 +362,7 @@ def immrax_bisection(runner: ImmraxRunner, judge: BoxJudge, box: np.ndarray) -> 
         hi_left[rows, axis] = middle
         lo_right[rows, axis] = middle
         lo, hi = np.concatenate([lo_f, lo_right]), np.concatenate([hi_left, hi_f])
-    return proven_volume / float(np.prod(scale)), final_cells, analysed
+    return proven_volume / float(np.prod(scale)), final_cells, first
 
 
 def sampled_escapes(model, law, lo_t, hi_t, carried, cell_lo, cell_hi, horizon, rng) -> tuple:
@@ -412,27 +427,30 @@ def compare_plant(name: str, run: Path, rng, bisections: tuple) -> list:
         print(f"  {rows[-1]['method']}: {rows[-1]['fraction']:.4f} in {seconds:.1f} s", flush=True)
     c_T = result.target_level
     judge = BoxJudge(spec, law, c_T)
+    start = time.perf_counter()
     depth0 = ours(law, model, box, H, "widest", 0)
+    rows.append(dict(plant=name, method="ours, depth 0", fraction=proven_fraction(depth0, box), cells=len(depth0.cells),
+                     seconds=time.perf_counter() - start, compile=None, width=None, escapes=None))
+    immrax_depth, batched = IMMRAX_BUDGET[name]
     cell_lo, cell_hi = grid(box, CELLS_PER_AXIS)
     our_lo, our_hi, our_last = our_depth0_boxes(depth0, len(cell_lo), H, law.nx)
     for variant in VARIANTS:
-        runner = ImmraxRunner.build(immrax_step(variant, f_jax, law_tanh, law_logistic, law.nx), law.nx, H)
+        runner = ImmraxRunner.build(immrax_step(variant, f_jax, law_tanh, law_logistic, law.nx), law.nx, H, batched)
         start = time.perf_counter()
         runner.boxes(cell_lo[:1], cell_hi[:1])
         compile_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        fraction, cells, _ = immrax_bisection(runner, judge, box)
+        fraction, cells, (lo_t, hi_t) = immrax_bisection(runner, judge, box, immrax_depth)
         seconds = time.perf_counter() - start
-        lo_t, hi_t = runner.boxes(cell_lo, cell_hi)
         _, carried = judge.verdicts(lo_t, hi_t)
         common = np.minimum(carried, our_last)
         at = np.arange(len(cell_lo))
         ratio = (hi_t[at, common] - lo_t[at, common]) / (our_hi[at, common] - our_lo[at, common])
         width = ", ".join(f"{state} {np.nanmedian(ratio[:, i]):.3g}x" for i, state in enumerate(spec.state_names))
         escapes, loops = sampled_escapes(model, law, lo_t, hi_t, carried, cell_lo, cell_hi, H, rng)
-        rows.append(dict(plant=name, method=f"immrax {variant}", fraction=fraction, cells=cells, seconds=seconds,
+        rows.append(dict(plant=name, method=f"immrax {variant}, depth {immrax_depth}", fraction=fraction, cells=cells, seconds=seconds,
                          compile=compile_seconds, width=width, escapes=f"{escapes} / {loops}"))
-        print(f"  immrax {variant}: {fraction:.4f} in {seconds:.1f} s (+{compile_seconds:.1f} s compile), "
+        print(f"  immrax {variant}, depth {immrax_depth}: {fraction:.4f} in {seconds:.1f} s (+{compile_seconds:.1f} s compile), "
               f"width ratio {width}, escapes {escapes}/{loops}", flush=True)
     return rows
 
