@@ -22,7 +22,8 @@ Sides:
 
 * ``ours``: :func:`scpo_ctrl.verify.reach.analyse` with `verify`'s settings (16 cells per axis, bisection
   to depth 8 within 4,096 cells, 16 generators, the float32 C's deviation bound included), with its
-  default 'sensitive' bisection (``--widest``: also with 'widest', immrax's rule here).
+  default 'sensitive' bisection (``--widest``: also with 'widest', immrax's rule here), and on the grid alone
+  (depth 0).
 * immrax 0.3.8, discrete-time embedding systems ``x+ = E(x_lo, x_hi)`` of the closed-loop map:
   ``natural`` (``immrax.natemb``: the natural inclusion function, interval arithmetic through plant and law),
   ``mixed-jacobian`` (``immrax.mjacemb``: the mixed Jacobian-based inclusion function of the closed-loop map,
