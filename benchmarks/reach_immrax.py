@@ -497,6 +497,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for plant in plants:
             run = adapted_run(plant, getattr(args, plant), Path(scratch))
+            if not (run / "plant.yaml").is_file() or not (run / "policy.npz").is_file():
+                print(f"--{plant.replace('_', '-')}: {run} is not an adapted run (plant.yaml or policy.npz missing)",
+                      file=sys.stderr)
+                return 2
+            if load_plant_spec(run / "plant.yaml").name != plant:
+                print(f"--{plant.replace('_', '-')}: {run} is a run of another plant", file=sys.stderr)
+                return 2
             rows += compare_plant(plant, run, rng, ("sensitive", "widest") if args.widest else ("sensitive",))
     text = (f"`{' '.join(['python', *sys.argv])}` (immrax {metadata.version('immrax')}, jax {jax.__version__}, "
             f"{os.cpu_count()} cores)\n\n" + table(rows))
