@@ -82,12 +82,13 @@ from scpo_ctrl.plant.interval import Interval, evaluate_interval  # noqa: E402
 from scpo_ctrl.plant.model import build_plant  # noqa: E402
 from scpo_ctrl.verify import reach  # noqa: E402
 from scpo_ctrl.verify.closed_loop import simulate  # noqa: E402
-from scpo_ctrl.verify.run import VerifyRequest, max_generators  # noqa: E402
+from scpo_ctrl.config.campaign import load_campaign  # noqa: E402
 
 PLANTS = ("double_integrator", "pendulum")
-CELLS_PER_AXIS = 16  # verify's grid for two states
-MAX_DEPTH = VerifyRequest.__dataclass_fields__["max_depth"].default
-MAX_CELLS = 4096  # verify's cell budget for two states
+_CAMPAIGN = load_campaign().reachability  # verify's reachability settings (verification/campaign.yaml)
+_BUDGET = _CAMPAIGN.budget(2)  # both plants have two states
+CELLS_PER_AXIS, MAX_CELLS, MAX_GENERATORS = _BUDGET.cells_per_axis, _BUDGET.max_cells, _BUDGET.max_generators
+MAX_DEPTH = _CAMPAIGN.max_depth
 CHUNK = 256  # cells per compiled immrax batch (fixed, so one compilation per method)
 SAMPLES_PER_CELL = 16
 VARIANTS = ("natural", "mixed-jacobian", "crown+mjac")
@@ -383,7 +384,7 @@ def sampled_escapes(model, law, lo_t, hi_t, carried, cell_lo, cell_hi, horizon, 
 # -- one plant -----------------------------------------------------------------------------------------------
 def ours(law, model, box, horizon, bisect: str, depth: int) -> reach.ReachResult:
     settings = reach.ReachSettings(cells_per_axis=CELLS_PER_AXIS, max_depth=depth, precision="float32",
-                                   max_generators=max_generators(law.nx), max_cells=MAX_CELLS, bisect=bisect)
+                                   max_generators=MAX_GENERATORS, max_cells=MAX_CELLS, bisect=bisect)
     return reach.analyse(law, model, box[:, 0], box[:, 1], horizon, settings)
 
 
