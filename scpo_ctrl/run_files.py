@@ -20,10 +20,11 @@ Conventions of the conversion (one place, :func:`from_json` and :func:`to_json`)
 
 * A ``float`` field holds ``nan`` where the file has ``null``: the writers turn every non-finite number into
   ``null`` (JSON has no NaN or infinity), and ``nan`` goes back to ``null``.
-* JSON arrays become tuples, objects read-only mappings; keys a file has beyond the fields are ignored (files
-  from a newer version still read), keys it lacks are an error unless the field has a default.
+* JSON arrays typed ``tuple[...]`` become tuples, objects typed ``Mapping[str, X]`` dicts; keys a file has
+  beyond the fields are ignored (files from a newer version still read), keys it lacks are an error unless the
+  field has a default.
 * Parts whose shape depends on the run (a check's ``details``, a HIL target's ``compute``) are typed
-  ``Mapping[str, Any]`` and kept as read.
+  ``Mapping[str, Any]`` and kept as read (plain JSON data, so ``json.dumps`` takes them as they are).
 """
 
 from __future__ import annotations
@@ -88,19 +89,10 @@ def _type_name(kind) -> str:
     return str(kind)
 
 
-def _freeze(value):
-    """JSON as read -> read-only: objects as mappings, arrays as tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
-    return value
-
-
 def _convert(kind, value, path: str, where: str):
     """``value`` (parsed JSON) as the Python type ``kind``; :class:`RunFileError` at ``where`` otherwise."""
     if kind is Any:
-        return _freeze(value)
+        return value
     if kind is type(None):
         if value is None:
             return None
@@ -145,8 +137,7 @@ def _convert(kind, value, path: str, where: str):
                 raise RunFileError(path, where, f"expected {len(items)} elements, got {len(value)}")
         elif origin in (collections.abc.Mapping, dict):
             if isinstance(value, dict):
-                return MappingProxyType({key: _convert(args[1], item, path, _key(where, key))
-                                         for key, item in value.items()})
+                return {key: _convert(args[1], item, path, _key(where, key)) for key, item in value.items()}
         else:  # pragma: no cover - a dataclass of this module with an unsupported annotation
             raise TypeError(f"unsupported field type {kind!r}")
     raise RunFileError(path, where, f"expected {_type_name(kind)}, got {_json_kind(value)}")
@@ -653,4 +644,4 @@ class HilIndex(RunFile):
 
     def with_target(self, label: str, report: HilReport) -> HilIndex:
         """This index with ``label``'s entry replaced by ``report``'s summary (the other targets kept)."""
-        return replace(self, targets=MappingProxyType({**self.targets, label: HilTargetSummary.of(report, label)}))
+        return replace(self, targets={**self.targets, label: HilTargetSummary.of(report, label)})
