@@ -114,7 +114,7 @@ def plant_from_state_space(system, *, name: str, state_limits: Sequence, input_l
         document["policy"] = dict(policy)
     if scpo is not None:
         document["scpo"] = dict(scpo)
-    text = yaml.safe_dump(document, sort_keys=False)
+    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None)
     return parse_plant_spec(text, f"<state-space plant {name}>")
 
 
