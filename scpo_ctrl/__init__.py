@@ -51,7 +51,7 @@ class _Verb:
         return getattr(import_module(f"scpo_ctrl.{self._name}"), attribute)
 
     def __setattr__(self, attribute: str, value):
-        # e.g. the import system binding a submodule (scpo_ctrl.export.run) on its package
+        # setting through the dotted path (monkeypatch or mock.patch of "scpo_ctrl.export.run") reaches the module
         setattr(import_module(f"scpo_ctrl.{self._name}"), attribute, value)
 
     def __repr__(self) -> str:

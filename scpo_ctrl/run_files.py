@@ -392,7 +392,7 @@ class ExportManifest(RunFile):
     plant: str
     precision: str
     target: str
-    profile: str | None
+    profile: str | None = field(default=None, kw_only=True, metadata=ABSENT_IF_NONE)
     inputs_sha256: str
     plant_sha256: str
     law_sha256: str
