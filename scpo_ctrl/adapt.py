@@ -207,9 +207,10 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
                 line["verification_round"] = json_safe(round_record.to_dict())
                 round_records.append(line["verification_round"])
                 line["loss_after_round"] = state.loss
-                if round_record.violating or round_record.residual_scale < 1.0:
+                if round_record.added_violators or round_record.residual_scale < 1.0:
                     # a row broke on the grown set (the iterate may have retreated): SCPO goes on from here.
-                    # States that break nothing (unproven cells' worst) leave a stalled iterate stalled.
+                    # States that break nothing (unproven cells' worst) leave a stalled iterate stalled, and so
+                    # do states the backup itself cannot save (never added: they would come back every round).
                     best, stall, stalled = state.loss, 0, False
             _append_line(jsonl, json.dumps(json_safe(line)))
             if record.accepted or "verification_round" in line:

@@ -5,11 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import qmc
 
 from .config.plant_spec import PlantSpec, load_plant_spec
 from .policy.expert import expert_function
 from .problem import ControlProblem, build_problem
+from .sim.initial_states import MAX_CORNER_DIMENSION, box_corners, initial_box
 from .sim.rollout import REACH_ROW, SafetyEvaluation, safety_metrics
+
+#: Halton states of the initial box on which the backup's closed loop is simulated (besides the validation set)
+BOX_SAMPLES = 4096
+#: the same for an MPC backup, whose closed loops cost a solve per step
+BOX_SAMPLES_MPC = 48
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,81 @@ class CheckReport:
     expert_safe: bool | None
     backup_type: str = "lqr"
     mpc: dict | None = None
+    backup_box: BackupOnBox | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BackupOnBox:
+    """The backup's closed loops from the whole initial box, sampled (a search, not a proof).
+
+    SCPO certifies a law near the backup on the validation set; ``verify`` judges it on the whole box.
+    Where the backup itself breaks a row, no law SCPO can reach from it is safe, so such states are
+    the plant file's problem (box or backup), found before any adaptation.
+
+    Attributes
+    ----------
+    examined : int
+        Initial states simulated: the box's corners (when ``nx <= MAX_CORNER_DIMENSION``), then Halton points.
+    corners : int
+        Of those, how many are corners.
+    violating : int
+        States from which the backup breaks at least one row (a plant row or the target set's reach row).
+    violating_corners : int
+        Of those, how many are corners.
+    rows : list of RowMargin
+        Per row, the worst value over the sample and how many states break it.
+    worst_state : list of float or None
+        The initial state with the largest violation (None when nothing breaks).
+    worst_row : str or None
+        The row it breaks most.
+    """
+
+    examined: int
+    corners: int
+    violating: int
+    violating_corners: int
+    rows: list
+    worst_state: list | None
+    worst_row: str | None
+
+    @property
+    def safe(self) -> bool:
+        return self.violating == 0
+
+
+def backup_on_box(problem: ControlProblem, samples: int | None = None, seed: int = 0) -> BackupOnBox:
+    """Simulate the backup from the initial box's corners and ``samples`` scrambled Halton points of it."""
+    mpc = problem.mpc is not None
+    if samples is None:
+        samples = BOX_SAMPLES_MPC if mpc else BOX_SAMPLES
+    box = initial_box(problem.spec.safety.initial_states)
+    nx = box.shape[0]
+    corners = box_corners(box) if nx <= MAX_CORNER_DIMENSION else np.zeros((0, nx))
+    inside = box[:, 0] + qmc.Halton(d=nx, scramble=True, seed=seed).random(samples) * (box[:, 1] - box[:, 0])
+    X0 = np.concatenate([corners, inside])
+    evaluation = _backup_evaluation(problem, X0)
+    broken = np.any(evaluation.g > 0.0, axis=1)
+    worst_state = worst_row = None
+    if broken.any():
+        scaled = evaluation.g / np.maximum(np.abs(evaluation.worst), 1e-12)[None, :]
+        flat = int(np.argmax(np.where(evaluation.g > 0.0, scaled, -np.inf)))
+        index, row = divmod(flat, evaluation.g.shape[1])
+        worst_state, worst_row = X0[index].tolist(), evaluation.names[row]
+    return BackupOnBox(examined=len(X0), corners=len(corners), violating=int(broken.sum()),
+                       violating_corners=int(broken[: len(corners)].sum()),
+                       rows=_margins(problem, evaluation), worst_state=worst_state, worst_row=worst_row)
+
+
+def _backup_evaluation(problem: ControlProblem, X0: np.ndarray) -> SafetyEvaluation:
+    """The backup's safety metrics from ``X0 (N, nx)`` over the safety horizon."""
+    if problem.mpc is not None:
+        result = problem.engine(problem.backup_law()).rollout(X0)
+        return safety_metrics(problem.model, result.rollouts, problem.target.c, problem.target.P, problem.target.x_eq)
+    return problem.engine(problem.backup_law(), jit=False).evaluate(X0, problem.target.c, problem.target.P,
+                                                                    problem.target.x_eq)[1]
 
 
 def run_check(plant: str | PlantSpec) -> CheckReport:
@@ -110,6 +189,7 @@ def run_check(plant: str | PlantSpec) -> CheckReport:
         expert_safe=None if expert_eval is None else expert_eval.safe,
         backup_type=spec.backup.type,
         mpc=mpc,
+        backup_box=backup_on_box(problem),
     )
 
 
@@ -129,6 +209,7 @@ def _mpc_summary(problem: ControlProblem, stats) -> dict:
 
 
 def _margins(problem: ControlProblem, evaluation: SafetyEvaluation) -> list:
+    """One :class:`RowMargin` per row of ``evaluation``."""
     descriptions = {row.name: row.description for row in problem.model.rows}
     descriptions[REACH_ROW] = f"V(x_H) <= c within {problem.spec.safety.horizon} steps"
     worst = evaluation.worst

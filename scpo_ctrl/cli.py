@@ -197,6 +197,10 @@ def _adapt(args: argparse.Namespace) -> int:
                   f"added ({loop.validation_states} now)"
                   + (f", reachability proves {100 * proven:.1f}% of the box" if proven is not None else "")
                   + ("; the last round found nothing" if loop.clean else ""))
+            unsafe = (loop.last_round or {}).get("backup_unsafe", 0)
+            if unsafe:
+                print(f"  WARNING: the backup itself breaks a row from {unsafe} state(s) the last round found in the "
+                      "initial box (not added: no law adapted from it can be certified there; see `check`)")
     if result.interrupted:
         print("interrupted: the last accepted iterate is in policy.npz; continue with --resume", file=sys.stderr)
         return 130
@@ -252,6 +256,10 @@ def _verify(args: argparse.Namespace) -> int:
                   f"({100 * details['verified_fraction_of_box']:.1f}% of the box)")
         if counterexample:
             print(f"            counterexample: {json.dumps(json_safe(counterexample))}")
+            alone = counterexample.get("backup_alone")
+            if alone and alone["breaks_the_row"]:
+                print(f"            the backup alone breaks {counterexample['row']} from this state too "
+                      f"({alone['value']:.4g}): the box holds states this backup cannot save (see `check`)")
     print("  safe for every initial state of the box: "
           + ("yes (proof)" if certificate.summary.safe_for_every_initial_state_of_the_box else "not shown"))
     return result.exit_code
@@ -391,7 +399,26 @@ def _format_check(report) -> str:
     verdict = "SAFE" if report.backup_safe else "UNSAFE"
     lines.append(f"backup: {verdict} from every validation state" if report.backup_safe else
                  f"backup: {verdict}: it violates a constraint from some validation states; SCPO cannot start feasible")
+    if report.backup_box is not None:
+        lines.extend(_box_lines(report.backup_box))
     return "\n".join(lines)
+
+
+def _box_lines(box) -> list:
+    """What the backup does from the whole initial box (sampled), in the words of ``check``'s output."""
+    sample = (f"{box.examined} initial states of the box ({box.corners} corners, "
+              f"{box.examined - box.corners} Halton points)")
+    if box.safe:
+        return [f"backup on the box: no row broken from {sample} (a sample, not a proof)"]
+    broken = [m for m in box.rows if m.worst > 0]
+    lines = [f"backup on the box: WARNING: it breaks a row from {box.violating} of {sample}"
+             f" ({box.violating_corners} of them corners):"]
+    lines.extend(f"    {m.name:<22} {m.worst: .6g}  from {m.violating_states} state(s)  ({m.description})"
+                 for m in broken)
+    state = ", ".join(f"{v:.6g}" for v in box.worst_state)
+    lines.append(f"  worst from x0 = [{state}] ({box.worst_row}). No law SCPO adapts from this backup can be "
+                 "certified there, and verify will find it: narrow the initial box or strengthen the backup")
+    return lines
 
 
 def _margin_lines(margins: list) -> list:

@@ -5,7 +5,8 @@ this loop searches the whole initial box for initial states where the
 current iterate (the float64 law) breaks a row SCPO keeps, with its margin:
 
 1. a Monte Carlo of closed loops from a scrambled Halton set of the box
-   (a new seed each round);
+   (a new seed each round) and the box's corners (for many plants the extreme
+   closed loops start there, and a local search ends there);
 2. falsification (L-BFGS-B with CasADi gradients through the rollout,
    :func:`~scpo_ctrl.verify.falsify.search`) from the Monte Carlo's worst states;
 3. for affine plants, formal reachability of the deployed float32 law
@@ -31,6 +32,7 @@ from scipy.stats import qmc
 
 from .export.law import law_from_policy
 from .scpo.control import ControlAdaptation
+from .sim.initial_states import MAX_CORNER_DIMENSION, box_corners
 from .verify import falsify, reach
 
 RETREAT_GRID = 17  # residual scales tried at once (0, 1/16, ..., 1), then refined by bisection
@@ -48,7 +50,7 @@ class LoopSettings:
     every : int
         A round after every ``every`` iterations (and when SCPO stalls).
     samples : int
-        Monte Carlo initial states per round.
+        Monte Carlo initial states per round (Halton points; the box's corners come on top).
     add_per_round : int
         Most states added to the validation set per round.
     falsify_starts : int
@@ -131,6 +133,12 @@ class RoundResult:
     violating_last_pass: int | None = None
 
     @property
+    def added_violators(self) -> int:
+        """States added because they break a row SCPO keeps (not unproven cells' states that break nothing,
+        and never states from which the backup itself breaks a row: those are not added)."""
+        return int(sum(n for group, n in self.added_by_group.items() if group != CELL_GROUP))
+
+    @property
     def clean(self) -> bool:
         """Nothing found: no state added, nothing falsified, and (affine plants) the whole box proven."""
         proven = self.proven_fraction is None or self.proven_fraction >= 1.0 - 1e-12
@@ -172,9 +180,10 @@ def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, 
               settings: LoopSettings, seed: int, closing: bool = False) -> tuple[RoundResult, np.ndarray]:
     """Search for counterexamples, grow the validation set, retreat if needed.
 
-    A closing round (the run's last, or on a stall) searches again after a retreat, adding every
-    violating state it finds, up to ``settings.closing_passes`` searches, so the iterate it leaves
-    was searched as it is whenever the round ends clean.
+    A closing round (the run's last, or on a stall) searches again while its last search added a
+    violating state (and so retreated), adding every one it finds, up to ``settings.closing_passes``
+    searches, so the iterate it leaves was searched as it is whenever the round ends clean. States from
+    which the backup itself breaks a row are never added and do not prolong the round.
 
     Returns the round's record and the parameters to continue from. The
     adaptation's validation set is enlarged in place (:meth:`ControlAdaptation.set_states`).
@@ -182,7 +191,7 @@ def run_round(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, 
     start = time.perf_counter()
     record, theta = _search(adaptation, theta, iteration, round_index, settings, seed, settings.add_per_round)
     passes, last = 1, record
-    while closing and passes < settings.closing_passes and (last.violating or last.falsified):
+    while closing and passes < settings.closing_passes and last.added_violators:
         # every state breaking a row joins: the next search must not find the same ones again
         last, theta = _search(adaptation, theta, iteration, round_index + 10_000 * passes, settings, seed,
                               settings.samples)
@@ -220,7 +229,9 @@ def _search(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, ro
     box = initial_box(adaptation)
     nx = box.shape[0]
     halton = qmc.Halton(d=nx, scramble=True, seed=seed + 1000 + round_index)
-    candidates = {"monte_carlo": box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])}
+    sampled = box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])
+    corners = box_corners(box) if nx <= MAX_CORNER_DIMENSION else np.zeros((0, nx))
+    candidates = {"monte_carlo": np.concatenate([corners, sampled])}
     _, plant_worst = adaptation.violations(candidates["monte_carlo"], theta)
     cell_states = np.zeros((0, nx))
 
@@ -234,7 +245,7 @@ def _search(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, ro
         candidates["reachability"] = cell_states
 
     source = np.concatenate([np.full(len(states), name, dtype=object) for name, states in candidates.items()])
-    keep = _distinct(np.concatenate(list(candidates.values())), box)
+    keep = _distinct(np.concatenate(list(candidates.values())), box, known=adaptation.x0)
     states, source = np.concatenate(list(candidates.values()))[keep], source[keep]
     per_group = adaptation.violations(states, theta)[0]
     backup_safe = np.all(adaptation.violations(states, np.zeros(adaptation.dimension), backup_rows_only=True)[0]
@@ -264,12 +275,22 @@ def _search(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, ro
     return record, theta
 
 
-def _distinct(states: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Indices of ``states`` without repeats (to 1e-9 of the box's width), in their first order."""
+def _distinct(states: np.ndarray, box: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``states`` without repeats (to 1e-9 of the box's width), in their first order, leaving out
+    those equal to a ``known`` state (the validation set's: SCPO keeps their rows, with their margins as
+    :meth:`~scpo_ctrl.scpo.control.ControlAdaptation.set_states` sets them, so they are not news)."""
     width = np.where(box[:, 1] > box[:, 0], box[:, 1] - box[:, 0], 1.0)
-    keys = np.round((states - box[:, 0]) / width / 1e-9)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    return np.sort(first)
+
+    def keys(X: np.ndarray) -> np.ndarray:
+        return np.round((X - box[:, 0]) / width / 1e-9)
+
+    own = keys(states)
+    _, first = np.unique(own, axis=0, return_index=True)
+    first = np.sort(first)
+    if known is None or len(known) == 0:
+        return first
+    seen = {tuple(row) for row in keys(np.asarray(known, dtype=float))}
+    return np.array([i for i in first if tuple(own[i]) not in seen], dtype=int)
 
 
 def _pick(per_group: np.ndarray, usable: np.ndarray, from_cells: np.ndarray, budget: int) -> tuple:

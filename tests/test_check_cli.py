@@ -47,3 +47,32 @@ def test_unsafe_backup_exits_1(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "backup: UNSAFE" in out
     assert "VIOLATED" in out
+
+
+def test_backup_unsafe_on_the_box_but_not_on_the_validation_set_is_reported(tmp_path, capsys):
+    """A box wider than the backup's safe region, with a validation set (16 Halton points, no corners)
+    that misses the unsafe part: check still exits 0 (SCPO can start) but names the box's problem."""
+    data = model_dict("double_integrator")
+    data["safety"]["initial_states"] = {"box": {"p": [-3.5, 3.0], "v": [-1.0, 1.3]}, "count": 16}
+    path = write_yaml(tmp_path / "wide.yaml", data)
+    assert main(["check", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backup_safe"] is True
+    box = report["backup_box"]
+    assert box["examined"] == 4 + 4096 and box["corners"] == 4
+    assert box["violating"] > 0 and box["violating_corners"] >= 1
+    broken = {m["name"] for m in box["rows"] if m["worst"] > 0}
+    assert box["worst_row"] in broken
+    # the worst state is inside the box, and the backup really breaks a row from it
+    worst = box["worst_state"]
+    assert -3.5 <= worst[0] <= 3.0 and -1.0 <= worst[1] <= 1.3
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "backup: SAFE from every validation state" in out
+    assert f"backup on the box: WARNING: it breaks a row from {box['violating']} of 4100" in out
+
+
+def test_shipped_default_plant_backup_is_safe_on_its_whole_box(capsys):
+    assert main(["check", str(MODELS / "double_integrator.yaml"), "--json"]) == 0
+    box = json.loads(capsys.readouterr().out)["backup_box"]
+    assert box["violating"] == 0 and box["worst_state"] is None

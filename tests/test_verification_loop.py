@@ -144,3 +144,26 @@ def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_pat
     assert np.all(adaptation.constraints(theta[None, :])[0] + adaptation.margins <= 0.0)
     certificate = _verify(looped)
     assert not certificate["summary"]["falsified"], [c for c in certificate["checks"] if c["verdict"] == "FALSIFIED"]
+
+
+def test_a_round_searches_the_corners_and_counts_where_the_backup_itself_fails(tmp_path):
+    """The box's corners are always searched; states from which the backup itself breaks a plant row
+    (here a corner of a box wider than the backup's safe region) are counted, never added."""
+    data = yaml.safe_load(DI.read_text())
+    data["safety"]["initial_states"] = {"box": {"p": [-3.5, 3.0], "v": [-1.0, 1.3]}, "count": 16}
+    path = tmp_path / "di_wide.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    problem = build_problem(load_plant_spec(path))
+    adaptation = ControlAdaptation(problem, residual_policy(problem, (8,)))
+    settings = LoopSettings(samples=32, add_per_round=8, falsify_starts=1, reach_depth=0)
+    record, _ = run_round(adaptation, np.zeros(adaptation.dimension), 1, 0, settings, seed=0)
+    assert record.findings["monte_carlo"]["examined"] == 32 + 4
+    corner = np.array([-3.5, 1.3])
+    backup_rows = adaptation.violations(corner[None], np.zeros(adaptation.dimension), backup_rows_only=True)[0]
+    assert backup_rows.max() > 0  # the backup breaks a row from this corner
+    assert record.backup_unsafe >= 1
+    assert not np.any(np.all(np.isclose(record.added, corner), axis=1))
+    # the backup is safe wherever SCPO keeps rows: nothing it can fix was found, so a closing round does not
+    # search again and a stalled run is not restarted by these states
+    closing, _ = run_round(adaptation, np.zeros(adaptation.dimension), 1, 1, settings, seed=0, closing=True)
+    assert closing.violating >= 1 and closing.added_violators == 0 and closing.passes == 1

@@ -122,6 +122,14 @@ def test_a_bad_policy_is_falsified_and_the_counterexample_replays_in_c(tmp_path)
             row = replay.row_names.index(counterexample["row"])
             assert replay.g[0, counterexample["step"], row] == pytest.approx(counterexample["value"], rel=1e-9)
             assert counterexample["value"] > 0
+        # the certificate says whether the backup alone breaks the same row from the same state: here it
+        # does not (the default plant's backup is safe on its box), so the network is to blame
+        backup = simulate(model, lambda X: evaluate(_backup_only(law), X).u, x0[None], spec.safety.horizon, law.P,
+                          law.c, law.x_eq)
+        expected = (backup.level[0, -1] - 1.0 if counterexample["row"] == "target.reach"
+                    else backup.g[0, :, backup.row_names.index(counterexample["row"])].max())
+        assert counterexample["backup_alone"]["value"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert counterexample["backup_alone"]["breaks_the_row"] is False and expected <= 0
     assert _check(result.certificate, "reachability")["verdict"] != "VERIFIED"
 
 

@@ -9,6 +9,9 @@ from scipy.stats import qmc
 
 from ..config.plant_spec import InitialStateSpec
 
+#: searches of the initial box (check's backup search, the verification loop) add its 2^nx corners up to this nx
+MAX_CORNER_DIMENSION = 12
+
 
 def validation_states(initial: InitialStateSpec) -> np.ndarray:
     """Initial states, shape ``(N, nx)``.
@@ -21,13 +24,18 @@ def validation_states(initial: InitialStateSpec) -> np.ndarray:
     if initial.points is not None:
         return np.array(initial.points, dtype=float)
     box = np.asarray(initial.box, dtype=float)
-    nx = box.shape[0]
-    unit = qmc.Halton(d=nx, scramble=True, seed=initial.seed).random(initial.count)
+    unit = qmc.Halton(d=box.shape[0], scramble=True, seed=initial.seed).random(initial.count)
     points = box[:, 0] + unit * (box[:, 1] - box[:, 0])
     if initial.corners:
-        choice = np.array(list(itertools.product((0, 1), repeat=nx)))
-        points = np.concatenate([points, box[np.arange(nx), choice]])
+        points = np.concatenate([points, box_corners(box)])
     return points
+
+
+def box_corners(box: np.ndarray) -> np.ndarray:
+    """The ``2^nx`` corners ``(2^nx, nx)`` of ``box (nx, 2)``, the first coordinate varying slowest."""
+    box = np.asarray(box, dtype=float)
+    choice = np.array(list(itertools.product((0, 1), repeat=box.shape[0])))
+    return box[np.arange(box.shape[0]), choice]
 
 
 def initial_box(initial: InitialStateSpec) -> np.ndarray:

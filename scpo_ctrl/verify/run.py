@@ -30,7 +30,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +142,7 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
             safety, reach_check, worst_starts = _monte_carlo(law, model, host, box, horizon, request, precision)
             checks += [safety, reach_check]
             checks.append(_falsification(law, model, policy, theta, host, box, horizon, worst_starts, request))
+            checks = [_with_backup_alone(check, law, model, horizon) for check in checks]
             reach_result_check, sets = _reachability(law, model, box, horizon, request, precision)
             checks.append(reach_result_check)
 
@@ -355,6 +356,29 @@ def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest
         starts[name] = X0[order]
     starts[falsify.REACH] = X0[np.argsort(-run_c.level[:, -1])[:4]]
     return safety, reach_check, starts
+
+
+def _with_backup_alone(check: Check, law, model, horizon: int) -> Check:
+    """``check`` with its counterexample (if any) replayed under the saturated LQR backup alone.
+
+    ``counterexample["backup_alone"]`` gets the row's value in that closed loop: > 0 says the backup
+    itself breaks the row from the same initial state, so the box holds states no law adapted from
+    this backup can be certified on (the plant file's box or backup must change, not the network).
+    """
+    example = check.counterexample
+    if example is None:
+        return check
+    u_min, u_max = law.u_min, law.u_max
+
+    def backup(X: np.ndarray) -> np.ndarray:
+        return np.clip(law.u_eq - (X - law.x_eq) @ law.K.T, u_min, u_max)
+
+    run = simulate(model, backup, np.array([example["x0"]]), horizon, law.P, law.c, law.x_eq)
+    if example.get("row", falsify.REACH) == falsify.REACH:  # closed_loop_reach's counterexample names no row
+        value = float(run.level[0, -1] - 1.0)
+    else:
+        value = float(run.g[0, :, run.row_names.index(example["row"])].max())
+    return replace(check, counterexample={**example, "backup_alone": {"value": value, "breaks_the_row": value > 0}})
 
 
 # -- 4. falsification ------------------------------------------------------------------------------
