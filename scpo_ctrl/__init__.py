@@ -48,7 +48,18 @@ class _Verb:
     def __getattr__(self, attribute: str):
         if attribute.startswith("__") and attribute.endswith("__"):
             raise AttributeError(attribute)
-        return getattr(import_module(f"scpo_ctrl.{self._name}"), attribute)
+        module = import_module(f"scpo_ctrl.{self._name}")
+        try:
+            return getattr(module, attribute)
+        except AttributeError:
+            if not hasattr(module, "__path__"):
+                raise
+        try:  # a submodule not imported yet (scpo_ctrl.verify.run)
+            return import_module(f"{module.__name__}.{attribute}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{module.__name__}.{attribute}":
+                raise
+            raise AttributeError(f"module {module.__name__!r} has no attribute {attribute!r}") from None
 
     def __setattr__(self, attribute: str, value):
         # setting through the dotted path (monkeypatch or mock.patch of "scpo_ctrl.export.run") reaches the module
