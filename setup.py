@@ -1,6 +1,6 @@
 """Build hook: the wheel carries the checkout's top-level resource folders as package data.
 
-``codegen/``, ``hil/``, ``models/`` (and ``verification/`` once it exists) sit at
+``codegen/``, ``hil/``, ``models/`` and ``verification/`` sit at
 the top of the checkout, where the editable install uses them in place. A
 regular build copies them into ``scpo_ctrl/_resources/`` of its build tree, where
 :func:`scpo_ctrl.resources.resource_dir` finds them in an installation. The list

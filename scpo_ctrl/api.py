@@ -140,7 +140,8 @@ def export(run_dir: str | Path, *, precision: str | None = None, target: str | N
 
 def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | None = None,
            beta: float | None = None, seed: int | None = None, cells_per_axis: int | None = None,
-           max_depth: int | None = None, max_cells: int | None = None, falsify_starts: int | None = None):
+           max_depth: int | None = None, max_cells: int | None = None, falsify_starts: int | None = None,
+           campaign: str | Path | None = None):
     """``scpo-ctrl verify``: check the exported artefacts; writes ``RUN_DIR/certificate.json``.
 
     Parameters
@@ -148,14 +149,17 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
     run_dir : str or Path
         A run directory with an ``export/``.
     samples, halton : int, optional
-        Uniform and low-discrepancy Monte Carlo initial states (defaults: ``VerifyRequest``'s, 10,000 and 4,096).
+        Uniform and low-discrepancy Monte Carlo initial states (default: the campaign file's).
     beta : float, optional
-        Confidence parameter of the scenario bound (default 1e-3).
+        Confidence parameter of the scenario bound (default: the campaign file's).
     seed : int, optional
     cells_per_axis, max_depth, max_cells : int, optional
         Reachability grid, bisections of failing cells, cells analysed in all (None: by dimension).
     falsify_starts : int, optional
         Random starts per row of the falsification search.
+    campaign : str or Path, optional
+        Campaign file whose values the settings left at None take (default: ``$SCPO_CTRL_CAMPAIGN``, else
+        ``verification/campaign.yaml``).
 
     Returns
     -------
@@ -177,7 +181,9 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
     given = {name: value for name, value in (("samples", samples), ("halton", halton), ("beta", beta),
                                              ("seed", seed), ("cells_per_axis", cells_per_axis),
                                              ("max_depth", max_depth), ("max_cells", max_cells),
-                                             ("falsify_starts", falsify_starts)) if value is not None}
+                                             ("falsify_starts", falsify_starts),
+                                             ("campaign", None if campaign is None else str(campaign)))
+             if value is not None}
     return run_verify(VerifyRequest(run_dir=str(run_dir), **given))
 
 

@@ -108,17 +108,17 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = verb("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
     verify.add_argument("run_dir", help="run directory with an export/")
-    _option(verify, "verify", "--samples", type=int, help="uniform random initial states (default %(default)s)")
-    _option(verify, "verify", "--halton", type=int, help="low-discrepancy initial states (default %(default)s)")
-    _option(verify, "verify", "--beta", type=float,
-            help="confidence parameter of the scenario bound (default %(default)s)")
+    # left out, these take the campaign file's values (verification/campaign.yaml, or --campaign FILE)
+    verify.add_argument("--samples", type=int, help="uniform random initial states")
+    verify.add_argument("--halton", type=int, help="low-discrepancy initial states")
+    verify.add_argument("--beta", type=float, help="confidence parameter of the scenario bound")
     _option(verify, "verify", "--seed", type=int, help="(default %(default)s)")
-    _option(verify, "verify", "--cells", type=int, dest="cells_per_axis",
-            help="reachability grid cells per state (default: by dimension)")
-    _option(verify, "verify", "--depth", type=int, dest="max_depth",
-            help="bisections of failing cells (default %(default)s)")
-    _option(verify, "verify", "--max-cells", type=int, dest="max_cells",
-            help="reachability cells analysed in all (4096 up to 2 states, else 2048)")
+    verify.add_argument("--cells", type=int, dest="cells_per_axis", help="reachability grid cells per state")
+    verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells")
+    verify.add_argument("--max-cells", type=int, dest="max_cells", help="reachability cells analysed in all")
+    verify.add_argument("--campaign", metavar="FILE",
+                        help="campaign file whose values the flags left out take (default: $SCPO_CTRL_CAMPAIGN, "
+                        "else verification/campaign.yaml)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.set_defaults(handler=_verify)
 
@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     _option(hil, "hil", "--episodes", type=int,
             help="initial states, from the validation set (default %(default)s)")
     _option(hil, "hil", "--faults", metavar="SPEC",
-            help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01")
+            help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01, or a preset of "
+            "verification/campaign.yaml, optionally followed by ,KEY=VALUE")
     hil.add_argument("--watchdog-ms", type=float, help="target watchdog deadline [ms] (default dt/2)")
     hil.add_argument("--realtime", action="store_true", default=None,
                      help="run the target's watchdog on its own clock (always for serial:); by default sil and "
@@ -235,7 +236,7 @@ def _verify(args: argparse.Namespace) -> int:
     from . import api
 
     result = api.verify(args.run_dir, **_given(args, "samples", "halton", "beta", "seed", "cells_per_axis",
-                                                 "max_depth", "max_cells"))
+                                                 "max_depth", "max_cells", "campaign"))
     certificate = result.certificate
     if args.json:
         print(_json(certificate.to_json()))
@@ -378,15 +379,18 @@ def _format_check(report) -> str:
     if report.mpc is not None:
         m = report.mpc
         lines[5] = "  LQR gain K (terminal ingredients of the MPC; u = u_eq - K (x - x_eq)):"
+        kind = ("embedded linear MPC, float32 C, fixed ADMM" if m["solver"] == "admm"
+                else f"acados {m['solver'].upper()}")
         lines.append(
-            f"  backup        MPC (acados {m['solver'].upper()}), horizon {m['horizon']} steps, terminal cost P, "
+            f"  backup        MPC ({kind}), horizon {m['horizon']} steps, terminal cost P, "
             f"terminal set V <= {m['terminal_level']:.6g}, state limits as exact-penalty soft constraints"
             + (f", planned {100 * m['tighten']:g} % inside them" if m["tighten"] else "")
         )
         lines.append(
             f"    {m['solves']} solves in the validation closed loops: median {m['solve_us_median']:.0f} us, "
-            f"p99 {m['solve_us_p99']:.0f} us, median {m['iterations_median']:.0f} SQP iterations, "
-            f"{m['not_converged']} not converged"
+            f"p99 {m['solve_us_p99']:.0f} us, median {m['iterations_median']:.0f} "
+            f"{'ADMM' if m['solver'] == 'admm' else 'SQP'} iterations, "
+            + ("fixed work" if m["solver"] == "admm" else f"{m['not_converged']} not converged")
         )
     lines.append(
         f"  validation    {report.validation_states} initial states, horizon {report.horizon} steps;"

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import casadi as ca
 import numpy as np
 
+from .backup.embedded_mpc import EmbeddedMpcFormulation, embedded_formulation_for
+from .backup.embedded_mpc_codegen import EmbeddedSolverFiles, build_embedded_solver
 from .backup.lqr import LqrBackup, design_lqr
 from .backup.mpc import MpcFormulation, MpcSolverFiles, build_solver, formulation_for
 from .backup.target_set import TargetSet, compute_target_set
@@ -21,13 +23,19 @@ BACKUPS = ("lqr", "mpc")
 
 @dataclass(frozen=True)
 class MpcBackup:
-    """The MPC backup: its formulation and the compiled acados solver (see :mod:`scpo_ctrl.backup.mpc`).
+    """The MPC backup: its formulation and the compiled acados solver (see :mod:`scpo_ctrl.backup.mpc`), or,
+    with ``solver: admm``, the embedded linear MPC and its generated float32 C (:mod:`scpo_ctrl.backup.embedded_mpc`).
 
     The LQR designed beside it supplies the terminal cost and set.
     """
 
-    formulation: MpcFormulation
-    files: MpcSolverFiles
+    formulation: MpcFormulation | EmbeddedMpcFormulation
+    files: MpcSolverFiles | EmbeddedSolverFiles
+
+    @property
+    def embedded(self) -> bool:
+        """True for the embedded MPC (the same C on the host and the Cortex-M4F)."""
+        return isinstance(self.files, EmbeddedSolverFiles)
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,15 @@ def build_problem(spec: PlantSpec) -> ControlProblem:
     backup = design_lqr(model)
     target = compute_target_set(model, backup, seed=spec.safety.initial_states.seed)
     mpc = None
-    if spec.backup.type == "mpc":
+    if spec.backup.type == "mpc" and spec.backup.solver == "admm":
+        extra = [row.name for row in model.rows if row.kind == "extra"]
+        if extra:
+            raise SpecError(spec.source, "backup.solver",
+                            f"the admm solver plans with the state and input limits only, and this file has extra "
+                            f"constraints ({', '.join(extra)}): use solver sqp (acados), or drop the constraints")
+        embedded = embedded_formulation_for(model, backup, target.c)
+        mpc = MpcBackup(embedded, build_embedded_solver(embedded))
+    elif spec.backup.type == "mpc":
         formulation = formulation_for(model, backup, target.c)
         mpc = MpcBackup(formulation, build_solver(formulation, model))
     return ControlProblem(spec, model, backup, target, validation_states(spec.safety.initial_states), mpc)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-#: the top-level folders of the checkout that an installation carries (``verification`` only once it exists)
+#: the top-level folders of the checkout that an installation carries
 RESOURCE_DIRECTORIES = ("codegen", "hil", "models", "verification")
 #: the folder, inside the package, of an installation's copies
 INSTALLED_RESOURCES = "_resources"

@@ -358,6 +358,8 @@ class BuildInfo:
     sections_bytes: Mapping[str, int]
     stack_bytes: Mapping[str, int]
     backup: str | None = field(default=None, metadata=ABSENT_IF_NONE)
+    #: a Cortex-M4 build on the embedded MPC: the object of the MPC's solver with the law on top
+    mpc_object: BuildInfo | None = field(default=None, metadata=ABSENT_IF_NONE)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,13 @@ RETREAT_GRID = 17  # residual scales tried at once (0, 1/16, ..., 1), then refin
 RETREAT_BISECTIONS = 8
 SOURCES = ("monte_carlo", "falsification", "reachability")  # where a round's candidate states come from
 CELL_GROUP = "unproven cell"  # added_by_group's key for states added because reachability left their cell unproven
+#: the loop's own budgets, not verification/campaign.yaml's: they shape the trained law (not the evidence about
+#: it), and adaptation.json records LoopSettings; so editing verify's campaign never changes what adapt trains.
+#: Reachability grid per state count (the same numbers as verify's default campaign today) and falsifier
+#: iterations per start.
+LOOP_CELLS_PER_AXIS = {1: 64, 2: 16, 3: 6, 4: 4}
+LOOP_CELLS_PER_AXIS_BEYOND = 2
+LOOP_FALSIFY_ITERATIONS = 30
 
 
 @dataclass(frozen=True)
@@ -350,7 +357,7 @@ def _falsify(adaptation, theta, box, states, plant_worst, settings, seed) -> tup
         order = np.argsort(-plant_worst[:, index], kind="stable")[: settings.falsify_starts]
         starts[name] = states[order]
     results = falsify.search(model, adaptation.policy, theta, adaptation.problem.spec.safety.horizon, box, starts,
-                             random_starts=settings.falsify_starts, seed=seed, max_iterations=30)
+                             random_starts=settings.falsify_starts, seed=seed, max_iterations=LOOP_FALSIFY_ITERATIONS)
     found = np.array([r.x0 for r in results])
     return found, any(r.value > 0.0 for r in results)
 
@@ -360,7 +367,7 @@ def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float
     and the number of unproven cells."""
     spec = adaptation.problem.spec
     law = law_from_policy(adaptation.policy, theta, spec)
-    cells = {1: 64, 2: 16, 3: 6, 4: 4}.get(law.nx, 2)
+    cells = LOOP_CELLS_PER_AXIS.get(law.nx, LOOP_CELLS_PER_AXIS_BEYOND)
     result = reach.analyse(law, adaptation.problem.model, box[:, 0], box[:, 1], spec.safety.horizon,
                            reach.ReachSettings(cells_per_axis=cells, max_depth=settings.reach_depth))
     volume = float(np.prod(box[:, 1] - box[:, 0]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,25 @@ def default_double_integrator_run(default_runs) -> tuple:
     """``scpo-ctrl adapt models/double_integrator.yaml`` with every default, once per session:
     ``(run directory, exit code)``."""
     return default_runs["double_integrator"]
+
+
+#: the HIL of :func:`complete_run`
+HIL_STEPS, HIL_EPISODES = 20, 2
+
+
+@pytest.fixture(scope="session")
+def complete_run(adapted_runs, tmp_path_factory) -> Path:
+    """A small run directory with every stage: adapt (3 iterations), export (cortex-m4), verify, SIL HIL (once per
+    session; copy it before changing it)."""
+    from scpo_ctrl.cli import main
+    from scpo_ctrl.export.run import ExportRequest, run_export
+    from scpo_ctrl.verify.run import VerifyRequest, run_verify
+
+    run = tmp_path_factory.mktemp("report") / "double_integrator"
+    shutil.copytree(adapted_runs["double_integrator"], run)
+    run_export(ExportRequest(run_dir=str(run), target="cortex-m4"))
+    run_verify(VerifyRequest(run_dir=str(run), samples=500, halton=128, cells_per_axis=4, max_depth=0,
+                             falsify_starts=1))
+    code = main(["hil", str(run), "--target", "sil", "--steps", str(HIL_STEPS), "--episodes", str(HIL_EPISODES)])
+    assert code == 0
+    return run

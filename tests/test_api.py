@@ -188,12 +188,12 @@ def test_verbs_keep_their_modules_reachable():
 
 
 def test_cli_help_shows_the_request_defaults(capsys):
-    from scpo_ctrl.verify.run import VerifyRequest
+    from scpo_ctrl.hil.run import HilRequest
 
     with pytest.raises(SystemExit):
-        main(["verify", "--help"])
+        main(["hil", "--help"])
     out = capsys.readouterr().out
-    assert f"(default {VerifyRequest.samples})" in out and f"(default {VerifyRequest.halton})" in out
+    assert f"(default {HilRequest.episodes})" in out and f"(default {HilRequest.target})" in out
 
 
 def test_verify_rejects_bad_counts_before_touching_the_run(tmp_path):

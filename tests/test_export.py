@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from scpo_ctrl.cli import main
+from scpo_ctrl.config.campaign import load_campaign
 from scpo_ctrl.export import build
 from scpo_ctrl.export.activation import early_saturation, prove_bound, rational32, tanh32
 from scpo_ctrl.export.c_bundle import PROFILES, clamp_free_layers, literal, render_bundle
-from scpo_ctrl.export.campaign import DEFAULT_MIX, equivalence_campaign
+from scpo_ctrl.export.campaign import equivalence_campaign
 from scpo_ctrl.export.equivalence import compare
 from scpo_ctrl.export.error_bound import ONNX_ACTIVATION_ULPS, float_error_bound
 from scpo_ctrl.export.firmware import build_host_runner, build_vector_firmware, run_host_runner, run_vectors
@@ -72,7 +73,8 @@ def test_campaign_covers_what_the_issue_asks(adapted_runs):
     law = law_from_run(adapted_runs["double_integrator"])
     campaign = equivalence_campaign(law)
     assert len(campaign.X) >= 10_000
-    assert {kind: int(np.sum(campaign.kinds == kind)) for kind in DEFAULT_MIX} == DEFAULT_MIX
+    mix = dict(load_campaign().equivalence.mix)
+    assert {kind: int(np.sum(campaign.kinds == kind)) for kind in mix} == mix
     reference = evaluate(law, campaign.X)
     beyond = campaign.kinds == "beyond"
     assert np.any(reference.reason[beyond] == REASON_OUTSIDE_REGION) and np.any(reference.reason[beyond] == REASON_OK)

@@ -11,6 +11,7 @@ from scpo_ctrl.adapt import AdaptRequest, run_adapt
 from scpo_ctrl.backup.acados_env import AcadosUnavailable, find_acados
 from scpo_ctrl.cli import main
 from scpo_ctrl.config.plant_spec import load_plant_spec
+from scpo_ctrl.config.run_schemas import validate_run_dir
 from scpo_ctrl.export.equivalence import compare
 from scpo_ctrl.export.host_library import HostLaw
 from scpo_ctrl.export.law import REASON_NONFINITE_OUTPUT, evaluate, law_from_run
@@ -193,6 +194,14 @@ def test_verify_runs_the_mpc_checks_and_says_what_it_does_not(mpc_run):
     for name in ("falsification", "reachability"):
         assert checks[name]["verdict"] == UNKNOWN and checks[name]["details"]["reason"]
     assert not result.certificate.summary.safe_for_every_initial_state_of_the_box
+
+
+def test_the_mpc_run_files_validate_against_their_schemas(mpc_run):
+    """After the tests above (export, hil sil, verify on this run), every JSON file of an MPC-backed run has the
+    shape verification/schemas describes (the MPC variants: backup block, mpc_solver check, no propagated bound)."""
+    results = validate_run_dir(mpc_run)
+    assert {"adaptation.json", "training.jsonl", "export/manifest.json"} <= set(results)
+    assert {name: problems for name, problems in results.items() if problems} == {}
 
 
 def test_verify_refuses_to_run_a_tampered_solver(mpc_run, tmp_path):

@@ -20,23 +20,6 @@ from scpo_ctrl.report.render import fmt
 CHROMIUM = "/usr/bin/chromium"
 SECTIONS = ("plant", "backup", "training", "verification", "rollouts", "export", "equivalence", "certificate", "hil",
             "artefacts")
-HIL_STEPS, HIL_EPISODES = 20, 2
-
-
-@pytest.fixture(scope="session")
-def complete_run(adapted_runs, tmp_path_factory) -> Path:
-    """A small run directory with every stage: adapt (3 iterations), export (cortex-m4), verify, SIL HIL."""
-    from scpo_ctrl.export.run import ExportRequest, run_export
-    from scpo_ctrl.verify.run import VerifyRequest, run_verify
-
-    run = tmp_path_factory.mktemp("report") / "double_integrator"
-    shutil.copytree(adapted_runs["double_integrator"], run)
-    run_export(ExportRequest(run_dir=str(run), target="cortex-m4"))
-    run_verify(VerifyRequest(run_dir=str(run), samples=500, halton=128, cells_per_axis=4, max_depth=0,
-                             falsify_starts=1))
-    code = main(["hil", str(run), "--target", "sil", "--steps", str(HIL_STEPS), "--episodes", str(HIL_EPISODES)])
-    assert code == 0
-    return run
 
 
 def _copy(run: Path, destination: Path) -> Path:

@@ -1,11 +1,15 @@
 /*
  * The exported MPC backup as a controller (see mpc_controller.h). Host only.
  *
- * Build-time macros: MODEL (acados model name), SOLVER_HEADER ("acados_solver_<MODEL>.h").
+ * Build-time macros: PLAN_HEADER (optional; default mpc_plan.h, the acados plan, whose macros are MODEL,
+ * the acados model name, and SOLVER_HEADER, "acados_solver_<MODEL>.h"; empc_plan.h: EMPC_DATA).
  */
 #include "mpc_controller.h"
 
-#include "mpc_plan.h"
+#ifndef PLAN_HEADER
+#define PLAN_HEADER "mpc_plan.h"
+#endif
+#include PLAN_HEADER
 
 struct scpo_mpc_controller {
     plan_t plan;
@@ -29,7 +33,7 @@ scpo_mpc_controller_t *scpo_mpc_controller_create(int nx, int nu, const double *
         free(c);
         return NULL;
     }
-    if (c->plan.dims->nx[0] != nx || c->plan.dims->nu[0] != nu) {
+    if (!plan_check(&c->plan, nx, nu)) {
         scpo_mpc_controller_free(c);
         return NULL;
     }

@@ -93,6 +93,19 @@ static int plan_solve(plan_t *p, const double *x, double *u0, int *iterations) {
     return status;
 }
 
+/* 1 when the solver's sizes are the plant's. */
+static int plan_check(const plan_t *p, int nx, int nu) { return p->dims->nx[0] == nx && p->dims->nu[0] == nu; }
+
+/* A solve for finite differences (warm-started from the stored plan); the rollouts difference it against
+ * the step's own solution. */
+static void plan_solve_sensitivity(plan_t *p, const double *x, double *u0) { plan_solve(p, x, u0, NULL); }
+
+/* The reference of those differences at x, the step's solution u0 (the same solver: u0 itself). */
+static void plan_sensitivity_base(plan_t *p, const double *x, const double *u0, double *base) {
+    (void)x;
+    memcpy(base, u0, sizeof(double) * (size_t)p->nu);
+}
+
 /* Keep the solution as the next initial guess. */
 static void plan_store(plan_t *p) {
     for (int i = 0; i <= p->N; i++) ocp_nlp_out_get(p->config, p->dims, p->out, i, "x", p->xs + (size_t)i * p->nx);

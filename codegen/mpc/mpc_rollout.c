@@ -8,10 +8,11 @@
  * over threads (trajectory i on thread i mod threads), each thread owning one acados solver, and
  * every trajectory starts from the same cold initial guess: results do not depend on the thread count.
  *
- * The MPC step itself (solve, store, shift) is mpc_plan.h's, shared with the exported controller.
+ * The MPC step itself (solve, store, shift) is the plan's, shared with the exported controller:
+ * mpc_plan.h (acados) by default, or PLAN_HEADER (empc_plan.h: the embedded MPC's float32 solver).
  *
- * Build-time macros: MODEL (acados model name), SOLVER_HEADER ("acados_solver_<MODEL>.h"),
- * STEP (CasADi function name), STEP_HEADER.
+ * Build-time macros: PLAN_HEADER (optional), the plan's own (mpc_plan.h: MODEL, the acados model name,
+ * SOLVER_HEADER, "acados_solver_<MODEL>.h"; empc_plan.h: EMPC_DATA), STEP (CasADi function name), STEP_HEADER.
  */
 #include <math.h>
 #include <pthread.h>
@@ -19,7 +20,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "mpc_plan.h"
+#ifndef PLAN_HEADER
+#define PLAN_HEADER "mpc_plan.h"
+#endif
+#include PLAN_HEADER
 #include STEP_HEADER
 
 #define MAX_THREADS 64
@@ -30,7 +34,7 @@
 
 typedef struct {
     plan_t plan;
-    double *x, *xp, *u0, *u0p; /* scratch */
+    double *x, *xp, *u0, *u0p, *ubase; /* scratch */
     const double **arg;
     double **res;
     casadi_int *iw;
@@ -51,7 +55,7 @@ static double now_seconds(void) {
 
 static void free_worker(worker_t *wk) {
     plan_free(&wk->plan);
-    free(wk->x); free(wk->xp); free(wk->u0); free(wk->u0p);
+    free(wk->x); free(wk->xp); free(wk->u0); free(wk->u0p); free(wk->ubase);
     free(wk->arg); free(wk->res); free(wk->iw); free(wk->w);
 }
 
@@ -87,11 +91,12 @@ scpo_mpc_t *scpo_mpc_create(int threads, const double *u_init) {
         wk->xp = calloc((size_t)m->nx, sizeof(double));
         wk->u0 = calloc((size_t)m->nu, sizeof(double));
         wk->u0p = calloc((size_t)m->nu, sizeof(double));
+        wk->ubase = calloc((size_t)m->nu, sizeof(double));
         wk->arg = calloc((size_t)sz_arg + 1, sizeof(double *));
         wk->res = calloc((size_t)sz_res + 1, sizeof(double *));
         wk->iw = calloc((size_t)sz_iw + 1, sizeof(casadi_int));
         wk->w = calloc((size_t)sz_w + 1, sizeof(double));
-        if (!wk->x || !wk->xp || !wk->u0 || !wk->u0p || !wk->arg || !wk->res || !wk->iw || !wk->w) {
+        if (!wk->x || !wk->xp || !wk->u0 || !wk->u0p || !wk->ubase || !wk->arg || !wk->res || !wk->iw || !wk->w) {
             scpo_mpc_free(m);
             return NULL;
         }
@@ -178,11 +183,12 @@ static void *rollout_worker(void *arg) {
             if (job->JB) {
                 /* the re-solves start from the plan just stored */
                 double *J = job->JB + at * (size_t)nu * (size_t)nx;
+                plan_sensitivity_base(&wk->plan, wk->x, ub, wk->ubase);
                 for (int j = 0; j < nx; j++) {
                     memcpy(wk->xp, wk->x, sizeof(double) * (size_t)nx);
                     wk->xp[j] += job->fd_step;
-                    plan_solve(&wk->plan, wk->xp, wk->u0p, NULL);
-                    for (int r = 0; r < nu; r++) J[(size_t)r * nx + j] = (wk->u0p[r] - ub[r]) / job->fd_step;
+                    plan_solve_sensitivity(&wk->plan, wk->xp, wk->u0p);
+                    for (int r = 0; r < nu; r++) J[(size_t)r * nx + j] = (wk->u0p[r] - wk->ubase[r]) / job->fd_step;
                 }
             }
             plan_shift(&wk->plan);

@@ -24,8 +24,10 @@ from .yaml_source import parse_yaml, read_yaml
 
 SCHEMA = "scpo-plant/1"
 BACKUP_TYPES = ("lqr", "mpc")
-MPC_SOLVERS = ("sqp", "sqp_rti")
+MPC_SOLVERS = ("sqp", "sqp_rti", "admm")
 DEFAULT_MPC_HORIZON = 20
+#: fixed ADMM iterations per step of the embedded MPC (``solver: admm``)
+DEFAULT_ADMM_ITERATIONS = 50
 TASK_TYPES = ("imitation", "closed_loop_cost")
 ACTIVATIONS = ("tanh",)
 MAX_EXPERT_ROWS = 1_000_000
@@ -88,8 +90,9 @@ class ConstraintSpec:
 class BackupSpec:
     """The trusted backup controller: type and quadratic weights ``Q (nx, nx)``, ``R (nu, nu)``.
 
-    ``horizon`` [steps], ``solver`` (``sqp``: iterated to convergence, ``sqp_rti``: one real-time
-    iteration per step) and ``tighten`` (the MPC plans within state limits moved this fraction of the
+    ``horizon`` [steps], ``solver`` (``sqp``: acados, iterated to convergence, ``sqp_rti``: acados, one
+    real-time iteration per step, ``admm``: the embedded linear MPC, float32 C that also runs on the
+    Cortex-M4F, ``iterations`` fixed ADMM iterations per step) and ``tighten`` (the MPC plans within state limits moved this fraction of the
     way from each limit toward the equilibrium, so that its closed loops keep a margin instead of
     running along the plant's limits) apply to the ``mpc`` type only.
     """
@@ -100,6 +103,7 @@ class BackupSpec:
     horizon: int | None
     solver: str | None = None
     tighten: float = 0.0
+    iterations: int | None = None
 
 
 @dataclass(frozen=True)
@@ -384,11 +388,11 @@ def _constraints(field: Field, symbols) -> tuple:
 
 
 def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
-    field.mapping(("type", "Q", "R", "horizon", "solver", "tighten"), required=("type", "Q", "R"))
+    field.mapping(("type", "Q", "R", "horizon", "solver", "tighten", "iterations"), required=("type", "Q", "R"))
     kind = field.child("type").text(choices=BACKUP_TYPES)
     Q = field.child("Q").weight_matrix(nx, definite=False)
     R = field.child("R").weight_matrix(nu, definite=True)
-    for key in ("horizon", "solver", "tighten"):
+    for key in ("horizon", "solver", "tighten", "iterations"):
         if kind != "mpc" and field.has(key):
             raise field.child(key).error(f"{key} applies to the mpc backup only")
     if kind != "mpc":
@@ -398,7 +402,12 @@ def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
     tighten = field.child("tighten").number(default=0.0)
     if not 0.0 <= tighten < 0.5:
         raise field.child("tighten").error(f"expected a fraction in [0, 0.5), got {tighten}")
-    return BackupSpec(kind, Q, R, horizon, solver, tighten)
+    iterations = None
+    if solver == "admm":
+        iterations = field.child("iterations").integer(minimum=1, maximum=1000, default=DEFAULT_ADMM_ITERATIONS)
+    elif field.has("iterations"):
+        raise field.child("iterations").error("iterations applies to the admm solver only")
+    return BackupSpec(kind, Q, R, horizon, solver, tighten, iterations)
 
 
 def _safety(field: Field, states) -> SafetySpec:

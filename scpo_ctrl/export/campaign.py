@@ -7,19 +7,17 @@ reference all see exactly the same inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
+from ..config.campaign import load_campaign
 from .law import DeployedLaw
-
-#: how many states of each kind (total 10,000 by default)
-DEFAULT_MIX = {"inside": 3500, "beyond": 2000, "boundary": 1500, "target_surface": 1000,
-               "gate_surface": 1000, "equilibrium": 1000}
 
 
 @dataclass(frozen=True)
 class Campaign:
-    """States ``X (N, nx)`` and the kind of each (``kinds[i]`` in ``DEFAULT_MIX``'s keys)."""
+    """States ``X (N, nx)`` and the kind of each (``kinds[i]`` one of the campaign mix's keys)."""
 
     X: np.ndarray
     kinds: np.ndarray
@@ -32,16 +30,20 @@ def region_box(law: DeployedLaw) -> tuple:
     return low, high
 
 
-def equivalence_campaign(law: DeployedLaw, seed: int = 0, scale: float = 1.0) -> Campaign:
-    """The default campaign: inside and beyond the state box, on its boundary, near the target
+def equivalence_campaign(law: DeployedLaw, seed: int = 0, scale: float = 1.0,
+                         mix: Mapping[str, int] | None = None) -> Campaign:
+    """The campaign: inside and beyond the state box, on its boundary, near the target
     set's boundary (level 1) and the gate's outer surface (level gate_ratio), near x_eq.
 
-    ``scale`` multiplies every count (``scale=1``: 10,000 states).
+    ``mix`` gives the states per kind (None: the campaign file's, ``verification/campaign.yaml``:
+    10,000 states); ``scale`` multiplies every count.
     """
+    if mix is None:
+        mix = load_campaign().equivalence.mix
     rng = np.random.default_rng(seed)
     low, high = region_box(law)
     width = high - low
-    counts = {kind: max(1, int(round(n * scale))) for kind, n in DEFAULT_MIX.items()}
+    counts = {kind: max(1, int(round(n * scale))) for kind, n in mix.items()}
     parts, kinds = [], []
 
     def add(kind: str, X: np.ndarray) -> None:

@@ -11,6 +11,11 @@ Python (the reference inputs of a HIL session, the equivalence campaign's backup
 
 Host only: the acados libraries scpo-ctrl installs (``scripts/install-acados.sh``) are x86-64
 builds, so there is no Cortex-M4 build of the MPC.
+
+The embedded MPC (``solver: admm``) is different: ``export/mpc/`` holds its generated constants
+(``empc_data.h``), its solver (``empc_solver.h``) and plan (``empc_plan.h``) beside the same controller
+sources; ``lib<name>_mpc.so`` is that controller built without acados, and the Cortex-M4 build links the
+same solver (``hil/firmware/empc_policy.c``): the law SCPO certified runs on the target.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backup.acados_env import c_output_to_log, find_acados, load_acados
+from ..backup.embedded_mpc_codegen import C_FLAGS, DATA_HEADER, PLAN_HEADER, SOLVER_HEADER
 from ..backup.mpc import MpcFormulation, MpcSolverFiles
 from ..errors import UsageError
 from ..resources import resource_dir
@@ -88,9 +94,19 @@ def problem_mpc(spec, law: DeployedLaw, adapted_solver: str | None = None):
     return problem
 
 
+def is_embedded(directory: Path) -> bool:
+    """Whether ``directory`` (``export/mpc``) holds the embedded MPC (its generated constants)."""
+    return (Path(directory) / DATA_HEADER).is_file()
+
+
 def copy_solver(files: MpcSolverFiles, directory: Path) -> None:
-    """Copy the generated solver (into ``directory/<solver>``) and the controller's sources into ``directory``
-    (``export/mpc``)."""
+    """Copy the generated solver (into ``directory/<solver>``; the embedded MPC's constants and solver into
+    ``directory`` itself) and the controller's sources into ``directory`` (``export/mpc``)."""
+    if hasattr(files, "plan_flags"):
+        shutil.copyfile(files.data_header, directory / DATA_HEADER)
+        for name in (SOLVER_HEADER, PLAN_HEADER, *CONTROLLER_SOURCES):
+            shutil.copyfile(resource_dir("codegen") / "mpc" / name, directory / name)
+        return
     target = directory / files.solver_name
     for source in sorted(files.code_dir.rglob("*")):
         if source.is_file() and source.suffix in SOLVER_SUFFIXES and not source.name.startswith("main_"):
@@ -109,10 +125,15 @@ def build_controller(directory: Path, solver: str, host_dir: Path, name: str) ->
     moved; the acados runtime libraries through the installation's absolute path. libacados.so carries no
     run path of its own, so its dependencies (HPIPM, BLASFEO, qpOASES) are linked here too.
     """
-    installation = find_acados()
-    include = installation.include_dir
     library = f"lib{name}_mpc.so"
     artefacts = MpcArtefacts(directory, solver, host_dir / library)
+    if is_embedded(directory):
+        build.run_tool([build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", *C_FLAGS,
+                        f'-DPLAN_HEADER="{PLAN_HEADER}"', f'-DEMPC_DATA="{DATA_HEADER}"', f"-I{directory}",
+                        str(directory / "mpc_controller.c"), "-o", library], host_dir)
+        return artefacts
+    installation = find_acados()
+    include = installation.include_dir
     relative = Path("..") / directory.name / solver
     command = [
         build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", f"-DMODEL={solver}",
@@ -175,7 +196,8 @@ class MpcController:
     """
 
     def __init__(self, library: Path, nx: int, nu: int, u_init: np.ndarray):
-        load_acados()  # the acados runtime libraries, loaded globally first
+        if not is_embedded(Path(library).resolve().parent.parent / "mpc"):
+            load_acados()  # the acados runtime libraries, loaded globally first
         self.nx, self.nu, self.library = nx, nu, Path(library)
         try:
             self._lib = ctypes.CDLL(str(Path(library).resolve()))
@@ -285,7 +307,12 @@ class MpcLawInTheLoop:
 
     def __init__(self, library: Path, law: DeployedLaw, trajectories: int, host=None, threads: int = 2):
         self.law, self.host, self.threads = law, host, max(1, int(threads))
-        self.controllers = [MpcController(library, law.nx, law.nu, law.u_eq) for _ in range(trajectories)]
+        # the embedded MPC is a function of the state (no plan carried between steps): one controller solves
+        # the whole batch in one call
+        self.stateless = is_embedded(Path(library).resolve().parent.parent / "mpc")
+        self.trajectories = int(trajectories)
+        self.controllers = [MpcController(library, law.nx, law.nu, law.u_eq)
+                            for _ in range(1 if self.stateless else trajectories)]
         self._fresh = True
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
@@ -294,14 +321,18 @@ class MpcLawInTheLoop:
         from .law import evaluate
 
         X = np.atleast_2d(np.asarray(X, dtype=float))
-        if len(X) != len(self.controllers):
-            raise ValueError(f"{len(X)} states for {len(self.controllers)} trajectories")
+        if len(X) != self.trajectories:
+            raise ValueError(f"{len(X)} states for {self.trajectories} trajectories")
         if self._fresh:
             for controller in self.controllers:
                 controller.reset()
             self._fresh = False
         # the target's law receives the state as float32 (the wire); the MPC solves at that state
         X32 = X.astype(np.float32).astype(float) if self.host is not None and self.host.precision == "float32" else X
+
+        if self.stateless:
+            U = self.controllers[0].sequence(X32).u
+            return self.host.evaluate(X32, U).u if self.host is not None else evaluate(self.law, X, U).u
 
         def run(indices):
             return [self.controllers[i].step(X32[i]) for i in indices]

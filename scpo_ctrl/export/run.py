@@ -9,8 +9,9 @@ Layout::
     export/cortex-m4/lib<name>_policy.a   with --target cortex-m4 (and the object, .su stack file; for an
                                           MPC-backed run also the LQR-fallback bundle it was built from)
     export/mpc/, export/host/lib<name>_mpc.so
-                                          MPC-backed runs (host only): the acados solver SCPO used, the
-                                          controller's C and its host build (see mpc_bundle.py)
+                                          MPC-backed runs: the acados solver SCPO used (host only), or the
+                                          embedded MPC's C (host and Cortex-M4), the controller's C and its
+                                          host build (see mpc_bundle.py)
     export/manifest.json                  sha256 of every file above, inputs hash, sizes, self-check
 
 The directory is assembled in a temporary sibling and swapped in at the end,
@@ -33,19 +34,21 @@ import numpy as np
 import onnxruntime
 
 from .. import __version__
+from ..config.campaign import load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
-from ..files import atomic_write_text
-from ..run_files import BuildInfo, EquivalenceRecord, ExportManifest, NetworkInfo, OnnxInfo
+from ..files import atomic_write_text, json_safe
+from ..run_files import BuildInfo, EquivalenceRecord, ExportManifest, NetworkInfo, OnnxInfo, from_json
 from . import build
 from .c_bundle import DEFAULT_PROFILE, PRECISIONS, PROFILES, render_bundle, render_host_batch
+from ..backup.embedded_mpc_codegen import C_FLAGS, DATA_HEADER
 from .campaign import equivalence_campaign
 from .equivalence import compare
 from .error_bound import ONNX_ACTIVATION_ULPS
 from .host_library import HostLaw
 from .law import DeployedLaw, LawOutput, law_digest, law_from_run, lqr_fallback
 from .mpc_bundle import (MpcController, acados_runtime_hashes, adapted_solver, build_controller,
-                         campaign_backup_inputs, copy_solver, problem_mpc)
+                         campaign_backup_inputs, copy_solver, is_embedded, problem_mpc)
 from .onnx_model import IR_VERSION, OPSET, build_model
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,12 @@ CORTEX_M4_LQR_FALLBACK = (
     "network, gate and monitor on top of the LQR u_eq - K (x - x_eq) instead of the MPC. This is NOT the law "
     "SCPO certified (SCPO adapted and validated the network on the MPC); verify's cortex_m4_lqr_fallback check "
     "says how its closed loop fares")
-SELF_CHECK_SCALE = 0.2  # 2,000 states of the equivalence campaign at export time
+#: what the manifest says of the Cortex-M4 build of a run on the embedded MPC
+CORTEX_M4_CERTIFIED = (
+    "the certified law: cortex-m4/ holds this run's network, gate and monitor on top of the embedded MPC, whose "
+    "float32 solver (mpc/empc_solver.h with mpc/empc_data.h) is the C SCPO's rollouts ran")
+#: the Cortex-M4 policy of a law on the embedded MPC (in hil/firmware)
+EMBEDDED_POLICY = "empc_policy.c"
 
 
 @dataclass(frozen=True)
@@ -166,10 +174,19 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         (host / source.name).unlink()
     builds = {"host": _object_summary(host_object, build.HOST_COMPILER, flags=flags)}
     backup = {"type": "lqr"}
+    embedded = False
     if mpc_files is not None:
         (directory / "mpc").mkdir()
         copy_solver(mpc_files, directory / "mpc")
         artefacts = build_controller(directory / "mpc", mpc_files.solver_name, host, name)
+        embedded = is_embedded(directory / "mpc")
+    if embedded:
+        backup = {"type": "mpc", "solver": artefacts.solver_name, "embedded": True,
+                  "controller_library": str(artefacts.controller_library.relative_to(directory)),
+                  "sources": "mpc/ (the embedded MPC's generated constants, its float32 ADMM solver, the controller's C)",
+                  "cortex_m4": ("built: " + CORTEX_M4_CERTIFIED) if request.target == "cortex-m4" else
+                               "not built (export with --target cortex-m4: the embedded MPC runs there)"}
+    elif mpc_files is not None:
         backup = {"type": "mpc", "solver": artefacts.solver_name,
                   "controller_library": str(artefacts.controller_library.relative_to(directory)),
                   "sources": "mpc/ (acados-generated solver and the controller's C)",
@@ -183,15 +200,24 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         arm.mkdir()
         # an MPC-backed law has no Cortex-M4 build (x86-64 acados): the target gets the LQR fallback, whose
         # own bundle stays in cortex-m4/ (it differs from the host's)
-        arm_law = lqr_fallback(law) if law.backup_is_input else law
-        arm_bundle = render_bundle(arm_law, precision, digest, profile) if law.backup_is_input else bundle
+        fallback = law.backup_is_input and not embedded
+        arm_law = lqr_fallback(law) if fallback else law
+        arm_bundle = render_bundle(arm_law, precision, digest, profile) if fallback else bundle
         for source in arm_bundle:
             atomic_write_text(arm / source.name, source.text)
         arm_object = build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", arm, f"{name}_policy.o",
                                           build.CORTEX_M4_FLAGS, flags)
-        build.archive([arm_object.path], arm, f"lib{name}_policy.a", arm=True)
+        mpc_object = _embedded_policy_object(directory, name, flags) if embedded else None
+        objects = [arm_object.path] + ([mpc_object.path] if embedded else [])
+        build.archive(objects, arm, f"lib{name}_policy.a", arm=True)
         builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS, flags)
-        if law.backup_is_input:
+        if embedded:
+            builds["cortex-m4"]["backup"] = "mpc (embedded, the certified law)"
+            builds["cortex-m4"]["mpc_object"] = _object_summary(mpc_object, build.ARM_COMPILER,
+                                                                (*build.CORTEX_M4_FLAGS, *C_FLAGS), flags)
+            for source in bundle:
+                (arm / source.name).unlink()
+        elif law.backup_is_input:
             builds["cortex-m4"]["backup"] = "lqr"
             backup["cortex_m4"] = CORTEX_M4_LQR_FALLBACK
         else:
@@ -199,7 +225,7 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
                 (arm / source.name).unlink()
 
     checks = self_check(law, directory, precision)
-    if request.target == "cortex-m4" and law.backup_is_input:
+    if request.target == "cortex-m4" and law.backup_is_input and not embedded:
         checks.append(_check_lqr_fallback_source(law, directory, precision, profile))
     artefacts = {
         str(path.relative_to(directory)): sha256_file(path)
@@ -212,11 +238,26 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         network=NetworkInfo(sizes=tuple(law.sizes), activation=law.activation,
                             multiply_accumulates=law.multiply_accumulates),
         onnx=OnnxInfo(file="policy.onnx", opset=OPSET, ir_version=IR_VERSION, onnxruntime=onnxruntime.__version__),
-        backup=backup, builds={target: BuildInfo(**info) for target, info in builds.items()},
+        backup=backup, builds={target: from_json(BuildInfo, json_safe(info)) for target, info in builds.items()},
         self_check=tuple(EquivalenceRecord(**check) for check in checks), artefacts=artefacts,
     )
     manifest.write(directory / "manifest.json")
     return manifest
+
+
+def _embedded_policy_object(directory: Path, name: str, flags: tuple) -> build.ObjectReport:
+    """``cortex-m4/empc_policy.o``: the embedded MPC's solver with the law on top (``policy_step``,
+    ``policy_backup_step``, ``policy_reset`` of the firmware), compiled against the export's ``mpc/``."""
+    from ..hil.firmware import write_binding
+    from ..resources import resource_dir
+
+    arm = directory / "cortex-m4"
+    write_binding(arm, name, mpc_u_init=np.zeros(0))
+    report = build.compile_object(build.ARM_COMPILER, str(resource_dir("hil") / "firmware" / EMBEDDED_POLICY), arm,
+                         "empc_policy.o", (*build.CORTEX_M4_FLAGS, *C_FLAGS, f'-DEMPC_DATA="{DATA_HEADER}"',
+                                           f"-I{directory / 'mpc'}", f"-I{directory}", f"-I{arm}"), flags)
+    (arm / "policy_binding.h").unlink()
+    return report
 
 
 def _object_summary(report: build.ObjectReport, compiler: str, extra: tuple = (),
@@ -229,8 +270,9 @@ def _object_summary(report: build.ObjectReport, compiler: str, extra: tuple = ()
 
 
 def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
-    """Host C and ONNX against the reference on 2,000 campaign states (the full campaign is `verify`'s)."""
-    campaign = equivalence_campaign(law, seed=0, scale=SELF_CHECK_SCALE)
+    """Host C and ONNX against the reference on a fraction of the campaign (``export_self_check_scale`` of
+    ``verification/campaign.yaml``: 2,000 states by default; the full campaign is `verify`'s)."""
+    campaign = equivalence_campaign(law, seed=0, scale=_self_check_scale())
     X = campaign.X
     U = None
     if law.backup_is_input:
@@ -245,11 +287,16 @@ def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
     return [result.to_dict() for result in results]
 
 
+def _self_check_scale() -> float:
+    """The fraction of every equivalence-campaign count ``export`` checks itself on (the campaign file's)."""
+    return load_campaign().equivalence.export_self_check_scale
+
+
 def _check_lqr_fallback_source(law: DeployedLaw, directory: Path, precision: str, profile: str) -> dict:
     """The Cortex-M4 LQR-fallback source compiled for the host against its own reference (the same C the ARM
     build compiled; the ARM build itself runs under QEMU in ``hil --target qemu``)."""
     fallback = lqr_fallback(law)
-    X = equivalence_campaign(fallback, seed=0, scale=SELF_CHECK_SCALE).X
+    X = equivalence_campaign(fallback, seed=0, scale=_self_check_scale()).X
     with tempfile.TemporaryDirectory(prefix="scpo-export-") as temporary:
         arm = directory / "cortex-m4"
         work = Path(temporary)

@@ -1,4 +1,6 @@
-"""Fault injection on the HIL link (``--faults drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01``).
+"""Fault injection on the HIL link (``--faults drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01``,
+or a preset name of ``verification/campaign.yaml``, ``--faults link``, optionally followed by KEY=VALUE items
+that change its values, ``--faults link,drop=0.1``).
 
 Faults act on the wire, between the harness's framing and the target's (see hil/protocol.md):
 
@@ -10,7 +12,8 @@ Faults act on the wire, between the harness's framing and the target's (see hil/
 * ``noise``: Gaussian sensor noise, standard deviation ``noise`` x the half-width of the plant's
   initial-state box, per state, added to the state the harness sends (not to the plant).
 
-Retransmission requests (REPEAT) are not faulted. All draws come from one seeded generator.
+Rates are at most the campaign file's ``hil.faults.max_rate``. Retransmission requests (REPEAT) are not
+faulted. All draws come from one seeded generator.
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config.campaign import FAULT_KEYS as KEYS, FAULT_RATES, HilFaultCampaign, load_campaign
 from ..errors import UsageError
-
-KEYS = ("drop", "corrupt", "delay", "delay_s", "noise")
 
 
 @dataclass(frozen=True)
@@ -42,21 +44,36 @@ class FaultSpec:
         return {key: getattr(self, key) for key in KEYS}
 
 
-def parse_faults(text: str | None) -> FaultSpec:
-    """``"drop=0.05,corrupt=0.05"`` -> :class:`FaultSpec`; raises :class:`UsageError` on bad input."""
+def parse_faults(text: str | None, campaign: HilFaultCampaign | None = None) -> FaultSpec:
+    """``"drop=0.05,corrupt=0.05"`` or ``"PRESET[,KEY=VALUE...]"`` -> :class:`FaultSpec`.
+
+    ``campaign``: the presets and largest rate (None: the campaign file's). Raises :class:`UsageError`
+    on bad input.
+    """
     if not text:
         return FaultSpec()
+    if campaign is None:
+        campaign = load_campaign().hil_faults
+    items = [item.strip() for item in text.split(",")]
     values = {}
-    for item in text.split(","):
-        key, sep, value = item.strip().partition("=")
+    if "=" not in items[0]:
+        if items[0] not in campaign.presets:
+            known = ", ".join(campaign.presets) or "none"
+            raise UsageError(f"--faults: {items[0]!r} is neither KEY=VALUE nor a preset of the campaign file "
+                             f"(presets: {known})")
+        values.update(campaign.presets[items[0]])
+        items = items[1:]
+    for item in items:
+        key, sep, value = item.partition("=")
         if not sep or key not in KEYS:
             raise UsageError(f"--faults: {item!r} is not KEY=VALUE with KEY one of {', '.join(KEYS)}")
         try:
             number = float(value)
         except ValueError:
             raise UsageError(f"--faults: {key}={value!r} is not a number") from None
-        if not np.isfinite(number) or number < 0 or (key in ("drop", "corrupt", "delay") and number > 0.5):
-            raise UsageError(f"--faults: {key} must be finite, >= 0 (and <= 0.5 for a rate), not {value}")
+        if not np.isfinite(number) or number < 0 or (key in FAULT_RATES and number > campaign.max_rate):
+            raise UsageError(f"--faults: {key} must be finite, >= 0 (and <= {campaign.max_rate:g} for a rate), "
+                             f"not {value}")
         values[key] = number
     return FaultSpec(**values)
 

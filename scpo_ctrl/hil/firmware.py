@@ -65,9 +65,11 @@ def build_sil(export_dir: Path, name: str, work_dir: Path, mpc_u_init=None) -> P
         host = export_dir / "host"
         if not (host / f"lib{name}_mpc.so").is_file():
             raise build.BuildError(f"{host / f'lib{name}_mpc.so'} is missing (export the MPC-backed run again)")
-        acados_libraries = find_acados().lib_dir
         mpc = [f"-I{export_dir / 'mpc'}", str(hil / "firmware" / "mpc_policy.c"), f"-L{host}", f"-l{name}_mpc",
-               f"-Wl,-rpath,{host}", f"-Wl,-rpath-link,{acados_libraries}", f"-Wl,-rpath,{acados_libraries}"]
+               f"-Wl,-rpath,{host}"]
+        if not (export_dir / "mpc" / "empc_data.h").is_file():  # acados' controller (not the embedded MPC's)
+            acados_libraries = find_acados().lib_dir
+            mpc += [f"-Wl,-rpath-link,{acados_libraries}", f"-Wl,-rpath,{acados_libraries}"]
     command = [
         build.HOST_COMPILER, *RUNNER_FLAGS, f"-DBOARD_ID={HOST_BOARD_ID}", f"-I{hil / 'board'}",
         f"-I{hil / 'firmware'}", f"-I{export_dir}", f"-I{work_dir}", str(hil / "board" / "host" / "board.c"),
@@ -78,10 +80,13 @@ def build_sil(export_dir: Path, name: str, work_dir: Path, mpc_u_init=None) -> P
     return executable
 
 
-def build_qemu(export_dir: Path, name: str, work_dir: Path) -> Path:
-    """The mps2-an386 (Cortex-M4F) firmware: frames on UART0. Returns the ELF's path."""
+def build_qemu(export_dir: Path, name: str, work_dir: Path, mpc_u_init=None) -> Path:
+    """The mps2-an386 (Cortex-M4F) firmware: frames on UART0. Returns the ELF's path.
+
+    ``mpc_u_init``: a law on the embedded MPC, whose ``policy_step``, ``policy_backup_step`` and ``policy_reset``
+    the export's ``cortex-m4/lib<name>_policy.a`` provides (``hil/firmware/empc_policy.c``)."""
     export_dir, work_dir = Path(export_dir).resolve(), Path(work_dir).resolve()
-    write_binding(work_dir, name)
+    write_binding(work_dir, name, mpc_u_init)
     hil = resource_dir("hil")
     boards = hil / "board"
     elf = work_dir / "hil_mps2_an386.elf"

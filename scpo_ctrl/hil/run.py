@@ -175,7 +175,8 @@ def run_hil(request: HilRequest) -> HilResult:
     if manifest.precision != "float32":
         raise UsageError("hil needs a float32 export (the frames carry float32)")
     mpc_export = manifest.backup_type == "mpc"
-    if mpc_export and target.kind != "sil" and manifest.target != "cortex-m4":
+    embedded = bool(manifest.backup.get("embedded"))
+    if mpc_export and not embedded and target.kind != "sil" and manifest.target != "cortex-m4":
         raise UsageError(f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, whose acados "
                          "solver exists for the host only (x86-64 libraries): use --target sil, or export with "
                          "--target cortex-m4 for the LQR-fallback build (not the law SCPO certified)")
@@ -191,10 +192,11 @@ def run_hil(request: HilRequest) -> HilResult:
     if law.backup_is_input:
         if not mpc_export:
             raise UsageError(f"{export_dir}: the export has no MPC backup but the policy runs on one: export again")
-        if target.kind == "sil":
+        if target.kind == "sil" or embedded:
             controller = MpcController(artefacts_of(export_dir, manifest.to_json()).controller_library, law.nx,
                                        law.nu, law.u_eq)
-            law_note = "the exported law on the exported acados MPC (the law SCPO certified)"
+            law_note = ("the certified law: the exported law on the embedded MPC, the same float32 C SCPO ran"
+                        if embedded else "the exported law on the exported acados MPC (the law SCPO certified)")
         else:
             law = lqr_fallback(law)
             law_note = ("the Cortex-M4 build's LQR fallback of an MPC-backed run: the network on the LQR instead "

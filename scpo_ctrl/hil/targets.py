@@ -59,7 +59,7 @@ def open_target(target: TargetSpec, export_dir: Path, name: str, work_dir: Path,
         for tool in (QEMU, build.ARM_COMPILER):
             if not build.tool_available(tool):
                 raise UsageError(f"--target qemu needs {tool} (run scripts/install-debian-packages.sh)")
-        elf = firmware.build_qemu(export_dir, name, work_dir)
+        elf = firmware.build_qemu(export_dir, name, work_dir, mpc_u_init)
         port = free_port()
         command = [QEMU, "-M", BOARD, "-nographic", "-monitor", "none",
                    "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on",

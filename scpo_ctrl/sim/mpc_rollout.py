@@ -2,7 +2,8 @@
 
 The MPC cannot live inside a CasADi graph, so the closed loop runs in C
 (``codegen/mpc/mpc_rollout.c``): at every step the acados solver is
-warm-started from the previous plan shifted by one stage, then a
+warm-started from the previous plan shifted by one stage (or the embedded
+MPC's float32 solver, ``codegen/mpc/empc_plan.h``, solves from a cold start), then a
 CasADi-generated step applies the law ``u = law(x, theta, u_mpc)`` (the
 residual policy on top of the MPC's input, saturated) and the plant. The
 batch is split over threads, one acados solver per thread; every trajectory
@@ -74,7 +75,16 @@ class MpcRollouts:
     stats: MpcSolveStats
 
 
-def _compile(library: Path, sources: list, files: MpcSolverFiles, build_dir: Path) -> None:
+def _compile(library: Path, sources: list, files, build_dir: Path) -> None:
+    if hasattr(files, "plan_flags"):
+        # the embedded MPC: its plan header and generated constants, no acados
+        command = ["gcc", "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", *files.plan_flags(),
+                   f"-DSTEP={STEP_NAME}", f'-DSTEP_HEADER="{STEP_NAME}.h"', f"-I{build_dir}",
+                   *[str(source) for source in sources], "-o", str(library), "-lm", "-lpthread"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise MpcBuildError(f"compiling the MPC rollout library failed:\n{result.stderr.strip()[:2000]}")
+        return
     installation = find_acados()
     include = installation.include_dir
     command = [
@@ -103,8 +113,8 @@ def build_rollout_library(model: PlantModel, law: ca.Function, files: MpcSolverF
                        ["x", "theta", "u_backup"], ["x_next", "u", "g"])
     driver = resource_dir("codegen") / DRIVER
     digest = hashlib.sha256()
-    for part in (step.serialize().encode(), driver.read_bytes(), (driver.parent / "mpc_plan.h").read_bytes(),
-                 str(files.library).encode()):
+    plan = files.sources_digest() if hasattr(files, "sources_digest") else (driver.parent / "mpc_plan.h").read_bytes()
+    for part in (step.serialize().encode(), driver.read_bytes(), plan, str(files.library).encode()):
         digest.update(part)
     directory = cache_root() / "mpc-rollout" / digest.hexdigest()[:24]
     library = directory / "libscpo_mpc_rollout.so"
@@ -161,8 +171,8 @@ class MpcRolloutEngine:
     ----------
     model : PlantModel
     formulation : MpcFormulation
-    files : MpcSolverFiles
-        The compiled acados solver of ``formulation``.
+    files : MpcSolverFiles or EmbeddedSolverFiles
+        The compiled acados solver of ``formulation``, or the embedded MPC's generated C.
     law : casadi.Function
         ``(x (nx,), theta (d,), u_backup (nu,)) -> u (nu,)``.
     horizon : int

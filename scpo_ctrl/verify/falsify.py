@@ -69,7 +69,7 @@ class _Rollout:
 
 
 def search(model: PlantModel, policy: ResidualPolicy, theta: np.ndarray, horizon: int, box: np.ndarray,
-           starts_per_row: dict, random_starts: int = 4, seed: int = 0, max_iterations: int = 40) -> list:
+           starts_per_row: dict, *, random_starts: int, seed: int, max_iterations: int) -> list:
     """Worst initial state per row (plant rows, then the reach row).
 
     Parameters
@@ -78,6 +78,11 @@ def search(model: PlantModel, policy: ResidualPolicy, theta: np.ndarray, horizon
         The initial box [lower, upper] per state.
     starts_per_row : dict
         Row name -> initial states ``(k, nx)`` to start from (e.g. the Monte Carlo's worst).
+    random_starts : int
+        Seeded uniform starts per row, on top of ``starts_per_row`` (``verify``'s: the campaign file's).
+    seed : int
+    max_iterations : int
+        L-BFGS-B iterations per start.
     """
     rollout = _Rollout(model, policy, theta, horizon)
     rng = np.random.default_rng(seed)

@@ -6,6 +6,9 @@
   exported MPC's inputs as the backup inputs of the campaign.
 * ``closed_loop_safety`` / ``closed_loop_reach``: Monte Carlo with the exported MPC and the exported C law
   in the loop (one solver per trajectory, warm-started as on the target).
+* With the embedded MPC (``solver: admm``), ``mpc_solver`` compares the exported float32 controller with
+  Clarabel's exact solution of the same QP within the stated tolerance, and the Cortex-M4 build is the
+  certified law itself (no LQR-fallback check; ``hil --target qemu`` runs it against the host bit for bit).
 * ``falsification`` and ``reachability`` are not run (UNKNOWN, with the reason): the search
   differentiates the closed loop through a backup in closed form, and the reachability analysis bounds
   the backup's input over boxes; neither exists for an MPC here.
@@ -20,46 +23,50 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import qmc
 
+from ..backup.embedded_qp import exact_inputs
 from ..backup.mpc import ipopt_reference
+from ..config.campaign import Campaign, MpcSolverCampaign
 from ..export.law import evaluate, lqr_fallback
 from ..export.mpc_bundle import (MpcController, MpcLawInTheLoop, adapted_solver, artefacts_of, campaign_backup_inputs,
                                  problem_mpc)
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
 from .closed_loop import ClosedLoopBatch, simulate
 
-#: |u0_exported - u0_IPOPT| allowed (the issue's criterion; both solve to tight tolerances)
-IPOPT_TOLERANCE = 1e-5
-#: states of the initial box on which the exported solver is compared with IPOPT
-IPOPT_STATES = 32
 #: trajectories simulated at once in the Monte Carlo (one acados solver each)
 CHUNK = 128
 
 
 def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, horizon: int, request,
-           precision: str) -> list:
+           precision: str, campaign: Campaign) -> list:
+    """The checks after integrity; ``request`` has the campaign's values filled in (see ``run.with_campaign``),
+    ``campaign`` gives the equivalence mix and the solver check's states and tolerance."""
     from .run import _equivalence, _monte_carlo, host_builds
 
     artefacts = artefacts_of(run_dir / "export", manifest)
     library = artefacts.controller_library
     controller = MpcController(library, law.nx, law.nu, law.u_eq)
     problem = problem_mpc(spec, law, adapted_solver(run_dir))
-    result = [_solver_check(controller, problem, box, request.seed)]
+    embedded = bool(manifest.get("backup", {}).get("embedded"))
+    check_solver = _embedded_solver_check if embedded else _solver_check
+    result = [check_solver(controller, problem, box, request.seed, campaign.mpc_solver)]
     with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
         host, twin = host_builds(law, run_dir, precision, Path(temporary))
-        result.append(_equivalence(law, run_dir, precision, host, twin, box,
+        result.append(_equivalence(law, run_dir, precision, host, twin, box, campaign.equivalence.mix,
                                    backup_inputs=lambda X: campaign_backup_inputs(law, X, controller, seed=1)))
 
         def closed_loop(X0: np.ndarray, exported: bool) -> ClosedLoopBatch:
             return simulate_with_mpc(model, law, library, host if exported else None, X0, horizon)
 
         safety, reach_check, _ = _monte_carlo(law, model, host, box, horizon, request, precision, closed_loop)
+    mpc_in_the_loop = (f"the exported embedded MPC ({artefacts.solver_name}: float32 ADMM, the C the Cortex-M4 "
+                       "build runs)" if embedded else
+                       f"the exported acados MPC ({artefacts.solver_name}, one solver per trajectory: cold first "
+                       "step, then warm starts from the shifted plan)")
     for check in (safety, reach_check):
-        check.details["in_the_loop"] = (f"the exported acados MPC ({artefacts.solver_name}, one solver per "
-                                        "trajectory: cold first step, then warm starts from the shifted plan) and "
-                                        f"the exported {precision} C law on its input; the float64 reference run "
-                                        "has the same MPC and the Python law")
+        check.details["in_the_loop"] = (f"{mpc_in_the_loop} and the exported {precision} C law on its input; the "
+                                        "float64 reference run has the same MPC and the Python law")
     result += [safety, reach_check]
-    if manifest.get("target") == "cortex-m4":
+    if manifest.get("target") == "cortex-m4" and not embedded:
         result.append(_lqr_fallback_check(law, model, box, horizon, request))
     for name, claim, reason in (
         ("falsification", "a local search over the initial box finds no violating initial state",
@@ -102,10 +109,12 @@ def _lqr_fallback_check(law, model, box: np.ndarray, horizon: int, request) -> C
     )
 
 
-def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int) -> Check:
+def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int,
+                  settings: MpcSolverCampaign) -> Check:
     start = time.perf_counter()
     low, high = box[:, 0], box[:, 1]
-    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(IPOPT_STATES) * (high - low)
+    tolerance = settings.tolerance
+    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(settings.states) * (high - low)
     exported = controller.cold(X)
     reference = ipopt_reference(problem.mpc.formulation, problem.model)
     solutions = [reference.solve(x) for x in X]
@@ -113,9 +122,9 @@ def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int
     ipopt_ok = np.array([ok for _, ok in solutions])
     difference = np.abs(exported.u - U_ipopt).max(axis=1)
     comparable = ipopt_ok & (exported.status == 0)
-    failing = comparable & (difference > IPOPT_TOLERANCE)
+    failing = comparable & (difference > tolerance)
     details = {
-        "states": len(X), "tolerance": IPOPT_TOLERANCE, "compared": int(comparable.sum()),
+        "states": len(X), "tolerance": tolerance, "compared": int(comparable.sum()),
         "acados_not_converged": int(np.sum(exported.status != 0)), "ipopt_not_converged": int(np.sum(~ipopt_ok)),
         "max_difference": float(difference[comparable].max()) if comparable.any() else None,
         "median_sqp_iterations": float(np.median(exported.iterations)),
@@ -130,9 +139,40 @@ def _solver_check(controller: MpcController, problem, box: np.ndarray, seed: int
         name="mpc_solver",
         claim=f"from a cold start at {len(X)} low-discrepancy states of the initial box, the exported acados "
               f"solver's first input equals an independent CasADi/IPOPT solution of the same OCP within "
-              f"{IPOPT_TOLERANCE:g}",
+              f"{tolerance:g}",
         verdict=verdict, evidence=f"sampled ({len(X)} states)", seconds=time.perf_counter() - start,
         details=details, counterexample=counterexample,
+    )
+
+
+def _embedded_solver_check(controller: MpcController, problem, box: np.ndarray, seed: int,
+                           settings: MpcSolverCampaign) -> Check:
+    """The exported embedded MPC (float32 C, through the host controller) against Clarabel's exact QP."""
+    start = time.perf_counter()
+    low, high = box[:, 0], box[:, 1]
+    tolerance = settings.embedded_tolerance
+    X = low + qmc.Halton(d=len(low), scramble=True, seed=seed + 2000).random(settings.states) * (high - low)
+    F = problem.mpc.formulation
+    exported = controller.cold(X)
+    exact = exact_inputs(F, X)
+    half_range = 0.5 * (F.u_max - F.u_min)
+    relative = (np.abs(exported.u - exact) / half_range).max(axis=1)
+    failing = relative > tolerance
+    counterexample = None
+    if failing.any():
+        k = int(np.argmax(relative))
+        counterexample = {"state": X[k].tolist(), "u_exported": exported.u[k].tolist(), "u_exact": exact[k].tolist(),
+                          "relative_difference": float(relative[k])}
+    return Check(
+        name="mpc_solver",
+        claim=f"at {len(X)} low-discrepancy states of the initial box, the exported embedded MPC's float32 input "
+              f"equals Clarabel's exact solution of the same QP within {tolerance:g} of each input's "
+              "half-range",
+        verdict=FALSIFIED if failing.any() else VERIFIED, evidence=f"sampled ({len(X)} states)",
+        seconds=time.perf_counter() - start,
+        details={"states": len(X), "tolerance_relative": tolerance,
+                 "max_relative_difference": float(relative.max()), "admm_iterations": F.iterations},
+        counterexample=counterexample,
     )
 
 

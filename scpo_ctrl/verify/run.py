@@ -37,6 +37,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from .. import __version__
+from ..config.campaign import Campaign, load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..export.campaign import equivalence_campaign
@@ -60,38 +61,42 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VerifyRequest:
-    """What the command line asked for.
+    """What the command line asked for. ``None`` takes the campaign file's value
+    (``verification/campaign.yaml``, or the file ``campaign`` names; see :mod:`scpo_ctrl.config.campaign`).
 
     Attributes
     ----------
     run_dir : str
-    samples : int
+    samples : int or None
         Uniform random initial states of the Monte Carlo (the low-discrepancy ones come on top).
-    halton : int
+    halton : int or None
         Low-discrepancy initial states.
-    beta : float
+    beta : float or None
         Confidence parameter of the scenario bound.
     seed : int
     cells_per_axis : int or None
-        Reachability grid (None: by dimension).
-    max_depth : int
+        Reachability grid (None: the campaign's, by state count).
+    max_depth : int or None
         Bisections of failing cells.
     max_cells : int or None
-        Reachability cells analysed in all (a deep bisection stops at this count; None: by dimension,
-        4,096 up to two states, 2,048 beyond).
-    falsify_starts : int
+        Reachability cells analysed in all (a deep bisection stops at this count; None: the campaign's, by
+        state count).
+    falsify_starts : int or None
         Random starts per row of the falsification search (on top of the Monte Carlo's worst).
+    campaign : str or None
+        The campaign file (None: ``$SCPO_CTRL_CAMPAIGN`` if set, else the shipped one).
     """
 
     run_dir: str
-    samples: int = 10_000
-    halton: int = 4096
-    beta: float = 1e-3
+    samples: int | None = None
+    halton: int | None = None
+    beta: float | None = None
     seed: int = 0
     cells_per_axis: int | None = None
-    max_depth: int = 8
+    max_depth: int | None = None
     max_cells: int | None = None
-    falsify_starts: int = 4
+    falsify_starts: int | None = None
+    campaign: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     manifest_path = run_dir / "export" / "manifest.json"
     if not manifest_path.is_file():
         raise UsageError(f"{run_dir}: no export/manifest.json (run `scpo-ctrl export {run_dir}` first)")
+    campaign = load_campaign(request.campaign)
+    request = with_campaign(request, campaign)
     if request.samples < 1 or request.halton < 0 or not 0 < request.beta < 1:
         raise UsageError("--samples must be >= 1, --halton >= 0 and --beta in (0, 1)")
     manifest = ExportManifest.read(manifest_path)
@@ -134,16 +141,19 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
                                 seconds=0.0, details={"reason": "integrity failed: the artefacts are not the "
                                                                 "exported ones"}))
     elif law.backup_is_input:
-        checks += verify_mpc.checks(law, run_dir, manifest.to_json(), spec, model, box, horizon, request, precision)
+        checks += verify_mpc.checks(law, run_dir, manifest.to_json(), spec, model, box, horizon, request, precision,
+                                    campaign)
     else:
         with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
             host, twin = host_builds(law, run_dir, precision, Path(temporary))
-            checks.append(_equivalence(law, run_dir, precision, host, twin, box))
-            safety, reach_check, worst_starts = _monte_carlo(law, model, host, box, horizon, request, precision)
+            checks.append(_equivalence(law, run_dir, precision, host, twin, box, campaign.equivalence.mix))
+            safety, reach_check, worst_starts = _monte_carlo(law, model, host, box, horizon, request, precision,
+                                                             worst_starts=campaign.falsification.worst_starts)
             checks += [safety, reach_check]
-            checks.append(_falsification(law, model, policy, theta, host, box, horizon, worst_starts, request))
+            checks.append(_falsification(law, model, policy, theta, host, box, horizon, worst_starts, request,
+                                         campaign.falsification.max_iterations))
             checks = [_with_backup_alone(check, law, model, horizon) for check in checks]
-            reach_result_check, sets = _reachability(law, model, box, horizon, request, precision)
+            reach_result_check, sets = _reachability(law, model, box, horizon, request, precision, campaign)
             checks.append(reach_result_check)
 
     if sets is not None:
@@ -171,6 +181,15 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     path = run_dir / Certificate.RELATIVE_PATH
     certificate.write(path)
     return VerifyResult(certificate=certificate, path=path, exit_code=exit_code)
+
+
+def with_campaign(request: VerifyRequest, campaign: Campaign) -> VerifyRequest:
+    """``request`` with every setting left at None taken from ``campaign`` (the per-state-count reachability
+    budgets, ``cells_per_axis`` and ``max_cells``, stay None: they depend on the plant)."""
+    defaults = {"samples": campaign.monte_carlo.samples, "halton": campaign.monte_carlo.halton,
+                "beta": campaign.monte_carlo.beta, "max_depth": campaign.reachability.max_depth,
+                "falsify_starts": campaign.falsification.random_starts}
+    return replace(request, **{name: value for name, value in defaults.items() if getattr(request, name) is None})
 
 
 def host_builds(law, run_dir: Path, precision: str, directory: Path) -> tuple:
@@ -218,11 +237,12 @@ def _integrity(run_dir: Path, manifest: ExportManifest, law, precision: str) -> 
 
 
 # -- 2. equivalence -------------------------------------------------------------------------------
-def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLaw, box: np.ndarray,
+def _equivalence(law, run_dir: Path, precision: str, host: HostLaw, twin: HostLaw, box: np.ndarray, mix,
                  backup_inputs=None) -> Check:
-    """``backup_inputs(X) -> U (N, nu)``: the campaign's backup inputs for an MPC-backed law."""
+    """``mix``: the campaign's states per kind; ``backup_inputs(X) -> U (N, nu)``: the campaign's backup
+    inputs for an MPC-backed law."""
     start = time.perf_counter()
-    X = equivalence_campaign(law, seed=1).X
+    X = equivalence_campaign(law, seed=1, mix=mix).X
     U = None if backup_inputs is None else backup_inputs(X)
     results = [
         compare(law, f"c-host-{precision} (exported)", precision, X, host.evaluate(X, U), U_backup=U),
@@ -273,9 +293,10 @@ def monte_carlo_states(box: np.ndarray, request: VerifyRequest) -> np.ndarray:
 
 
 def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest, precision: str,
-                 closed_loop=None) -> tuple:
+                 closed_loop=None, worst_starts: int = 0) -> tuple:
     """``closed_loop(X0, exported: bool) -> ClosedLoopBatch`` replaces the default (the law alone in the loop),
-    e.g. with the MPC in the loop."""
+    e.g. with the MPC in the loop; ``worst_starts``: the worst initial states kept per row to start the
+    falsification from."""
     if closed_loop is None:
         def closed_loop(X0, exported):
             controller = (lambda X: host.evaluate(X).u) if exported else (lambda X: evaluate(law, X).u)
@@ -352,9 +373,9 @@ def _monte_carlo(law, model, host: HostLaw, box, horizon, request: VerifyRequest
     # the worst initial states per row (and for the reach row) start the falsification search
     starts = {}
     for i, name in enumerate(run_c.row_names):
-        order = np.argsort(-run_c.g[:, :, i].max(axis=1))[:4]
+        order = np.argsort(-run_c.g[:, :, i].max(axis=1))[:worst_starts]
         starts[name] = X0[order]
-    starts[falsify.REACH] = X0[np.argsort(-run_c.level[:, -1])[:4]]
+    starts[falsify.REACH] = X0[np.argsort(-run_c.level[:, -1])[:worst_starts]]
     return safety, reach_check, starts
 
 
@@ -382,10 +403,11 @@ def _with_backup_alone(check: Check, law, model, horizon: int) -> Check:
 
 
 # -- 4. falsification ------------------------------------------------------------------------------
-def _falsification(law, model, policy, theta, host: HostLaw, box, horizon, starts, request) -> Check:
+def _falsification(law, model, policy, theta, host: HostLaw, box, horizon, starts, request,
+                   max_iterations: int) -> Check:
     start = time.perf_counter()
     found = falsify.search(model, policy, theta, horizon, box, starts, random_starts=request.falsify_starts,
-                           seed=request.seed + 1)
+                           seed=request.seed + 1, max_iterations=max_iterations)
     replay = simulate(model, lambda X: host.evaluate(X).u, np.array([r.x0 for r in found]), horizon, law.P, law.c,
                       law.x_eq)
     rows = []
@@ -418,17 +440,17 @@ def _falsification(law, model, policy, theta, host: HostLaw, box, horizon, start
 
 # -- 5. reachability -------------------------------------------------------------------------------
 def max_generators(nx: int) -> int:
-    """Zonotope order limit for ``nx`` states: 16 up to two states; 64 beyond, where boxing the remainder
-    generators every step (Girard) lets the wrapping effect grow sets whose closed loop contracts only in the
-    P-norm (the cart-pole's backup alone: 0% of the box proven at 16 generators, 99% at 64, 4 cells per axis)."""
-    return 16 if nx <= 2 else 64
+    """Zonotope order limit for ``nx`` states, the campaign file's (``reachability.by_state_count``, where the
+    reason for 16 up to two states and 64 beyond is given)."""
+    return load_campaign().reachability.budget(nx).max_generators
 
 
-def _reachability(law, model, box, horizon, request: VerifyRequest, precision: str) -> tuple:
-    cells = request.cells_per_axis or {1: 64, 2: 16, 3: 6, 4: 4}.get(law.nx, 2)
-    max_cells = request.max_cells or {1: 4096, 2: 4096}.get(law.nx, 2048)
+def _reachability(law, model, box, horizon, request: VerifyRequest, precision: str, campaign: Campaign) -> tuple:
+    budget = campaign.reachability.budget(law.nx)
+    cells = request.cells_per_axis or budget.cells_per_axis
+    max_cells = request.max_cells or budget.max_cells
     settings = reach.ReachSettings(cells_per_axis=cells, max_depth=request.max_depth, precision=precision,
-                                   max_generators=max_generators(law.nx), max_cells=max_cells)
+                                   max_generators=budget.max_generators, max_cells=max_cells)
     result = reach.analyse(law, model, box[:, 0], box[:, 1], horizon, settings)
     if not result.applicable:
         return Check(name="reachability", claim="for every initial state of the box: safe at every step and inside "
