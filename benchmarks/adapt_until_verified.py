@@ -38,7 +38,7 @@ from scpo_ctrl.verify.run import VerifyRequest, run_verify  # noqa: E402
 def verdicts(run: Path, samples: int, halton: int) -> tuple[dict, float]:
     run_export(ExportRequest(run_dir=str(run)))
     start = time.perf_counter()
-    certificate = run_verify(VerifyRequest(run_dir=str(run), samples=samples, halton=halton)).certificate
+    certificate = run_verify(VerifyRequest(run_dir=str(run), samples=samples, halton=halton)).certificate.to_json()
     checks = {c["name"]: c for c in certificate["checks"]}
     reach = checks["reachability"]
     fraction = reach["details"].get("verified_fraction_of_box")
@@ -52,7 +52,7 @@ def best_safe_lagrangian(plant: Path, directory: Path) -> tuple[Path | None, flo
     """The Lagrangian baseline's best iterate that keeps every row (with margins) on the validation set."""
     run = directory / f"{plant.stem}-lagrangian"
     summary = run_adapt(AdaptRequest(plant=str(plant), out=str(run), method="lagrangian", progress=False,
-                                     verify_loop=False)).summary
+                                     verify_loop=False)).summary.to_json()
     lines = [json.loads(line) for line in (run / "training.jsonl").read_text().splitlines()]
     violating = sum(1 for line in lines if line["g_max"] > 0)
     # training.jsonl keeps losses, not weights: re-run and keep the best safe iterate's weights
@@ -95,7 +95,7 @@ def main() -> None:
             plant = ROOT / "models" / f"{name}.yaml"
             run = directory / name
             start = time.perf_counter()
-            summary = run_adapt(AdaptRequest(plant=str(plant), out=str(run), progress=False)).summary
+            summary = run_adapt(AdaptRequest(plant=str(plant), out=str(run), progress=False)).summary.to_json()
             adapt_seconds = time.perf_counter() - start
             loop = summary["verification_loop"]
             result, verify_seconds = verdicts(run, args.samples, args.halton)

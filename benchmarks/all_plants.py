@@ -44,7 +44,7 @@ def main() -> None:
                                        iterations=args.iterations, method=method, progress=False,
                                        verify_loop=False)
                 start = time.perf_counter()
-                s = run_adapt(request).summary
+                s = run_adapt(request).summary.to_json()
                 print(f"| {plant.stem} | {s['task']} | {method} | {s['iterations']} | {s['violating_iterations']} "
                       f"| {s['worst_g']:.3g} | {'yes' if s['final_safe'] else 'no'} | {s['loss_ratio']:.3f} "
                       f"| {time.perf_counter() - start:.1f} |", flush=True)

@@ -89,7 +89,7 @@ def rollout_rate(problem, repeats: int = 3) -> tuple:
 
 def adapt_seconds(plant: Path, iterations: int, out: Path) -> float:
     summary = run_adapt(AdaptRequest(plant=str(plant), out=str(out), iterations=iterations, progress=False,
-                                     force=True)).summary
+                                     force=True)).summary.to_json()
     return summary["seconds"] / max(1, summary["iterations"])
 
 

@@ -139,7 +139,7 @@ def profile_rows(source: Path, work: Path) -> tuple:
     rows = {}
     for profile in PROFILES:
         run = copy_run(source, work / profile / "run")
-        manifest = run_export(ExportRequest(run_dir=str(run), target="cortex-m4", profile=profile)).manifest
+        manifest = run_export(ExportRequest(run_dir=str(run), target="cortex-m4", profile=profile)).manifest.to_json()
         law = law_from_run(run)
         X = equivalence_campaign(law, seed=0).X
         X = X[evaluate(law, X).reason == REASON_OK][:64]
@@ -188,7 +188,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         run = copy_run(source, work / "run")
-        manifest = run_export(ExportRequest(run_dir=str(run), precision="float32", target="cortex-m4")).manifest
+        manifest = run_export(ExportRequest(run_dir=str(run), precision="float32", target="cortex-m4")).manifest.to_json()
         law = law_from_run(run)
         campaign = equivalence_campaign(law, seed=0)
         X = campaign.X[evaluate(law, campaign.X).reason == REASON_OK][:64]

@@ -46,7 +46,7 @@ def main() -> int:
         print("|---|---|---|---|---|---|---|---|---|")
         for label, target, faults in CONFIGURATIONS:
             report = run_hil(HilRequest(run_dir=str(run), target=target, episodes=args.episodes, faults=faults,
-                                        plots=False)).report
+                                        plots=False)).report.to_json()
             latency, compute = report["latency_seconds"], report["compute"]
             if "instructions_per_step_p50" in compute:
                 work = f"{compute['instructions_per_step_p50']:.0f} instructions (QEMU -icount)"

@@ -47,7 +47,7 @@ def main() -> None:
                 request = AdaptRequest(plant=str(ROOT / "models" / f"{name}.yaml"), out=str(root / f"{name}-{method}"),
                                        iterations=count, method=method, progress=False, force=True)
                 start = time.perf_counter()
-                s = run_adapt(request).summary
+                s = run_adapt(request).summary.to_json()
                 wall = time.perf_counter() - start
                 print(f"| {name} | {s['task']} | {method} | {s['iterations']} | {s['violating_iterations']} "
                       f"| {s['worst_g']:.3g} | {'yes' if s['final_safe'] else 'no'} | {s['initial_loss']:.4g} "

@@ -61,7 +61,7 @@ def measure(name: str, directory: Path, episodes: int, steps: int) -> dict:
                            progress=False))
     export = run_export(ExportRequest(run_dir=str(run)))
     report = run_hil(HilRequest(run_dir=str(run), target="sil", episodes=episodes, steps=steps,
-                                plots=False)).report
+                                plots=False)).report.to_json()
     law = law_from_run(run)
     trace = json.loads((run / "hil" / "sil" / "report.json").read_text())
     x0 = np.array(trace["initial_states"])
@@ -101,7 +101,7 @@ def measure(name: str, directory: Path, episodes: int, steps: int) -> dict:
         "controller_step_ms": controller_seconds * 1e3, "law_step_us": law_seconds * 1e6,
         "firmware_over_controller": compute["seconds_p50"] / controller_seconds,
         "law_share": law_seconds / compute["seconds_p50"],
-        "self_check": all(check["passed"] for check in export.manifest["self_check"]),
+        "self_check": export.manifest.self_check_passed,
     }
 
 

@@ -31,8 +31,9 @@ import yaml
 
 from .config.plant_spec import PlantSpec, load_plant_spec
 from .errors import SpecError, UsageError
-from .files import atomic_write, atomic_write_json, atomic_write_text, json_safe
+from .files import atomic_write, atomic_write_text, json_safe
 from .problem import build_problem
+from .run_files import AdaptationSummary, VerificationLoop
 from .scpo.control import ControlAdaptation, residual_policy
 from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step
 from .verification_loop import LoopSettings, run_round
@@ -52,9 +53,13 @@ OVERRIDABLE = {
 
 @dataclass(frozen=True)
 class AdaptRequest:
-    """What the command line asked for."""
+    """What the command line (or :func:`scpo_ctrl.adapt`) asked for.
 
-    plant: str
+    ``plant`` is a plant file's path or a validated :class:`PlantSpec` (whose text becomes the run's
+    ``plant.yaml``). The defaults here are the command line's defaults.
+    """
+
+    plant: str | PlantSpec
     out: str | None = None
     iterations: int | None = None
     seed: int | None = None
@@ -68,10 +73,18 @@ class AdaptRequest:
 
 @dataclass(frozen=True)
 class AdaptResult:
-    """Where the run went and its summary (the content of ``adaptation.json``)."""
+    """Where the run went and its summary (the content of ``adaptation.json``).
+
+    Attributes
+    ----------
+    run_dir : Path
+    summary : AdaptationSummary
+    interrupted : bool
+        Stopped by SIGINT/SIGTERM: the run continues with ``resume``.
+    """
 
     run_dir: Path
-    summary: dict
+    summary: AdaptationSummary
     interrupted: bool
 
 
@@ -126,7 +139,7 @@ def resolve_settings(spec: PlantSpec, request: AdaptRequest) -> tuple[OptimizerS
 
 def run_adapt(request: AdaptRequest) -> AdaptResult:
     """Run (or resume) an adaptation; see the module docstring for what lands on disk."""
-    spec = load_plant_spec(request.plant)
+    spec = request.plant if isinstance(request.plant, PlantSpec) else load_plant_spec(request.plant)
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
     config = _resolved_config(spec, settings, hidden, patience, request.verify_loop)
@@ -151,7 +164,9 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
         state, records = _load_checkpoint(run_dir, settings, jsonl)
         log.info("resuming at iteration %d", state.iteration)
     else:
-        atomic_write(run_dir / "plant.yaml", lambda handle: handle.write(Path(request.plant).read_bytes()))
+        plant_bytes = (spec.text.encode("utf-8") if isinstance(request.plant, PlantSpec)
+                       else Path(request.plant).read_bytes())
+        atomic_write(run_dir / "plant.yaml", lambda handle: handle.write(plant_bytes))
         atomic_write_text(run_dir / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False))
         try:
             state = initial_state(adaptation, policy.initial_theta(settings.seed), settings)
@@ -213,9 +228,9 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
                 break
     progress.close()
     interrupted = stop.requested is not None
-    summary = _summary(spec, settings, adaptation, records, loss0, state, reason, time.perf_counter() - start, run_dir)
-    summary["verification_loop"] = _loop_summary(looping, loop, round_records, adaptation)
-    atomic_write_json(run_dir / "adaptation.json", json_safe(summary))
+    summary = _summary(spec, settings, adaptation, records, loss0, state, reason, time.perf_counter() - start, run_dir,
+                       _loop_summary(looping, loop, round_records, adaptation))
+    summary.write(run_dir / AdaptationSummary.RELATIVE_PATH)
     if not interrupted:
         from .plots import plot_run
 
@@ -241,20 +256,20 @@ def _verification_round(adaptation, state: OptimizerState, settings: OptimizerSe
     return state, round_record
 
 
-def _loop_summary(looping: bool, loop: LoopSettings, rounds: list, adaptation) -> dict:
+def _loop_summary(looping: bool, loop: LoopSettings, rounds: list, adaptation) -> VerificationLoop:
     if not looping:
-        return {"enabled": False}
+        return VerificationLoop(enabled=False)
     last = rounds[-1] if rounds else None
-    return {
-        "enabled": True, "settings": asdict(loop), "rounds": len(rounds),
-        "validation_states_added": int(sum(r["added"] for r in rounds)),
-        "initial_validation_states": int(adaptation.n_states - sum(r["added"] for r in rounds)),
-        "validation_states": int(adaptation.n_states),
-        "last_round": None if last is None else {k: v for k, v in last.items() if k != "added_states"},
-        "proven_fraction": None if last is None else last["proven_fraction"],
-        "clean": bool(last is not None and last["added"] == 0 and not last["falsified"]
-                      and (last["proven_fraction"] is None or last["proven_fraction"] >= 1.0 - 1e-12)),
-    }
+    return VerificationLoop(
+        enabled=True, settings=asdict(loop), rounds=len(rounds),
+        validation_states_added=int(sum(r["added"] for r in rounds)),
+        initial_validation_states=int(adaptation.n_states - sum(r["added"] for r in rounds)),
+        validation_states=int(adaptation.n_states),
+        last_round=None if last is None else {k: v for k, v in last.items() if k != "added_states"},
+        proven_fraction=None if last is None else last["proven_fraction"],
+        clean=bool(last is not None and last["added"] == 0 and not last["falsified"]
+                   and (last["proven_fraction"] is None or last["proven_fraction"] >= 1.0 - 1e-12)),
+    )
 
 
 def _backup_safety(problem) -> str | None:
@@ -346,29 +361,32 @@ def _append_line(path: Path, text: str) -> None:
         handle.flush()
 
 
-def _summary(spec, settings, adaptation, records, loss0, state, reason, seconds, run_dir) -> dict:
+def _summary(spec, settings, adaptation, records, loss0, state, reason, seconds, run_dir,
+             loop: VerificationLoop) -> AdaptationSummary:
     g_max = [r["g_max"] for r in records]
     accepted = sum(1 for r in records if r["accepted"])
     zero = sum(1 for r in records if str(r["reason"]).startswith("zero step"))
     policy_bytes = (run_dir / "policy.npz").read_bytes()
     final_groups = dict(zip(adaptation.group_names, adaptation.per_constraint(state.g).tolist()))
-    return {
-        "plant": spec.name, "method": settings.method, "task": spec.task.type,
-        "iterations": len(records), "stop_reason": reason,
-        "feasible_every_iteration": bool(all(g <= 0 for g in g_max)),
-        "violating_iterations": int(sum(1 for g in g_max if g > 0)),
-        "worst_g": float(max(g_max)) if g_max else float(state.g.max()),
-        "initial_loss": loss0, "final_loss": state.loss, "loss_ratio": state.loss / loss0 if loss0 else None,
-        "accepted": accepted, "rejected": len(records) - accepted - zero, "zero_steps": zero,
-        "final_g_per_constraint": final_groups, "final_safe": bool(np.all(state.g <= 0)),
-        "l_final": dict(zip(adaptation.group_names, adaptation.per_constraint(state.l).tolist())),
-        "validation_states": int(adaptation.n_states), "constraint_rows": int(state.g.size),
-        "weights": int(state.theta.size), "seconds": seconds,
-        "policy_sha256": hashlib.sha256(policy_bytes).hexdigest(),
-        "guarantee": "every accepted iterate satisfies every constraint row on the validation set (initial states "
-                     "listed by the plant file, each step of the horizon, and reaching the target set); nothing is "
-                     "claimed between those initial states: that is verification's job",
-    }
+    return AdaptationSummary(
+        plant=spec.name, method=settings.method, task=spec.task.type,
+        iterations=len(records), stop_reason=reason,
+        feasible_every_iteration=bool(all(g <= 0 for g in g_max)),
+        violating_iterations=int(sum(1 for g in g_max if g > 0)),
+        worst_g=float(max(g_max)) if g_max else float(state.g.max()),
+        initial_loss=float(loss0), final_loss=float(state.loss),
+        loss_ratio=float(state.loss / loss0) if loss0 else None,
+        accepted=accepted, rejected=len(records) - accepted - zero, zero_steps=zero,
+        final_g_per_constraint=final_groups, final_safe=bool(np.all(state.g <= 0)),
+        l_final=dict(zip(adaptation.group_names, adaptation.per_constraint(state.l).tolist())),
+        validation_states=int(adaptation.n_states), constraint_rows=int(state.g.size),
+        weights=int(state.theta.size), seconds=seconds,
+        policy_sha256=hashlib.sha256(policy_bytes).hexdigest(),
+        guarantee="every accepted iterate satisfies every constraint row on the validation set (initial states "
+                  "listed by the plant file, each step of the horizon, and reaching the target set); nothing is "
+                  "claimed between those initial states: that is verification's job",
+        verification_loop=loop,
+    )
 
 
 class _StopFlag:

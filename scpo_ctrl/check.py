@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import qmc
 
-from .config.plant_spec import load_plant_spec
+from .config.plant_spec import PlantSpec, load_plant_spec
 from .policy.expert import expert_function
 from .problem import ControlProblem, build_problem
 from .sim.initial_states import MAX_CORNER_DIMENSION, box_corners, initial_box
@@ -139,9 +139,9 @@ def _backup_evaluation(problem: ControlProblem, X0: np.ndarray) -> SafetyEvaluat
                                                                     problem.target.x_eq)[1]
 
 
-def run_check(path: str) -> CheckReport:
-    """Load, build and check the plant file at ``path``."""
-    spec = load_plant_spec(path)
+def run_check(plant: str | PlantSpec) -> CheckReport:
+    """Load, build and check the plant file at ``plant`` (a path, or a validated :class:`PlantSpec`)."""
+    spec = plant if isinstance(plant, PlantSpec) else load_plant_spec(plant)
     problem = build_problem(spec)
     mpc = None
     if problem.mpc is not None:

@@ -13,9 +13,9 @@ import math
 import sys
 
 from . import __version__
-from .errors import ScpoError, UsageError
+from .errors import ScpoError
 from .files import json_safe
-from .resources import plant_file, shipped_plants
+from .resources import shipped_plants
 
 EXIT_OK, EXIT_UNSAFE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -34,24 +34,57 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+#: where each verb's defaults live: flags left out keep them (argparse holds None), and --help shows them
+_REQUESTS = {"adapt": ("scpo_ctrl.adapt", "AdaptRequest"), "export": ("scpo_ctrl.export.run", "ExportRequest"),
+             "verify": ("scpo_ctrl.verify.run", "VerifyRequest"), "hil": ("scpo_ctrl.hil.run", "HilRequest")}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills ``%(default)s`` of an option from its request dataclass (imported only when help is shown)."""
+
+    def _expand_help(self, action):
+        request = getattr(action, "request_field", None)
+        if request is not None:
+            (module, name), field = _REQUESTS[request[0]], request[1]
+            action = argparse.Action(action.option_strings, action.dest, help=action.help, metavar=action.metavar,
+                                     default=_request_default(module, name, field))
+        return super()._expand_help(action)
+
+
+def _request_default(module: str, name: str, field: str):
+    from dataclasses import fields
+    from importlib import import_module
+
+    return next(f.default for f in fields(getattr(import_module(module), name)) if f.name == field)
+
+
+def _option(parser: argparse.ArgumentParser, verb: str, *flags: str, **kwargs) -> None:
+    """An option whose default is the ``verb`` request dataclass's field of the same name (``dest``)."""
+    action = parser.add_argument(*flags, default=None, **kwargs)
+    action.request_field = (verb, action.dest)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scpo-ctrl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"scpo-ctrl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details on stderr")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    check = verbs.add_parser("check", help="validate a plant file, design the backup, check it on the validation set")
+    def verb(name: str, **kwargs) -> argparse.ArgumentParser:
+        return verbs.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    check = verb("check", help="validate a plant file, design the backup, check it on the validation set")
     check.add_argument("plant", help="plant YAML file (schema scpo-plant/1), or the name of a shipped example: "
                        + _shipped_plants())
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     check.set_defaults(handler=_check)
 
-    adapt = verbs.add_parser("adapt", help="adapt the residual neural policy with SCPO (or a baseline)")
+    adapt = verb("adapt", help="adapt the residual neural policy with SCPO (or a baseline)")
     adapt.add_argument("plant", help="plant YAML file, or the name of a shipped example")
     adapt.add_argument("--out", help="run directory (default runs/<plant name>)")
     adapt.add_argument("--iterations", type=int, help="override scpo.iterations")
     adapt.add_argument("--seed", type=int, help="override scpo.seed")
-    adapt.add_argument("--method", default="scpo", help="scpo (default) | unconstrained | penalty | lagrangian")
+    _option(adapt, "adapt", "--method", help="scpo | unconstrained | penalty | lagrangian (default %(default)s)")
     adapt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="override a setting, e.g. --set scpo.step_size=0.5 (repeatable)")
     adapt.add_argument("--resume", action="store_true", help="continue an interrupted run in its directory")
@@ -62,23 +95,24 @@ def _parser() -> argparse.ArgumentParser:
     adapt.add_argument("--quiet", action="store_true", help="no progress bar")
     adapt.set_defaults(handler=_adapt)
 
-    export = verbs.add_parser("export", help="write the certified law as ONNX and C99 (RUN_DIR/export/)")
+    export = verb("export", help="write the certified law as ONNX and C99 (RUN_DIR/export/)")
     export.add_argument("run_dir", help="run directory written by `adapt`")
-    export.add_argument("--precision", default="float32", help="float32 (default) | float64")
-    export.add_argument("--target", default="host", help="host (default) | cortex-m4 (also cross-compiles)")
-    export.add_argument("--profile", default="speed",
-                        help="code profile of the C: speed (default; blocked inner products, fewest instructions) "
-                             "| size (one table, one dense routine; smallest code) | unrolled (the previous code)")
+    _option(export, "export", "--precision", help="float32 | float64 (default %(default)s)")
+    _option(export, "export", "--target", help="host | cortex-m4 (also cross-compiles) (default %(default)s)")
+    _option(export, "export", "--profile",
+            help="code profile of the C: speed (blocked inner products, fewest instructions) "
+                 "| size (one table, one dense routine; smallest code) | unrolled (the previous code) "
+                 "(default %(default)s)")
     export.add_argument("--json", action="store_true", help="print manifest.json on stdout")
     export.set_defaults(handler=_export)
 
-    verify = verbs.add_parser("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
+    verify = verb("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
     verify.add_argument("run_dir", help="run directory with an export/")
     # left out, these take the campaign file's values (verification/campaign.yaml, or --campaign FILE)
     verify.add_argument("--samples", type=int, help="uniform random initial states")
     verify.add_argument("--halton", type=int, help="low-discrepancy initial states")
     verify.add_argument("--beta", type=float, help="confidence parameter of the scenario bound")
-    verify.add_argument("--seed", type=int, default=0)
+    _option(verify, "verify", "--seed", type=int, help="(default %(default)s)")
     verify.add_argument("--cells", type=int, dest="cells_per_axis", help="reachability grid cells per state")
     verify.add_argument("--depth", type=int, dest="max_depth", help="bisections of failing cells")
     verify.add_argument("--max-cells", type=int, dest="max_cells", help="reachability cells analysed in all")
@@ -88,138 +122,137 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.set_defaults(handler=_verify)
 
-    hil = verbs.add_parser("hil", help="run the exported C on a target against the simulated plant (HIL)")
+    hil = verb("hil", help="run the exported C on a target against the simulated plant (HIL)")
     hil.add_argument("run_dir", help="run directory with an export/ (float32)")
-    hil.add_argument("--target", default="sil", help="sil (default) | qemu | serial:PORT")
+    _option(hil, "hil", "--target", help="sil | qemu | serial:PORT (default %(default)s)")
     hil.add_argument("--steps", type=int, help="steps per episode (default: the plant's safety horizon)")
-    hil.add_argument("--episodes", type=int, default=8, help="initial states, from the validation set (8)")
-    hil.add_argument("--faults", default="", metavar="SPEC",
-                     help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01, or a preset of "
-                     "verification/campaign.yaml, optionally followed by ,KEY=VALUE")
+    _option(hil, "hil", "--episodes", type=int,
+            help="initial states, from the validation set (default %(default)s)")
+    _option(hil, "hil", "--faults", metavar="SPEC",
+            help="e.g. drop=0.05,corrupt=0.05,delay=0.02,delay_s=0.08,noise=0.01, or a preset of "
+            "verification/campaign.yaml, optionally followed by ,KEY=VALUE")
     hil.add_argument("--watchdog-ms", type=float, help="target watchdog deadline [ms] (default dt/2)")
-    hil.add_argument("--realtime", action="store_true",
+    hil.add_argument("--realtime", action="store_true", default=None,
                      help="run the target's watchdog on its own clock (always for serial:); by default sil and "
                      "qemu advance on simulated time, where host load cannot trigger the watchdog")
-    hil.add_argument("--seed", type=int, default=0)
-    hil.add_argument("--no-plots", action="store_true", help="skip traces.png and latency.png")
+    _option(hil, "hil", "--seed", type=int, help="(default %(default)s)")
+    hil.add_argument("--no-plots", dest="plots", action="store_false", default=None,
+                     help="skip traces.png and latency.png")
     hil.add_argument("--json", action="store_true", help="print the report on stdout")
     hil.set_defaults(handler=_hil)
 
-    report = verbs.add_parser("report", help="write the evidence report RUN_DIR/report.html (one self-contained page)")
+    report = verb("report", help="write the evidence report RUN_DIR/report.html (one self-contained page)")
     report.add_argument("run_dir", help="run directory written by `adapt` (and export, verify, hil)")
     report.add_argument("--json", action="store_true", help="print the sections and source hashes on stdout")
     report.set_defaults(handler=_report)
 
-    acados = verbs.add_parser("setup-acados", help="install acados, which MPC backups need (from the package registry)")
+    acados = verb("setup-acados", help="install acados, which MPC backups need (from the package registry)")
     acados.add_argument("--dir", dest="directory",
                         help="target directory (default $SCPO_CTRL_ACADOS_DIR, else ~/.local/share/scpo-ctrl/acados)")
     acados.set_defaults(handler=_setup_acados)
     return parser
 
 
-def _check(args: argparse.Namespace) -> int:
-    from .check import run_check
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` given on the command line (the rest keep the request's defaults)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
-    report = run_check(plant_file(args.plant))
+
+def _json(data) -> str:
+    return json.dumps(data, indent=2)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from . import api
+
+    report = api.check(args.plant)
     if args.json:
-        print(json.dumps(json_safe(report.to_dict()), indent=2))
+        print(_json(json_safe(report.to_dict())))
     else:
         print(_format_check(report))
     return EXIT_OK if report.backup_safe else EXIT_UNSAFE
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from .adapt import AdaptRequest, run_adapt
+    from . import api
 
-    request = AdaptRequest(
-        plant=plant_file(args.plant), out=args.out, iterations=args.iterations, seed=args.seed, method=args.method,
-        overrides=tuple(args.overrides), resume=args.resume, force=args.force, progress=not args.quiet,
-        verify_loop=args.verify_loop,
-    )
-    result = run_adapt(request)
+    result = api.adapt(args.plant, args.out, iterations=args.iterations, seed=args.seed,
+                       overrides=tuple(args.overrides), resume=args.resume, force=args.force,
+                       progress=not args.quiet, verify_loop=args.verify_loop, **_given(args, "method"))
     summary = result.summary
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(_json(summary.to_json()))
     else:
-        ratio = summary["loss_ratio"]
         print(f"run directory {result.run_dir}")
-        print(f"  method {summary['method']}, {summary['iterations']} iterations ({summary['stop_reason']}), "
-              f"{summary['seconds']:.1f} s")
-        print(f"  loss {summary['initial_loss']:.6g} (backup) -> {summary['final_loss']:.6g}"
-              + (f"  (ratio {ratio:.4f})" if ratio is not None else ""))
-        print(f"  steps: {summary['accepted']} accepted, {summary['rejected']} rejected, {summary['zero_steps']} zero")
-        print(f"  safe at every iteration: {'yes' if summary['feasible_every_iteration'] else 'NO'}"
-              f" ({summary['violating_iterations']} violating iterations, worst g {summary['worst_g']:.4g})")
-        loop = summary.get("verification_loop", {})
-        if loop.get("enabled"):
-            proven = loop["proven_fraction"]
-            print(f"  verification loop: {loop['rounds']} round(s), {loop['validation_states_added']} validation states "
-                  f"added ({loop['validation_states']} now)"
+        print(f"  method {summary.method}, {summary.iterations} iterations ({summary.stop_reason}), "
+              f"{summary.seconds:.1f} s")
+        print(f"  loss {summary.initial_loss:.6g} (backup) -> {summary.final_loss:.6g}"
+              + (f"  (ratio {summary.loss_ratio:.4f})" if summary.loss_ratio is not None else ""))
+        print(f"  steps: {summary.accepted} accepted, {summary.rejected} rejected, {summary.zero_steps} zero")
+        print(f"  safe at every iteration: {'yes' if summary.feasible_every_iteration else 'NO'}"
+              f" ({summary.violating_iterations} violating iterations, worst g {summary.worst_g:.4g})")
+        loop = summary.verification_loop
+        if loop is not None and loop.enabled:
+            proven = loop.proven_fraction
+            print(f"  verification loop: {loop.rounds} round(s), {loop.validation_states_added} validation states "
+                  f"added ({loop.validation_states} now)"
                   + (f", reachability proves {100 * proven:.1f}% of the box" if proven is not None else "")
-                  + ("; the last round found nothing" if loop["clean"] else ""))
-            unsafe = (loop.get("last_round") or {}).get("backup_unsafe", 0)
+                  + ("; the last round found nothing" if loop.clean else ""))
+            unsafe = (loop.last_round or {}).get("backup_unsafe", 0)
             if unsafe:
                 print(f"  WARNING: the backup itself breaks a row from {unsafe} state(s) the last round found in the "
                       "initial box (not added: no law adapted from it can be certified there; see `check`)")
     if result.interrupted:
         print("interrupted: the last accepted iterate is in policy.npz; continue with --resume", file=sys.stderr)
         return 130
-    return EXIT_OK if summary["final_safe"] else EXIT_UNSAFE
+    return EXIT_OK if summary.final_safe else EXIT_UNSAFE
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export.run import ExportRequest, run_export
+    from . import api
 
-    result = run_export(ExportRequest(run_dir=args.run_dir, precision=args.precision, target=args.target,
-                                      profile=args.profile))
+    result = api.export(args.run_dir, **_given(args, "precision", "target", "profile"))
     manifest = result.manifest
     if args.json:
-        print(json.dumps(manifest, indent=2))
+        print(_json(manifest.to_json()))
     else:
-        print(f"export {result.export_dir} ({manifest['precision']}, target {manifest['target']}, "
-              f"profile {manifest['profile']})")
-        for path, digest in manifest["artefacts"].items():
+        print(f"export {result.export_dir} ({manifest.precision}, target {manifest.target}, "
+              f"profile {manifest.profile})")
+        for path, digest in manifest.artefacts.items():
             print(f"  {digest[:16]}  {path}")
-        for name, info in manifest["builds"].items():
-            sections = info["sections_bytes"]
-            stack = max(info["stack_bytes"].values(), default=0)
+        for name, info in manifest.builds.items():
+            sections = info.sections_bytes
+            stack = max(info.stack_bytes.values(), default=0)
             print(f"  {name}: text {sections['text']} B, rodata {sections['rodata']} B, data {sections['data']} B, "
                   f"bss {sections['bss']} B, deepest stack frame {stack} B")
-        for check in manifest["self_check"]:
-            print(f"  self-check {check['implementation']}: {check['states']} states, worst |du| "
-                  f"{check['worst_error']:.3g} ({check['worst_bound_ratio']:.3f} of the tolerance), "
-                  f"branch mismatches {check['branch_mismatches']} -> {'ok' if check['passed'] else 'FAILED'}")
+        for check in manifest.self_check:
+            print(f"  self-check {check.implementation}: {check.states} states, worst |du| "
+                  f"{check.worst_error:.3g} ({check.worst_bound_ratio:.3f} of the tolerance), "
+                  f"branch mismatches {check.branch_mismatches} -> {'ok' if check.passed else 'FAILED'}")
     return EXIT_OK if result.equivalent else EXIT_UNSAFE
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .verify.run import VerifyRequest, run_verify
+    from . import api
 
-    if ((args.samples is not None and args.samples < 1) or (args.halton is not None and args.halton < 0)
-            or (args.max_depth is not None and args.max_depth < 0)
-            or (args.cells_per_axis is not None and args.cells_per_axis < 1)
-            or (args.max_cells is not None and args.max_cells < 1)):
-        raise UsageError("--samples, --cells, --max-cells must be >= 1; --halton, --depth >= 0")
-    # flags left out stay None: run_verify takes the campaign file's values (the one place they are set)
-    result = run_verify(VerifyRequest(run_dir=args.run_dir, samples=args.samples, halton=args.halton,
-                                      beta=args.beta, seed=args.seed, cells_per_axis=args.cells_per_axis,
-                                      max_depth=args.max_depth, max_cells=args.max_cells, campaign=args.campaign))
+    result = api.verify(args.run_dir, **_given(args, "samples", "halton", "beta", "seed", "cells_per_axis",
+                                                 "max_depth", "max_cells", "campaign"))
     certificate = result.certificate
     if args.json:
-        print(json.dumps(json_safe(certificate), indent=2))
+        print(_json(certificate.to_json()))
         return result.exit_code
     print(f"certificate {result.path}")
-    for check in certificate["checks"]:
-        print(f"  {check['verdict']:<9} {check['name']}: {check['evidence']}, {check['seconds']:.1f} s")
-        details, counterexample = check["details"], check["counterexample"]
-        if check["name"] == "closed_loop_safety":
+    for check in certificate.checks:
+        print(f"  {check.verdict:<9} {check.name}: {check.evidence}, {check.seconds:.1f} s")
+        details, counterexample = check.details, check.counterexample
+        if check.name == "closed_loop_safety":
             print(f"            {details['initial_states']} closed loops, {details['violating_trajectories']} "
                   f"violating; C in the loop at {details['steps_per_second_c_in_the_loop']:.3g} steps/s")
             if details["scenario_bound"]:
                 print(f"            {details['scenario_bound']['statement']}")
-        if check["name"] == "closed_loop_reach":
+        if check.name == "closed_loop_reach":
             print(f"            reach rate {details['reach_rate']:.4f}")
-        if check["name"] == "reachability" and "cells" in details:
+        if check.name == "reachability" and "cells" in details:
             print(f"            {details['verified_cells']} of {details['cells']} cells verified "
                   f"({100 * details['verified_fraction_of_box']:.1f}% of the box)")
         if counterexample:
@@ -229,65 +262,64 @@ def _verify(args: argparse.Namespace) -> int:
                 print(f"            the backup alone breaks {counterexample['row']} from this state too "
                       f"({alone['value']:.4g}): the box holds states this backup cannot save (see `check`)")
     print("  safe for every initial state of the box: "
-          + ("yes (proof)" if certificate["summary"]["safe_for_every_initial_state_of_the_box"] else "not shown"))
+          + ("yes (proof)" if certificate.summary.safe_for_every_initial_state_of_the_box else "not shown"))
     return result.exit_code
 
 
 def _hil(args: argparse.Namespace) -> int:
-    from .hil.run import HilRequest, run_hil
+    from . import api
 
-    result = run_hil(HilRequest(run_dir=args.run_dir, target=args.target, steps=args.steps, episodes=args.episodes,
-                                faults=args.faults, seed=args.seed, watchdog_ms=args.watchdog_ms,
-                                plots=not args.no_plots, realtime=args.realtime))
+    result = api.hil(args.run_dir, steps=args.steps, watchdog_ms=args.watchdog_ms,
+                     **_given(args, "target", "episodes", "faults", "seed", "plots", "realtime"))
     report = result.report
     if args.json:
-        print(json.dumps(json_safe(report), indent=2))
+        print(_json(report.to_json()))
         return EXIT_OK if result.passed else EXIT_UNSAFE
-    latency, compute, frames = report["latency_seconds"], report["compute"], report["frames"]
+    latency, compute, frames = report.latency_seconds, report.compute, report.frames
     print(f"hil report {result.path}")
-    print(f"  target {report['description']}")
-    print(f"  law: {report['law']}")
-    print(f"  timing: {report['timing']}, watchdog {report['watchdog_seconds'] * 1e3:g} ms")
-    print(f"  {report['episodes']} episodes x {report['steps_per_episode']} steps, "
-          f"{report['steps_per_second']:.0f} steps/s; round trip p50 {latency['p50'] * 1e3:.3f} ms, "
-          f"p99 {latency['p99'] * 1e3:.3f} ms, max {latency['max'] * 1e3:.3f} ms; "
-          f"deadline misses (> dt = {report['dt_seconds']:g} s): {report['deadline_misses']}")
+    print(f"  target {report.description}")
+    print(f"  law: {report.law}")
+    print(f"  timing: {report.timing}, watchdog {report.watchdog_seconds * 1e3:g} ms")
+    print(f"  {report.episodes} episodes x {report.steps_per_episode} steps, "
+          f"{report.steps_per_second:.0f} steps/s; round trip p50 {latency.p50 * 1e3:.3f} ms, "
+          f"p99 {latency.p99 * 1e3:.3f} ms, max {latency.max * 1e3:.3f} ms; "
+          f"deadline misses (> dt = {report.dt_seconds:g} s): {report.deadline_misses}")
     if "instructions_per_step_p50" in compute:
         print(f"  target compute: {compute['instructions_per_step_p50']:.0f} instructions per step (p50, QEMU "
               f"-icount instruction count, not cycles), max {compute['instructions_per_step_max']:.0f}")
     elif "seconds_p50" in compute:
         print(f"  target compute: {compute['seconds_p50'] * 1e6:.2f} us per step (p50, clock_gettime), "
               f"max {compute['seconds_max'] * 1e6:.2f} us")
-    equivalence = report["equivalence"]
-    print(f"  equivalence: worst |du| {equivalence['worst_error']:.3g} ({equivalence['worst_bound_ratio']:.3f} of "
-          f"the float32 tolerance), branch mismatches {equivalence['branch_mismatches']}")
-    print("  branches: " + ", ".join(f"{name} {count}" for name, count in report["branches"].items()))
-    trajectory = report["trajectory_vs_python"]
+    equivalence = report.equivalence
+    print(f"  equivalence: worst |du| {equivalence.worst_error:.3g} ({equivalence.worst_bound_ratio:.3f} of "
+          f"the float32 tolerance), branch mismatches {equivalence.branch_mismatches}")
+    print("  branches: " + ", ".join(f"{name} {count}" for name, count in report.branches.items()))
+    trajectory = report.trajectory_vs_python
     if "within_propagated_bound" in trajectory:
         print(f"  trajectory vs Python closed loop: max |dx| {max(trajectory['max_abs_state_deviation']):.3g}, "
               f"propagated float32 bound up to {max(trajectory['propagated_bound_max']):.3g} "
               f"(worst {trajectory['worst_deviation_over_bound']:.3f} of it)")
-    safety = report["safety"]
-    print(f"  safety: {safety['violating_steps']} violating steps; worst rows "
-          + ", ".join(f"{n} {v:.4g}" for n, v in zip(safety["row_names"], safety["worst_per_row"])))
+    safety = report.safety
+    print(f"  safety: {safety.violating_steps} violating steps; worst rows "
+          + ", ".join(f"{n} {v:.4g}" for n, v in zip(safety.row_names, safety.worst_per_row)))
     injected = ", ".join(f"{k} {v}" for k, v in frames["injected"].items() if v) or "none"
     target = frames["target"]
     print(f"  faults injected: {injected}; target rejected crc {target['crc_errors']}, length "
           f"{target['length_errors']}, header {target['header_errors']}, sequence {target['sequence_errors']}; "
           f"watchdog replies {frames['watchdog_replies']} (late host {frames['late_host_steps']}, unexplained "
           f"{frames['watchdog_replies_unexplained']}); repeats {frames['repeat_requests']}")
-    for name, ok in report["summary"]["checks"].items():
+    for name, ok in report.summary.checks.items():
         print(f"  {'ok  ' if ok else 'FAIL'} {name}")
-    print(f"  safety held: {'yes' if report['summary']['safety_held'] else 'NO'}")
+    print(f"  safety held: {'yes' if report.summary.safety_held else 'NO'}")
     return EXIT_OK if result.passed else EXIT_UNSAFE
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import ReportRequest, run_report
+    from . import api
 
-    result = run_report(ReportRequest(run_dir=args.run_dir))
+    result = api.report(args.run_dir)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(_json(result.to_dict()))
         return EXIT_OK
     for section in result.data.sections:
         if not section.present:

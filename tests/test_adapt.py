@@ -135,12 +135,12 @@ def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, name):
 
     summary, records = runs["scpo"]
     assert len(records) == SHORT_RUN and all(r["g_max"] <= 0 for r in records)
-    assert summary["violating_iterations"] == 0 and summary["final_safe"]
-    assert summary["final_loss"] < summary["initial_loss"]
+    assert summary.violating_iterations == 0 and summary.final_safe
+    assert summary.final_loss < summary.initial_loss
 
     summary, records = runs["unconstrained"]
     assert len(records) == SHORT_RUN
-    assert summary["violating_iterations"] >= 1 and any(r["g_max"] > 0 for r in records)
+    assert summary.violating_iterations >= 1 and any(r["g_max"] > 0 for r in records)
 
 
 def test_resume_refuses_other_settings(tmp_path, capsys):

@@ -111,7 +111,7 @@ def empc_run(tmp_path_factory):
     plant = _reduced(tmp_path, "pendulum_empc", count=16, horizon=100)
     run = tmp_path / "run"
     result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
-    return run, result.summary
+    return run, result.summary.to_json()
 
 
 @pytest.mark.slow
@@ -168,15 +168,16 @@ def test_export_and_hil_run_the_certified_law_on_the_cortex_m4(empc_run, tmp_pat
     shutil.copytree(empc_run[0], run)
     export = run_export(ExportRequest(run_dir=str(run), target="cortex-m4"))
     assert export.equivalent
-    backup = export.manifest["backup"]
+    manifest = export.manifest.to_json()
+    backup = manifest["backup"]
     assert backup["embedded"] and backup["cortex_m4"].startswith("built: the certified law")
-    arm = export.manifest["builds"]["cortex-m4"]
+    arm = manifest["builds"]["cortex-m4"]
     assert arm["backup"] == "mpc (embedded, the certified law)"
     assert "empc_solve_f32" in arm["mpc_object"]["stack_bytes"]
     reports = {}
     for target in ("sil", "qemu"):
         result = run_hil(HilRequest(run_dir=str(run), target=target, episodes=2, steps=40, plots=False))
-        report = result.report
+        report = result.report.to_json()
         assert result.passed, report["summary"]
         assert report["law"].startswith("the certified law")
         assert report["equivalence"]["branch_mismatches"] == 0 and report["safety"]["violating_steps"] == 0
@@ -191,7 +192,7 @@ def test_export_and_hil_run_the_certified_law_on_the_cortex_m4(empc_run, tmp_pat
         assert reports["sil"][key] == reports["qemu"][key], key
     # verify: the exported solver against the exact QP, the Monte Carlo with the embedded MPC in the loop, and no
     # LQR-fallback check (the Cortex-M4 build is the certified law)
-    checks = {c["name"]: c for c in run_verify(VerifyRequest(run_dir=str(run), samples=8, halton=8)).certificate["checks"]}
+    checks = {c["name"]: c for c in run_verify(VerifyRequest(run_dir=str(run), samples=8, halton=8)).certificate.to_json()["checks"]}
     assert checks["integrity"]["verdict"] == "VERIFIED" and checks["equivalence"]["verdict"] == "VERIFIED"
     assert checks["mpc_solver"]["verdict"] == "VERIFIED"
     assert checks["mpc_solver"]["details"]["max_relative_difference"] <= TOLERANCE

@@ -52,8 +52,8 @@ def _full_strength_run(source: Path, destination: Path, seed: int = 1) -> Path:
 
 def _export(run: Path, precision: str, target: str = "host", profile: str = "speed") -> dict:
     result = run_export(ExportRequest(run_dir=str(run), precision=precision, target=target, profile=profile))
-    assert result.equivalent, result.manifest["self_check"]
-    return result.manifest
+    assert result.equivalent, result.manifest.self_check
+    return result.manifest.to_json()
 
 
 def test_reference_is_the_trained_policy(adapted_runs, lqr_model_name):

@@ -255,7 +255,7 @@ def test_harness_files_out_of_turn_replies_instead_of_failing():
 @pytest.mark.slow
 def test_sil_episodes_match_the_reference_and_stay_safe(hil_run):
     result = run_hil(HilRequest(run_dir=str(hil_run), target="sil", episodes=4))
-    report = result.report
+    report = result.report.to_json()
     assert result.passed, report["summary"]
     assert report["equivalence"]["worst_bound_ratio"] <= 1.0 and report["equivalence"]["branch_mismatches"] == 0
     assert report["safety"]["violating_steps"] == 0 and report["deadline_misses"] == 0
@@ -276,7 +276,8 @@ def test_sil_episodes_match_the_reference_and_stay_safe(hil_run):
 def test_sil_with_faults_applies_no_corrupted_command_and_holds_the_backup(hil_run):
     result = run_hil(HilRequest(run_dir=str(hil_run), target="sil", episodes=4, seed=1, plots=False,
                                 faults="drop=0.06,corrupt=0.06,delay=0.02,noise=0.005"))
-    report, frames = result.report, result.report["frames"]
+    report = result.report.to_json()
+    frames = report["frames"]
     injected = frames["injected"]
     assert injected["uplink_dropped"] > 0 and injected["uplink_corrupted"] > 0
     assert injected["downlink_dropped"] > 0 and injected["downlink_corrupted"] > 0
@@ -340,7 +341,7 @@ def test_hil_cli_usage_errors(hil_run, tmp_path, capsys):
 @pytest.mark.skipif(not qemu_available(), reason="qemu-system-arm / arm-none-eabi-gcc not installed")
 def test_qemu_episode_reports_instructions_per_step(hil_run):
     result = run_hil(HilRequest(run_dir=str(hil_run), target="qemu", episodes=2, steps=40, plots=False))
-    report = result.report
+    report = result.report.to_json()
     assert result.passed, report["summary"]
     assert report["hello"]["board"] == protocol.load_protocol().BOARD_MPS2_AN386
     assert 30 <= report["compute"]["instructions_per_tick"] <= 50  # 25 MHz SysTick, 1 ns per instruction
@@ -355,11 +356,11 @@ def test_qemu_with_faults_holds_the_backup(hil_run):
     # simulated time: the harness's DEADLINE frame, not the guest's clock, ends a step whose STATE frame was lost
     result = run_hil(HilRequest(run_dir=str(hil_run), target="qemu", episodes=2, steps=40, plots=False, seed=2,
                                 faults="drop=0.05,corrupt=0.05", watchdog_ms=5))
-    frames = result.report["frames"]
+    frames = result.report.frames
     assert frames["steps_with_lost_state_frame"] == frames["watchdog_replies"] == frames["target"]["watchdog_events"] > 0
     assert frames["lost_state_frames_answered_ok"] == 0 and frames["harness"]["corrupted_frames_accepted"] == 0
     assert frames["repeat_requests"] == frames["target"]["repeats_served"] > 0
-    assert result.passed and result.report["summary"]["safety_held"]
+    assert result.passed and result.report.summary.safety_held
 
 
 def test_propagated_bound_catches_a_wrong_command(hil_run):
@@ -402,10 +403,10 @@ def test_size_profile_runs_in_sil_and_qemu(adapted_runs, tmp_path):
     run = tmp_path / "double_integrator"
     shutil.copytree(adapted_runs["double_integrator"], run, ignore=shutil.ignore_patterns("export", "hil"))
     export = run_export(ExportRequest(run_dir=str(run), target="cortex-m4", profile="size"))
-    assert export.equivalent and export.manifest["profile"] == "size"
+    assert export.equivalent and export.manifest.profile == "size"
     for target in ("sil", "qemu"):
         result = run_hil(HilRequest(run_dir=str(run), target=target, episodes=2, steps=40, plots=False))
-        report = result.report
+        report = result.report.to_json()
         assert result.passed, report["summary"]
         assert report["equivalence"]["worst_bound_ratio"] <= 1.0 and report["safety"]["violating_steps"] == 0
     assert report["compute"]["instructions_per_step_p50"] > 4000

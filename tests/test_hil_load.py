@@ -93,7 +93,7 @@ def test_realtime_under_a_cpu_hog_reports_a_late_host_not_a_target_fault(fast_ru
     with cpu_hog():
         for seed in range(3):  # the hog makes a late step all but certain; try a few runs rather than flake
             report = run_hil(HilRequest(run_dir=str(fast_run), target="sil", episodes=2, steps=60, seed=seed,
-                                        plots=False, realtime=True, watchdog_ms=2.0)).report
+                                        plots=False, realtime=True, watchdog_ms=2.0)).report.to_json()
             reports.append(report)
             if report["frames"]["late_host_steps"] > 0:
                 break

@@ -50,8 +50,8 @@ def test_adapt_on_the_pendulum_with_mpc_is_safe_and_improves(tmp_path):
     result = run_adapt(AdaptRequest(plant=str(MODELS / "pendulum_mpc.yaml"), out=str(run), iterations=2,
                                     progress=False))
     summary = result.summary
-    assert summary["feasible_every_iteration"] and summary["final_safe"]
-    assert summary["final_loss"] < summary["initial_loss"]
+    assert summary.feasible_every_iteration and summary.final_safe
+    assert summary.final_loss < summary.initial_loss
     lines = [json.loads(line) for line in (run / "training.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(line["g_max"] <= 0 for line in lines)
 
@@ -71,8 +71,8 @@ def test_adapt_on_the_cartpole_with_mpc_lowers_the_closed_loop_cost_safely(tmp_p
     plant = _reduced(tmp_path, "cartpole_mpc", count=8, horizon=60)
     result = run_adapt(AdaptRequest(plant=str(plant), out=str(tmp_path / "run"), iterations=1, progress=False))
     summary = result.summary
-    assert summary["feasible_every_iteration"] and summary["final_safe"]
-    assert summary["final_loss"] < summary["initial_loss"]
+    assert summary.feasible_every_iteration and summary.final_safe
+    assert summary.final_loss < summary.initial_loss
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def mpc_run(tmp_path_factory):
     plant = write_yaml(directory / "pendulum_mpc.yaml", data)
     run = directory / "run"
     result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
-    assert result.summary["feasible_every_iteration"]
+    assert result.summary.feasible_every_iteration
     export = run_export(ExportRequest(run_dir=str(run)))
     assert export.equivalent
     return run
@@ -133,7 +133,7 @@ def test_cortex_m4_build_of_an_mpc_run_is_the_lqr_fallback_and_says_so(mpc_run, 
     assert "x86-64" in capsys.readouterr().err
     export = run_export(ExportRequest(run_dir=str(run), target="cortex-m4"))
     assert export.equivalent
-    manifest = export.manifest
+    manifest = export.manifest.to_json()
     assert "NOT the law SCPO certified" in manifest["backup"]["cortex_m4"]
     assert manifest["builds"]["cortex-m4"]["backup"] == "lqr"
     fallback_checks = [c for c in manifest["self_check"] if "LQR fallback" in c["implementation"]]
@@ -144,11 +144,11 @@ def test_cortex_m4_build_of_an_mpc_run_is_the_lqr_fallback_and_says_so(mpc_run, 
     assert "u_backup" in host_source
     # the emulated Cortex-M4 runs the fallback law, and the report names it
     result = run_hil(HilRequest(run_dir=str(run), target="qemu", episodes=1, steps=20, plots=False))
-    assert "NOT the law SCPO certified" in result.report["law"]
-    assert result.report["equivalence"]["worst_bound_ratio"] <= 1.0
-    assert result.report["compute"]["instructions_per_step_p50"] < 20000  # no MPC on the target
+    assert "NOT the law SCPO certified" in result.report.law
+    assert result.report.equivalence.worst_bound_ratio <= 1.0
+    assert result.report.compute["instructions_per_step_p50"] < 20000  # no MPC on the target
     # verify judges the fallback's closed loop separately
-    certificate = run_verify(VerifyRequest(run_dir=str(run), samples=8, halton=0)).certificate
+    certificate = run_verify(VerifyRequest(run_dir=str(run), samples=8, halton=0)).certificate.to_json()
     checks = {check["name"]: check for check in certificate["checks"]}
     assert checks["cortex_m4_lqr_fallback"]["verdict"] in (VERIFIED, FALSIFIED)
     assert "NOT the law SCPO certified" in checks["cortex_m4_lqr_fallback"]["claim"]
@@ -156,7 +156,7 @@ def test_cortex_m4_build_of_an_mpc_run_is_the_lqr_fallback_and_says_so(mpc_run, 
 
 def test_sil_runs_the_exported_mpc_and_law_in_lockstep(mpc_run):
     result = run_hil(HilRequest(run_dir=str(mpc_run), target="sil", episodes=3, steps=40, plots=True))
-    report = result.report
+    report = result.report.to_json()
     assert result.passed, report["summary"]
     assert report["equivalence"]["worst_bound_ratio"] <= 1.0 and report["equivalence"]["branch_mismatches"] == 0
     # the MPC's solve is inside the timed step: far more than the LQR's microsecond
@@ -172,7 +172,8 @@ def test_sil_with_dropped_frames_answers_with_the_mpc_on_the_last_state(mpc_run)
     # cannot fire the watchdog (with a wall-clock watchdog of 25 ms this failed once in ten runs)
     result = run_hil(HilRequest(run_dir=str(mpc_run), target="sil", episodes=2, steps=40, seed=2, plots=False,
                                 faults="drop=0.1,corrupt=0.05"))
-    report, frames = result.report, result.report["frames"]
+    report = result.report.to_json()
+    frames = report["frames"]
     assert frames["watchdog_replies"] > 0 and frames["lost_state_frames_answered_ok"] == 0
     # watchdog replies are checked against the MPC solved at the last accepted state, in sequence
     assert report["equivalence"]["worst_bound_ratio"] <= 1.0
@@ -181,7 +182,7 @@ def test_sil_with_dropped_frames_answers_with_the_mpc_on_the_last_state(mpc_run)
 
 def test_verify_runs_the_mpc_checks_and_says_what_it_does_not(mpc_run):
     result = run_verify(VerifyRequest(run_dir=str(mpc_run), samples=24, halton=8))
-    checks = {check["name"]: check for check in result.certificate["checks"]}
+    checks = {check["name"]: check for check in result.certificate.to_json()["checks"]}
     assert checks["integrity"]["verdict"] == VERIFIED
     assert checks["mpc_solver"]["verdict"] == VERIFIED
     assert checks["mpc_solver"]["details"]["max_difference"] <= 1e-5
@@ -192,7 +193,7 @@ def test_verify_runs_the_mpc_checks_and_says_what_it_does_not(mpc_run):
     assert "acados MPC" in safety["details"]["in_the_loop"]
     for name in ("falsification", "reachability"):
         assert checks[name]["verdict"] == UNKNOWN and checks[name]["details"]["reason"]
-    assert not result.certificate["summary"]["safe_for_every_initial_state_of_the_box"]
+    assert not result.certificate.summary.safe_for_every_initial_state_of_the_box
 
 
 def test_the_mpc_run_files_validate_against_their_schemas(mpc_run):
@@ -215,7 +216,7 @@ def test_verify_refuses_to_run_a_tampered_solver(mpc_run, tmp_path):
     data[-1] ^= 0xFF
     library.write_bytes(bytes(data))
     result = run_verify(VerifyRequest(run_dir=str(copy), samples=4, halton=0))
-    checks = {check["name"]: check for check in result.certificate["checks"]}
+    checks = {check["name"]: check for check in result.certificate.to_json()["checks"]}
     assert checks["integrity"]["verdict"] == FALSIFIED
     assert any("libacados_ocp_solver" in p for p in checks["integrity"]["details"]["problems"])
     assert checks["mpc_solver"]["verdict"] == UNKNOWN and result.exit_code == 1
@@ -228,7 +229,7 @@ def test_verify_refuses_to_run_a_tampered_solver(mpc_run, tmp_path):
     manifest["backup"]["acados_runtime_sha256"]["libhpipm.so"] = "0" * 64
     manifest_path.write_text(json.dumps(manifest))
     result = run_verify(VerifyRequest(run_dir=str(copy), samples=4, halton=0))
-    problems = result.certificate["checks"][0]["details"]["problems"]
+    problems = result.certificate.checks[0].details["problems"]
     assert problems == ["acados runtime libhpipm.so: differs from the one the export was built against (the MPC "
                         "that would run is not the exported one: export again)"]
 

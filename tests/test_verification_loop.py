@@ -116,7 +116,7 @@ def _sparse_plant(tmp_path: Path) -> Path:
 
 def _verify(run: Path) -> dict:
     run_export(ExportRequest(run_dir=str(run)))
-    return run_verify(VerifyRequest(run_dir=str(run), samples=2000, halton=500)).certificate
+    return run_verify(VerifyRequest(run_dir=str(run), samples=2000, halton=500)).certificate.to_json()
 
 
 @pytest.mark.slow
@@ -129,9 +129,9 @@ def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_pat
 
     looped = tmp_path / "looped"
     summary = run_adapt(AdaptRequest(plant=str(plant), out=str(looped), iterations=40, progress=False)).summary
-    loop = summary["verification_loop"]
-    assert loop["enabled"] and loop["rounds"] >= 1 and loop["validation_states_added"] > 0
-    assert summary["violating_iterations"] == 0 and summary["final_safe"]
+    loop = summary.verification_loop
+    assert loop.enabled and loop.rounds >= 1 and loop.validation_states_added > 0
+    assert summary.violating_iterations == 0 and summary.final_safe
     lines = [json.loads(line) for line in (looped / "training.jsonl").read_text().splitlines()]
     rounds = [line["verification_round"] for line in lines if "verification_round" in line]
     assert rounds and rounds[0]["falsified"] and rounds[0]["added"] > 0
@@ -140,7 +140,7 @@ def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_pat
     adaptation = ControlAdaptation(build_problem(load_plant_spec(plant)), policy)
     with np.load(looped / "checkpoint.npz") as checkpoint:
         adaptation.set_states(checkpoint["validation_states"])
-    assert adaptation.n_states == 6 + loop["validation_states_added"]
+    assert adaptation.n_states == 6 + loop.validation_states_added
     assert np.all(adaptation.constraints(theta[None, :])[0] + adaptation.margins <= 0.0)
     certificate = _verify(looped)
     assert not certificate["summary"]["falsified"], [c for c in certificate["checks"] if c["verdict"] == "FALSIFIED"]

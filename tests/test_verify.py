@@ -34,8 +34,10 @@ def _exported_copy(source: Path, destination: Path, precision: str = "float32", 
     return destination
 
 
-def _check(certificate: dict, name: str) -> dict:
-    return next(check for check in certificate["checks"] if check["name"] == name)
+def _check(certificate, name: str) -> dict:
+    """The check ``name`` of a certificate (a :class:`Certificate` or its JSON) as JSON."""
+    checks = certificate.to_json()["checks"] if hasattr(certificate, "to_json") else certificate["checks"]
+    return next(check for check in checks if check["name"] == name)
 
 
 def _host(run: Path) -> HostLaw:
@@ -83,7 +85,7 @@ def test_intact_export_passes_integrity_and_equivalence(adapted_runs, tmp_path, 
     """In every code profile (the twin in the other precision is built in the export's profile)."""
     run = _exported_copy(adapted_runs["double_integrator"], tmp_path / "run", profile=profile)
     result = run_verify(VerifyRequest(run_dir=str(run), **FAST))
-    certificate = result.certificate
+    certificate = result.certificate.to_json()
     assert _check(certificate, "integrity")["verdict"] == "VERIFIED"
     equivalence = _check(certificate, "equivalence")
     assert equivalence["verdict"] == "VERIFIED" and equivalence["details"]["states"] >= 10_000
@@ -327,7 +329,7 @@ def test_default_double_integrator_certificate_is_verified_or_explained(default_
     assert code == 0
     run = _exported_copy(source, tmp_path / "di")
     result = run_verify(VerifyRequest(run_dir=str(run), samples=4000, halton=1024))
-    certificate = result.certificate
+    certificate = result.certificate.to_json()
     reachability = _check(certificate, "reachability")
     if reachability["verdict"] == "VERIFIED":
         assert certificate["summary"]["safe_for_every_initial_state_of_the_box"]

@@ -65,7 +65,7 @@ def double_integrator(iterations: int) -> list[str]:
                                    iterations=iterations, method=method, progress=False,
                                    verify_loop=False)
             start = time.perf_counter()
-            summary = run_adapt(request).summary
+            summary = run_adapt(request).summary.to_json()
             seconds = time.perf_counter() - start
             rows.append(
                 f"| double integrator, malicious expert | {method} | {summary['iterations']} "

@@ -13,14 +13,14 @@ import csv
 import io
 import keyword
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 
 import numpy as np
 
 from ..plant.expr import FUNCTIONS, Expression, ExpressionError, parse_expression
 from .fields import Field
-from .yaml_source import read_yaml
+from .yaml_source import parse_yaml, read_yaml
 
 SCHEMA = "scpo-plant/1"
 BACKUP_TYPES = ("lqr", "mpc")
@@ -212,6 +212,8 @@ class PlantSpec:
     scpo: ScpoSettings
     source: str
     text_sha256: str
+    #: the plant file's text (UTF-8), what ``adapt`` copies into the run directory as ``plant.yaml``
+    text: str = dataclass_field(default="", repr=False, compare=False)
 
     @property
     def nx(self) -> int:
@@ -242,6 +244,18 @@ def load_plant_spec(path: str | Path) -> PlantSpec:
     document = read_yaml(path, str(path))
     root = Field(document.data, (), document)
     return _build(root, path)
+
+
+def parse_plant_spec(text: str, source: str, directory: str | Path = ".") -> PlantSpec:
+    """Validate a plant file's ``text`` as :func:`load_plant_spec` validates a file (``source`` names it in
+    messages; an expert's ``data`` CSV is looked up in ``directory``).
+
+    Raises
+    ------
+    SpecError
+    """
+    document = parse_yaml(text, source)
+    return _build(Field(document.data, (), document), Path(directory) / "plant.yaml")
 
 
 def _build(root: Field, path: Path) -> PlantSpec:
@@ -281,6 +295,7 @@ def _build(root: Field, path: Path) -> PlantSpec:
         name=name, description=description, dt=dt, states=states, inputs=inputs, params=params,
         dynamics=dynamics, x_eq=x_eq, u_eq=u_eq, constraints=constraints, backup=backup,
         safety=safety, task=task, policy=policy, scpo=scpo, source=root.document.source, text_sha256=root.document.sha256,
+        text=root.document.text,
     )
 
 

@@ -56,12 +56,15 @@ class YamlDocument:
         The file name used in messages.
     sha256 : str
         Hex digest of the file's bytes.
+    text : str
+        The file's text.
     """
 
     data: Any
     lines: dict
     source: str
     sha256: str
+    text: str = ""
 
     def line_of(self, path: tuple) -> int | None:
         """Line of the value at ``path``, or of its closest parent."""
@@ -111,7 +114,7 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
         raise SpecError(source, "", f"YAML error: {exc}") from None
     finally:
         loader.dispose()
-    return YamlDocument(data=data, lines=builder.lines, source=source, sha256=sha256)
+    return YamlDocument(data=data, lines=builder.lines, source=source, sha256=sha256, text=text)
 
 
 class _Builder:

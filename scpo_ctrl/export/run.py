@@ -37,7 +37,8 @@ from .. import __version__
 from ..config.campaign import load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
-from ..files import atomic_write_json, atomic_write_text, json_safe
+from ..files import atomic_write_text, json_safe
+from ..run_files import BuildInfo, EquivalenceRecord, ExportManifest, NetworkInfo, OnnxInfo, from_json
 from . import build
 from .c_bundle import DEFAULT_PROFILE, PRECISIONS, PROFILES, render_bundle, render_host_batch
 from ..backup.embedded_mpc_codegen import C_FLAGS, DATA_HEADER
@@ -82,7 +83,7 @@ class ExportResult:
     """Where the export went, its manifest, and whether the self-check passed."""
 
     export_dir: Path
-    manifest: dict
+    manifest: ExportManifest
     equivalent: bool
 
 
@@ -105,11 +106,6 @@ def inputs_hash(plant_bytes: bytes, law: DeployedLaw, precision: str, target: st
     for part in parts:
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
-
-
-def manifest_profile(manifest: dict) -> str:
-    """The code profile an export was made with (exports from before profiles: ``unrolled``)."""
-    return manifest.get("profile", "unrolled")
 
 
 def run_export(request: ExportRequest) -> ExportResult:
@@ -141,12 +137,12 @@ def run_export(request: ExportRequest) -> ExportResult:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    equivalent = all(check["passed"] for check in manifest["self_check"])
+    equivalent = manifest.self_check_passed
     return ExportResult(export_dir=target, manifest=manifest, equivalent=equivalent)
 
 
 def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest: str, plant_bytes: bytes,
-              mpc_files=None) -> dict:
+              mpc_files=None) -> ExportManifest:
     precision, name, profile = request.precision, law.name, request.profile
     flags = build.PROFILE_OPTIMISATION[profile]
     metadata = {
@@ -235,17 +231,17 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         str(path.relative_to(directory)): sha256_file(path)
         for path in sorted(directory.rglob("*")) if path.is_file()
     }
-    manifest = {
-        "format": MANIFEST_FORMAT, "generator": f"scpo-ctrl {__version__}", "plant": name,
-        "precision": precision, "target": request.target, "profile": profile, "inputs_sha256": digest,
-        "plant_sha256": metadata["plant_sha256"], "law_sha256": metadata["law_sha256"],
-        "network": {"sizes": list(law.sizes), "activation": law.activation,
-                    "multiply_accumulates": law.multiply_accumulates},
-        "onnx": {"file": "policy.onnx", "opset": OPSET, "ir_version": IR_VERSION,
-                 "onnxruntime": onnxruntime.__version__},
-        "backup": backup, "builds": builds, "self_check": checks, "artefacts": artefacts,
-    }
-    atomic_write_json(directory / "manifest.json", json_safe(manifest))
+    manifest = ExportManifest(
+        format=MANIFEST_FORMAT, generator=f"scpo-ctrl {__version__}", plant=name,
+        precision=precision, target=request.target, profile=profile, inputs_sha256=digest,
+        plant_sha256=metadata["plant_sha256"], law_sha256=metadata["law_sha256"],
+        network=NetworkInfo(sizes=tuple(law.sizes), activation=law.activation,
+                            multiply_accumulates=law.multiply_accumulates),
+        onnx=OnnxInfo(file="policy.onnx", opset=OPSET, ir_version=IR_VERSION, onnxruntime=onnxruntime.__version__),
+        backup=backup, builds={target: from_json(BuildInfo, json_safe(info)) for target, info in builds.items()},
+        self_check=tuple(EquivalenceRecord(**check) for check in checks), artefacts=artefacts,
+    )
+    manifest.write(directory / "manifest.json")
     return manifest
 
 

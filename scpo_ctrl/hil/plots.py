@@ -10,16 +10,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..run_files import HilReport  # noqa: E402
+
 MAX_EPISODES_PLOTTED = 4
 
 
-def plot_hil(out_dir: Path, law, traces: list, python, report: dict) -> list:
+def plot_hil(out_dir: Path, law, traces: list, python, report: HilReport) -> list:
     """Write ``traces.png`` and ``latency.png`` into ``out_dir``; return their paths."""
     return [_traces(out_dir / "traces.png", law, traces, python, report),
             _latency(out_dir / "latency.png", traces, report)]
 
 
-def _traces(path: Path, law, traces: list, python, report: dict) -> Path:
+def _traces(path: Path, law, traces: list, python, report: HilReport) -> Path:
     rows = law.nx + law.nu
     fig, axes = plt.subplots(rows, 1, figsize=(8, 2.2 * rows), sharex=True)
     axes = np.atleast_1d(axes)
@@ -50,9 +52,9 @@ def _traces(path: Path, law, traces: list, python, report: dict) -> Path:
                 handles.append(h)
                 labels.append(lab)
     axes[0].legend(handles, labels, loc="best", fontsize=8)
-    faults = ", ".join(f"{k}={v}" for k, v in report["faults"].items() if v) or "no faults"
+    faults = ", ".join(f"{k}={v}" for k, v in report.faults.items() if v) or "no faults"
     backup = "; MPC backup (acados)" if law.backup_is_input else ""
-    fig.suptitle(f"{law.name}: HIL ({report['target']}; {faults}{backup}) vs Python closed loop\n"
+    fig.suptitle(f"{law.name}: HIL ({report.target}; {faults}{backup}) vs Python closed loop\n"
                  f"first {min(len(traces), MAX_EPISODES_PLOTTED)} episodes; colours = episodes", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -60,7 +62,7 @@ def _traces(path: Path, law, traces: list, python, report: dict) -> Path:
     return path
 
 
-def _latency(path: Path, traces: list, report: dict) -> Path:
+def _latency(path: Path, traces: list, report: HilReport) -> Path:
     round_trip = np.concatenate([t.round_trip for t in traces]) * 1e3
     status = np.concatenate([t.status for t in traces])
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -70,13 +72,13 @@ def _latency(path: Path, traces: list, report: dict) -> Path:
     if np.any(status != 0):
         ax.hist(round_trip[status != 0], bins=bins, color="red", alpha=0.7, label="watchdog replies")
     ax.set_xscale("log")
-    latency = report["latency_seconds"]
+    latency = report.latency_seconds
     for key, style in (("p50", "--"), ("p99", ":")):
-        ax.axvline(latency[key] * 1e3, color="k", ls=style, lw=1, label=f"{key} {latency[key] * 1e3:.3g} ms")
-    ax.axvline(report["dt_seconds"] * 1e3, color="red", lw=1.2, label=f"dt {report['dt_seconds'] * 1e3:g} ms")
+        ax.axvline(getattr(latency, key) * 1e3, color="k", ls=style, lw=1, label=f"{key} {getattr(latency, key) * 1e3:.3g} ms")
+    ax.axvline(report.dt_seconds * 1e3, color="red", lw=1.2, label=f"dt {report.dt_seconds * 1e3:g} ms")
     ax.set_xlabel("round trip [ms] (log)")
     ax.set_ylabel("steps")
-    ax.set_title(f"{report['plant']}: round-trip latency, target {report['target']}", fontsize=10)
+    ax.set_title(f"{report.plant}: round-trip latency, target {report.target}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -10,10 +10,9 @@ each target into ``RUN_DIR/hil/report.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,9 @@ from ..export.equivalence import SWITCHING_BAND
 from ..export.error_bound import float_error_bound
 from ..export.law import BRANCHES, DeployedLaw, deployed_input_limits, evaluate, law_from_run, lqr_fallback
 from ..export.mpc_bundle import MpcController, artefacts_of
-from ..files import atomic_write_json, json_safe
 from ..plant.model import build_plant, evaluate_rows
+from ..run_files import (ExportManifest, HilEquivalence, HilIndex, HilReport, HilSafety, HilVerdict, Latency,
+                         RunFileError)
 from ..sim.initial_states import initial_box, validation_states
 from ..verify.closed_loop import simulate
 from ..verify.mpc import simulate_with_mpc
@@ -80,9 +80,32 @@ class HilRequest:
 
 @dataclass(frozen=True)
 class HilResult:
-    report: dict
+    """The report, where it was written (``RUN_DIR/hil/<target>/report.json``) and whether every check passed."""
+
+    report: HilReport
     path: Path
     passed: bool
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What one HIL run was: the request, the target (its description and hello), the law on it and the plant,
+    the faults, the watchdog deadline [s], steps per episode, the initial states ``(episodes, nx)`` and
+    whether the watchdog ran in real time."""
+
+    request: HilRequest
+    target: object
+    description: str
+    law: DeployedLaw
+    law_note: str
+    model: object
+    hello: object
+    faults: object
+    injector: FaultInjector
+    watchdog_s: float
+    steps: int
+    x0: np.ndarray
+    realtime: bool
 
 
 @dataclass(frozen=True)
@@ -145,19 +168,19 @@ def run_hil(request: HilRequest) -> HilResult:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
     export_dir = run_dir / "export"
-    manifest_path = export_dir / "manifest.json"
+    manifest_path = run_dir / ExportManifest.RELATIVE_PATH
     if not manifest_path.is_file():
         raise UsageError(f"{export_dir}: no export; run `scpo-ctrl export {run_dir}` first")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest["precision"] != "float32":
+    manifest = ExportManifest.read(manifest_path)
+    if manifest.precision != "float32":
         raise UsageError("hil needs a float32 export (the frames carry float32)")
-    mpc_export = manifest.get("backup", {}).get("type") == "mpc"
-    embedded = bool(manifest.get("backup", {}).get("embedded"))
-    if mpc_export and not embedded and target.kind != "sil" and manifest["target"] != "cortex-m4":
+    mpc_export = manifest.backup_type == "mpc"
+    embedded = bool(manifest.backup.get("embedded"))
+    if mpc_export and not embedded and target.kind != "sil" and manifest.target != "cortex-m4":
         raise UsageError(f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, whose acados "
                          "solver exists for the host only (x86-64 libraries): use --target sil, or export with "
                          "--target cortex-m4 for the LQR-fallback build (not the law SCPO certified)")
-    if target.kind == "qemu" and manifest["target"] != "cortex-m4":
+    if target.kind == "qemu" and manifest.target != "cortex-m4":
         raise UsageError(f"--target qemu needs `scpo-ctrl export {run_dir} --target cortex-m4`")
     if request.episodes < 1 or (request.steps is not None and request.steps < 1):
         raise UsageError("--episodes and --steps must be >= 1")
@@ -170,8 +193,8 @@ def run_hil(request: HilRequest) -> HilResult:
         if not mpc_export:
             raise UsageError(f"{export_dir}: the export has no MPC backup but the policy runs on one: export again")
         if target.kind == "sil" or embedded:
-            controller = MpcController(artefacts_of(export_dir, manifest).controller_library, law.nx, law.nu,
-                                       law.u_eq)
+            controller = MpcController(artefacts_of(export_dir, manifest.to_json()).controller_library, law.nx,
+                                       law.nu, law.u_eq)
             law_note = ("the certified law: the exported law on the embedded MPC, the same float32 C SCPO ran"
                         if embedded else "the exported law on the exported acados MPC (the law SCPO certified)")
         else:
@@ -210,19 +233,20 @@ def run_hil(request: HilRequest) -> HilResult:
     seconds = time.perf_counter() - started
 
     python = _python_closed_loop(model, law, x0, steps, None if controller is None else controller.library)
-    report = _report(request, target, description, law, model, hello, traces, python, faults, injector, link, wire,
-                     seconds, watchdog_s, steps, x0, realtime)
-    report["law"] = law_note
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.json"
-    atomic_write_json(path, json_safe(report))
+    setup = RunSetup(request=request, target=target, description=description, law=law, law_note=law_note,
+                     model=model, hello=hello, faults=faults, injector=injector, watchdog_s=watchdog_s, steps=steps,
+                     x0=x0, realtime=realtime)
+    report = _report(setup, traces, python, link, wire, seconds)
+    path = run_dir / HilReport.relative_path(target.label)
+    report.write(path)
     if request.plots:
         from .plots import plot_hil
 
-        report["plots"] = [str(p.relative_to(run_dir)) for p in plot_hil(out_dir, law, traces, python, report)]
-        atomic_write_json(path, json_safe(report))
-    _merge_summary(run_dir / "hil" / "report.json", target.label, report)
-    return HilResult(report=report, path=path, passed=report["summary"]["passed"])
+        plots = plot_hil(out_dir, law, traces, python, report)
+        report = replace(report, plots=tuple(str(p.relative_to(run_dir)) for p in plots))
+        report.write(path)
+    _merge_summary(run_dir / HilIndex.RELATIVE_PATH, target.label, report)
+    return HilResult(report=report, path=path, passed=report.summary.passed)
 
 
 def reply_timeout_s(kind: str, watchdog_s: float, realtime: bool) -> float:
@@ -332,9 +356,12 @@ def _episode(session: Session, law: DeployedLaw, model, x_start: np.ndarray, ste
                         u_ref=u_ref, tol=tol, branch_mismatch=mismatch, stats=stats)
 
 
-def _report(request, target, description, law, model, hello, traces, python, faults, injector, link, wire,
-            seconds, watchdog_s, steps, x0, realtime) -> dict:
-    H = steps
+def _report(setup: RunSetup, traces: list, python, link: dict, wire: dict, seconds: float) -> HilReport:
+    """The report of a run from its episodes' traces, the Python closed loop, the harness's frame counts and the
+    wall time [s]."""
+    law, model, hello, faults, injector = setup.law, setup.model, setup.hello, setup.faults, setup.injector
+    watchdog_s, realtime = setup.watchdog_s, setup.realtime
+    H = setup.steps
     X = np.stack([t.x for t in traces])                     # (E, H+1, nx)
     U = np.stack([t.u for t in traces])                     # (E, H, nu)
     status = np.concatenate([t.status for t in traces])
@@ -409,42 +436,45 @@ def _report(request, target, description, law, model, hello, traces, python, fau
         checks["target_compute_within_the_deadline"] = bool(np.all(ticks[ok] <= watchdog_s * hello.clock_hz))
     passed = all(checks.values())
     worst = int(np.argmax(ratio.max(axis=1))) if ratio.size else 0
-    return {
-        "format": REPORT_FORMAT, "plant": law.name, "target": request.target, "description": description,
-        "episodes": len(traces), "steps_per_episode": H, "seed": request.seed, "dt_seconds": law.dt,
-        "watchdog_seconds": watchdog_s, "timing": "real time" if realtime else "simulated time",
-        "watchdog_note": WATCHDOG_NOTE["real time" if realtime else "simulated time"], "faults": faults.to_dict(), "wall_seconds": seconds,
-        "steps_per_second": status.size / seconds,
-        "initial_states": x0.tolist(),
-        "latency_seconds": {"p50": _q(round_trip, 50), "p99": _q(round_trip, 99), "max": _max(round_trip),
-                            "p50_ok_replies": _q(round_trip[ok], 50), "p99_ok_replies": _q(round_trip[ok], 99)},
-        "compute": compute,
-        "deadline_misses": deadline_misses,
-        "deadline_note": "round trip > dt, wall clock, reported and not judged: mostly the host's time (under "
-                         "QEMU the guest runs in virtual icount time)",
-        "equivalence": {"worst_error": float(error.max()), "worst_bound_ratio": float(ratio.max()),
-                        "worst_step": int(worst), "tolerance": "per-step float32 forward error bound of the "
-                        "export (watchdog steps: the backup's dot-product bound)",
-                        "branch_mismatches": int(sum(t.branch_mismatch.sum() for t in traces))},
-        "safety": {"row_names": [row.name for row in model.rows], "worst_per_row": worst_rows.tolist(),
-                   "violating_steps": violating_steps, "all_states_finite": finite, "safety_held": safety_held},
-        "branches": branch_counts,
-        "trajectory_vs_python": trajectory,
-        "frames": {"injected": dict(injector.counts), "target": firmware, "harness": {**link, **wire},
-                   "steps_with_lost_state_frame": int(np.sum(lost)),
-                   "steps_with_late_state_frame": int(np.sum(delayed)),
-                   "late_state_frames_answered_by_the_watchdog": int(np.sum(delayed & watchdog)),
-                   "watchdog_replies": int(np.sum(watchdog)),
-                   "late_host_steps": causes["late_host_steps"],
-                   "late_state_frames_seen_by_the_target": int(firmware.get("late_frames", 0)),
-                   "host_turnaround_max_seconds": _max(turnaround),
-                   "lost_state_frames_answered_ok": lost_frames_answered_ok,
-                   "watchdog_replies_without_uplink_fault": causes["without_injected_fault"],
-                   "watchdog_replies_unexplained": causes["unexplained"],
-                   "repeat_requests": int(sum(t.repeats.sum() for t in traces))},
-        "hello": None if hello is None else hello.__dict__,
-        "summary": {"checks": checks, "passed": passed, "safety_held": safety_held},
-    }
+    request = setup.request
+    return HilReport(
+        format=REPORT_FORMAT, plant=law.name, target=request.target, description=setup.description,
+        episodes=len(traces), steps_per_episode=H, seed=request.seed, dt_seconds=law.dt,
+        watchdog_seconds=watchdog_s, timing="real time" if realtime else "simulated time",
+        watchdog_note=WATCHDOG_NOTE["real time" if realtime else "simulated time"], faults=faults.to_dict(),
+        wall_seconds=seconds,
+        steps_per_second=status.size / seconds,
+        initial_states=setup.x0.tolist(),
+        latency_seconds=Latency(p50=_q(round_trip, 50), p99=_q(round_trip, 99), max=_max(round_trip),
+                                p50_ok_replies=_q(round_trip[ok], 50), p99_ok_replies=_q(round_trip[ok], 99)),
+        compute=compute,
+        deadline_misses=deadline_misses,
+        deadline_note="round trip > dt, wall clock, reported and not judged: mostly the host's time (under "
+                      "QEMU the guest runs in virtual icount time)",
+        equivalence=HilEquivalence(worst_error=float(error.max()), worst_bound_ratio=float(ratio.max()),
+                                   worst_step=int(worst), tolerance="per-step float32 forward error bound of the "
+                                   "export (watchdog steps: the backup's dot-product bound)",
+                                   branch_mismatches=int(sum(t.branch_mismatch.sum() for t in traces))),
+        safety=HilSafety(row_names=tuple(row.name for row in model.rows), worst_per_row=tuple(worst_rows.tolist()),
+                         violating_steps=violating_steps, all_states_finite=finite, safety_held=safety_held),
+        branches=branch_counts,
+        trajectory_vs_python=trajectory,
+        frames={"injected": dict(injector.counts), "target": firmware, "harness": {**link, **wire},
+                "steps_with_lost_state_frame": int(np.sum(lost)),
+                "steps_with_late_state_frame": int(np.sum(delayed)),
+                "late_state_frames_answered_by_the_watchdog": int(np.sum(delayed & watchdog)),
+                "watchdog_replies": int(np.sum(watchdog)),
+                "late_host_steps": causes["late_host_steps"],
+                "late_state_frames_seen_by_the_target": int(firmware.get("late_frames", 0)),
+                "host_turnaround_max_seconds": _max(turnaround),
+                "lost_state_frames_answered_ok": lost_frames_answered_ok,
+                "watchdog_replies_without_uplink_fault": causes["without_injected_fault"],
+                "watchdog_replies_unexplained": causes["unexplained"],
+                "repeat_requests": int(sum(t.repeats.sum() for t in traces))},
+        hello=None if hello is None else hello.__dict__,
+        summary=HilVerdict(checks=checks, passed=passed, safety_held=safety_held),
+        law=setup.law_note,
+    )
 
 
 WATCHDOG_NOTE = {
@@ -466,16 +496,13 @@ def _max(values: np.ndarray):
     return float(np.max(values)) if np.size(values) else None
 
 
-def _merge_summary(path: Path, label: str, report: dict) -> None:
-    try:
-        merged = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        merged = {}
-    merged.setdefault("format", REPORT_FORMAT)
-    merged.setdefault("targets", {})
-    merged["targets"][label] = {key: report[key] for key in ("target", "timing", "faults", "episodes",
-                                                            "steps_per_episode", "steps_per_second",
-                                                            "latency_seconds", "compute", "deadline_misses",
-                                                            "equivalence", "safety", "summary", "law")}
-    merged["targets"][label]["report"] = f"{label}/report.json"
-    atomic_write_json(path, json_safe(merged))
+def _merge_summary(path: Path, label: str, report: HilReport) -> None:
+    """Put ``report``'s summary under ``label`` in ``hil/report.json`` (the other targets' entries kept; an
+    unreadable index is started afresh)."""
+    index = HilIndex(format=REPORT_FORMAT, targets={})
+    if path.is_file():
+        try:
+            index = HilIndex.read(path)
+        except RunFileError as exc:
+            log.warning("%s; starting it afresh", exc)
+    index.with_target(label, report).write(path)

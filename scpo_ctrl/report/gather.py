@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from ..errors import UsageError
+from ..run_files import AdaptationSummary, Certificate, ExportManifest, HilIndex, HilReport, RunFile, to_json
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,10 @@ class _Reader:
         data = (self.run_dir / relative).read_bytes()
         return data, Source(relative, hashlib.sha256(data).hexdigest())
 
-    def json(self, relative: str) -> tuple:
+    def typed(self, relative: str, kind: type[RunFile]) -> tuple:
+        """The file as its :mod:`scpo_ctrl.run_files` dataclass ``kind``, and its source."""
         data, source = self.raw(relative)
-        try:
-            return json.loads(data.decode("utf-8")), source
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{self.run_dir / relative}: not valid JSON ({exc})") from None
+        return kind.loads(data, self.run_dir / relative), source
 
     def jsonl(self, relative: str) -> tuple:
         data, source = self.raw(relative)
@@ -214,7 +213,7 @@ def _backup(reader: _Reader) -> Section:
 def _training(reader: _Reader) -> Section:
     if not reader.exists("adaptation.json"):
         return _missing("training", "Training", "scpo-ctrl adapt PLANT.yaml")
-    summary, source = reader.json("adaptation.json")
+    summary, source = reader.typed(AdaptationSummary.RELATIVE_PATH, AdaptationSummary)
     sources = [source]
     data = {"summary": summary, "iterations": []}
     if reader.exists("config.resolved.yaml"):
@@ -262,14 +261,14 @@ def _loop_rounds(lines: list) -> tuple:
         for line in lines if isinstance(line.get("verification_round"), dict))
 
 
-def _loop_off_note(summary: dict) -> str | None:
+def _loop_off_note(summary: AdaptationSummary) -> str | None:
     """The one-line note for a run whose summary shows the loop did not run (None: it ran)."""
-    loop = summary.get("verification_loop")
-    if not isinstance(loop, dict):
+    loop = summary.verification_loop
+    if loop is None:
         return "not in this run: adaptation.json predates the verification loop (no verification_loop entry)"
-    if not loop.get("enabled"):
-        if summary.get("method", "scpo") != "scpo":
-            return f"off for this run: the loop runs with --method scpo only (this run: {summary.get('method')})"
+    if not loop.enabled:
+        if summary.method != "scpo":
+            return f"off for this run: the loop runs with --method scpo only (this run: {summary.method})"
         return ("off for this run (scpo-ctrl adapt --no-verify-loop): "
                 "the validation set stayed as the plant file gives it")
     return None
@@ -278,7 +277,7 @@ def _loop_off_note(summary: dict) -> str | None:
 def _verification_loop(reader: _Reader) -> Section:
     if not reader.exists("adaptation.json"):
         return _missing("verification", LOOP_TITLE, "scpo-ctrl adapt PLANT.yaml")
-    summary, source = reader.json("adaptation.json")
+    summary, source = reader.typed(AdaptationSummary.RELATIVE_PATH, AdaptationSummary)
     note = _loop_off_note(summary)
     if note is not None:
         return Section("verification", LOOP_TITLE, missing=note)
@@ -292,9 +291,9 @@ def _verification_loop(reader: _Reader) -> Section:
     from .plots import loop_png
 
     title = "Verification loop: loss with the rounds marked, validation-set size and proven fraction of the box"
-    png = loop_png(lines, rounds, title, summary["verification_loop"].get("initial_validation_states"))
+    png = loop_png(lines, rounds, title, summary.verification_loop.initial_validation_states)
     image = Image(title, lines_source, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
-    data = {"loop": summary["verification_loop"], "rounds": rounds}
+    data = {"loop": summary.verification_loop, "rounds": rounds}
     return Section("verification", LOOP_TITLE, (source, lines_source), _frozen(data), (image,))
 
 
@@ -311,18 +310,18 @@ def _rollouts(reader: _Reader) -> Section:
 def _export(reader: _Reader) -> Section:
     if not reader.exists("export/manifest.json"):
         return _missing("export", "Export", "scpo-ctrl export RUN_DIR")
-    manifest, source = reader.json("export/manifest.json")
+    manifest, source = reader.typed(ExportManifest.RELATIVE_PATH, ExportManifest)
     sources = [source]
     data = {"manifest": manifest, "closed_loop": None, "hil_compute": {}}
-    if reader.exists("certificate.json"):
-        certificate, certificate_source = reader.json("certificate.json")
-        for check in certificate.get("checks", []):
-            if check.get("name") == "closed_loop_safety":
-                data["closed_loop"] = check.get("details")
+    if reader.exists(Certificate.RELATIVE_PATH):
+        certificate, certificate_source = reader.typed(Certificate.RELATIVE_PATH, Certificate)
+        for check in certificate.checks:
+            if check.name == "closed_loop_safety":
+                data["closed_loop"] = check.details
                 sources.append(certificate_source)
-    if reader.exists("hil/report.json"):
-        hil, hil_source = reader.json("hil/report.json")
-        data["hil_compute"] = {name: target.get("compute", {}) for name, target in hil.get("targets", {}).items()}
+    if reader.exists(HilIndex.RELATIVE_PATH):
+        hil, hil_source = reader.typed(HilIndex.RELATIVE_PATH, HilIndex)
+        data["hil_compute"] = {name: target.compute for name, target in hil.targets.items()}
         if data["hil_compute"]:
             sources.append(hil_source)
     return Section("export", "Export: sizes and timings", tuple(sources), _frozen(data))
@@ -331,16 +330,16 @@ def _export(reader: _Reader) -> Section:
 def _equivalence(reader: _Reader) -> Section:
     rows = []
     sources = []
-    if reader.exists("export/manifest.json"):
-        manifest, source = reader.json("export/manifest.json")
-        for entry in manifest.get("self_check", []):
-            rows.append({"where": "export self-check", **entry})
+    if reader.exists(ExportManifest.RELATIVE_PATH):
+        manifest, source = reader.typed(ExportManifest.RELATIVE_PATH, ExportManifest)
+        for entry in manifest.self_check:
+            rows.append({"where": "export self-check", **to_json(entry)})
         sources.append(source)
-    if reader.exists("certificate.json"):
-        certificate, source = reader.json("certificate.json")
-        for check in certificate.get("checks", []):
-            if check.get("name") == "equivalence":
-                for entry in (check.get("details") or {}).get("implementations", []):
+    if reader.exists(Certificate.RELATIVE_PATH):
+        certificate, source = reader.typed(Certificate.RELATIVE_PATH, Certificate)
+        for check in certificate.checks:
+            if check.name == "equivalence":
+                for entry in check.details.get("implementations", []):
                     rows.append({"where": "verify campaign", **entry})
                 sources.append(source)
     if not rows:
@@ -352,17 +351,18 @@ def _equivalence(reader: _Reader) -> Section:
 def _certificate(reader: _Reader) -> Section:
     if not reader.exists("certificate.json"):
         return _missing("certificate", "Certificate", "scpo-ctrl verify RUN_DIR")
-    certificate, source = reader.json("certificate.json")
+    certificate, source = reader.typed(Certificate.RELATIVE_PATH, Certificate)
     sources = [source]
     data = {"certificate": certificate, "manifest_matches": None}
-    if reader.exists("export/manifest.json"):
-        _, manifest_source = reader.raw("export/manifest.json")
-        data["manifest_matches"] = manifest_source.sha256 == certificate.get("manifest_sha256")
+    if reader.exists(ExportManifest.RELATIVE_PATH):
+        _, manifest_source = reader.raw(ExportManifest.RELATIVE_PATH)
+        data["manifest_matches"] = manifest_source.sha256 == certificate.manifest_sha256
         sources.append(manifest_source)
-    checks = {check.get("name"): check for check in certificate.get("checks", [])}
+    checks = {check.name: check for check in certificate.checks}
     data["checks_by_name"] = checks
     images = ()
-    rows = ((checks.get("closed_loop_safety") or {}).get("details") or {}).get("rows")
+    safety = checks.get("closed_loop_safety")
+    rows = safety.details.get("rows") if safety is not None else None
     if rows:
         from .plots import margins_png
 
@@ -377,17 +377,17 @@ def _certificate(reader: _Reader) -> Section:
 def _hil(reader: _Reader) -> Section:
     if not reader.exists("hil/report.json"):
         return _missing("hil", "Hardware in the loop", "scpo-ctrl hil RUN_DIR --target sil")
-    summary, source = reader.json("hil/report.json")
+    summary, source = reader.typed(HilIndex.RELATIVE_PATH, HilIndex)
     sources = [source]
     targets = []
     images = []
-    for name in summary.get("targets", {}):
-        relative = f"hil/{name}/report.json"
+    for name in summary.targets:
+        relative = HilReport.relative_path(name)
         if reader.exists(relative):
-            report, target_source = reader.json(relative)
+            report, target_source = reader.typed(relative, HilReport)
             sources.append(target_source)
         else:
-            report, target_source = summary["targets"][name], source
+            report, target_source = summary.targets[name], source
         target_images = tuple(i for i in (
             reader.image(f"hil/{name}/traces.png", f"{name}: HIL traces vs the Python closed loop"),
             reader.image(f"hil/{name}/latency.png", f"{name}: round-trip latency"),

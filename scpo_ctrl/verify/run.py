@@ -26,7 +26,6 @@ Exit status: 0 when integrity holds and nothing is FALSIFIED, 1 otherwise, 2 on 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -47,13 +46,14 @@ from ..export.error_bound import ONNX_ACTIVATION_ULPS, float_error_bound_box
 from ..export.host_library import HostLaw
 from ..export.law import evaluate, law_from_run
 from ..export.mpc_bundle import acados_runtime_hashes
-from ..export.run import build_host_law, inputs_hash, manifest_profile, run_onnx, sha256_file
-from ..files import atomic_write, atomic_write_json, json_safe
+from ..export.run import build_host_law, inputs_hash, run_onnx, sha256_file
+from ..files import atomic_write
 from ..plant.model import build_plant
 from ..policy.residual import ResidualPolicy
 from ..sim.initial_states import initial_box
 from . import falsify, mpc as verify_mpc, reach
-from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Check
+from ..run_files import ExportManifest
+from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Certificate, CertificateSummary, Check
 from .closed_loop import simulate
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ class VerifyRequest:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    certificate: dict
+    """The certificate, where it was written, and the exit status (0: integrity holds, nothing FALSIFIED)."""
+
+    certificate: Certificate
     path: Path
     exit_code: int
 
@@ -117,15 +119,12 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     request = with_campaign(request, campaign)
     if request.samples < 1 or request.halton < 0 or not 0 < request.beta < 1:
         raise UsageError("--samples must be >= 1, --halton >= 0 and --beta in (0, 1)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{manifest_path}: not valid JSON ({exc})") from None
+    manifest = ExportManifest.read(manifest_path)
     law = law_from_run(run_dir)
     spec = load_plant_spec(run_dir / "plant.yaml")
     model = build_plant(spec)
     policy, theta, _ = ResidualPolicy.load(run_dir / "policy.npz")
-    precision = manifest.get("precision", "float32")
+    precision = manifest.precision
     box = initial_box(spec.safety.initial_states)
     horizon = spec.safety.horizon
 
@@ -142,7 +141,7 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
                                 seconds=0.0, details={"reason": "integrity failed: the artefacts are not the "
                                                                 "exported ones"}))
     elif law.backup_is_input:
-        checks += verify_mpc.checks(law, run_dir, manifest, spec, model, box, horizon, request, precision,
+        checks += verify_mpc.checks(law, run_dir, manifest.to_json(), spec, model, box, horizon, request, precision,
                                     campaign)
     else:
         with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
@@ -163,24 +162,24 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     integrity_ok = verdicts["integrity"] == VERIFIED
     falsified = [name for name, verdict in verdicts.items() if verdict == FALSIFIED]
     exit_code = 0 if integrity_ok and not falsified else 1
-    certificate = {
-        "format": CERTIFICATE_FORMAT, "generator": f"scpo-ctrl {__version__}", "plant": law.name,
-        "run_dir": str(run_dir), "precision": precision,
-        "manifest_sha256": sha256_file(manifest_path), "inputs_sha256": manifest.get("inputs_sha256"),
-        "artefacts": manifest.get("artefacts", {}),
-        "initial_box": {name: [float(lo), float(hi)] for name, (lo, hi) in zip(law.state_names, box)},
-        "horizon_steps": horizon,
-        "summary": {
-            "verified": [n for n, v in verdicts.items() if v == VERIFIED],
-            "falsified": falsified, "unknown": [n for n, v in verdicts.items() if v == UNKNOWN],
-            "safe_for_every_initial_state_of_the_box": verdicts.get("reachability") == VERIFIED and integrity_ok
-            and not falsified,
-        },
-        "checks": [check.to_dict() for check in checks],
-        "exit_code": exit_code,
-    }
-    path = run_dir / "certificate.json"
-    atomic_write_json(path, json_safe(certificate))
+    certificate = Certificate(
+        format=CERTIFICATE_FORMAT, generator=f"scpo-ctrl {__version__}", plant=law.name,
+        run_dir=str(run_dir), precision=precision,
+        manifest_sha256=sha256_file(manifest_path), inputs_sha256=manifest.inputs_sha256,
+        artefacts=manifest.artefacts,
+        initial_box={name: (float(lo), float(hi)) for name, (lo, hi) in zip(law.state_names, box)},
+        horizon_steps=horizon,
+        summary=CertificateSummary(
+            verified=tuple(n for n, v in verdicts.items() if v == VERIFIED),
+            falsified=tuple(falsified), unknown=tuple(n for n, v in verdicts.items() if v == UNKNOWN),
+            safe_for_every_initial_state_of_the_box=bool(verdicts.get("reachability") == VERIFIED and integrity_ok
+                                                         and not falsified),
+        ),
+        checks=tuple(checks),
+        exit_code=exit_code,
+    )
+    path = run_dir / Certificate.RELATIVE_PATH
+    certificate.write(path)
     return VerifyResult(certificate=certificate, path=path, exit_code=exit_code)
 
 
@@ -198,32 +197,32 @@ def host_builds(law, run_dir: Path, precision: str, directory: Path) -> tuple:
     ``directory``)."""
     host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision,
                    law.backup_is_input)
-    profile = manifest_profile(json.loads((run_dir / "export" / "manifest.json").read_text()))
+    profile = ExportManifest.read(run_dir / ExportManifest.RELATIVE_PATH).code_profile
     twin = build_host_law(law, "float64" if precision == "float32" else "float32", directory, profile=profile)
     return host, twin
 
 
 # -- 1. integrity --------------------------------------------------------------------------------
-def _integrity(run_dir: Path, manifest: dict, law, precision: str) -> Check:
+def _integrity(run_dir: Path, manifest: ExportManifest, law, precision: str) -> Check:
     start = time.perf_counter()
     export = run_dir / "export"
     problems = []
-    for relative, digest in sorted(manifest.get("artefacts", {}).items()):
+    for relative, digest in sorted(manifest.artefacts.items()):
         path = export / relative
         if not path.is_file():
             problems.append(f"export/{relative}: missing")
         elif sha256_file(path) != digest:
             problems.append(f"export/{relative}: sha256 differs from the manifest")
-    runtime = manifest.get("backup", {}).get("acados_runtime_sha256", {})
+    runtime = manifest.backup.get("acados_runtime_sha256", {})
     if runtime:
         current_runtime = acados_runtime_hashes()
         for library, digest in sorted(runtime.items()):
             if current_runtime.get(library) != digest:
                 problems.append(f"acados runtime {library}: differs from the one the export was built against "
                                 "(the MPC that would run is not the exported one: export again)")
-    current = inputs_hash((run_dir / "plant.yaml").read_bytes(), law, precision, manifest.get("target", "host"),
-                          manifest_profile(manifest))
-    if current != manifest.get("inputs_sha256"):
+    current = inputs_hash((run_dir / "plant.yaml").read_bytes(), law, precision, manifest.target,
+                          manifest.code_profile)
+    if current != manifest.inputs_sha256:
         problems.append("export/manifest.json: inputs hash differs from the run's plant.yaml + policy.npz "
                         "(the export is stale: export again)")
     return Check(
@@ -232,7 +231,7 @@ def _integrity(run_dir: Path, manifest: dict, law, precision: str) -> Check:
               "plant file and weights",
         verdict=FALSIFIED if problems else VERIFIED, evidence="hash comparison",
         seconds=time.perf_counter() - start,
-        details={"files": len(manifest.get("artefacts", {})), "problems": problems},
+        details={"files": len(manifest.artefacts), "problems": problems},
         counterexample={"files": problems} if problems else None,
     )
 
