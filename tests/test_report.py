@@ -222,3 +222,10 @@ def test_loop_plot_without_reachability_is_still_a_png():
     lines = [{"iteration": i, "loss": 1.0 / i} for i in range(1, 51)]
     png = loop_png(lines, rounds, "MPC backup: no reachability")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_numbers_a_file_does_not_hold_show_as_a_dash():
+    """The run files write non-finite numbers as null and the typed readers give NaN for it: the page shows
+    a dash for both, never 'nan'; an infinite value (a diverged row) stays visible."""
+    assert fmt(None) == fmt(float("nan")) == "–"
+    assert fmt(float("inf")) == "inf" and fmt(0.123456) == "0.1235" and fmt(3) == "3"

@@ -24,7 +24,10 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
+        if math.isnan(value):
+            # the run files hold no NaN (they are written as null); the typed readers give NaN for null
+            return "–"
+        if math.isinf(value):
             return str(value)
         return f"{value:.{digits}g}"
     if isinstance(value, (list, tuple)):

@@ -31,6 +31,7 @@ from ..export.mpc_bundle import (MpcController, MpcLawInTheLoop, adapted_solver,
                                  problem_mpc)
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
 from .closed_loop import ClosedLoopBatch, simulate
+from .sampled import equivalence_check, host_builds, monte_carlo_checks, monte_carlo_states
 
 #: trajectories simulated at once in the Monte Carlo (one acados solver each)
 CHUNK = 128
@@ -40,7 +41,6 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
            precision: str, campaign: Campaign) -> list:
     """The checks after integrity; ``request`` has the campaign's values filled in (see ``run.with_campaign``),
     ``campaign`` gives the equivalence mix and the solver check's states and tolerance."""
-    from .run import _equivalence, _monte_carlo, host_builds
 
     artefacts = artefacts_of(run_dir / "export", manifest)
     library = artefacts.controller_library
@@ -51,13 +51,13 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
     result = [check_solver(controller, problem, box, request.seed, campaign.mpc_solver)]
     with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
         host, twin = host_builds(law, run_dir, precision, Path(temporary))
-        result.append(_equivalence(law, run_dir, precision, host, twin, box, campaign.equivalence.mix,
+        result.append(equivalence_check(law, run_dir, precision, host, twin, box, campaign.equivalence.mix,
                                    backup_inputs=lambda X: campaign_backup_inputs(law, X, controller, seed=1)))
 
         def closed_loop(X0: np.ndarray, exported: bool) -> ClosedLoopBatch:
             return simulate_with_mpc(model, law, library, host if exported else None, X0, horizon)
 
-        safety, reach_check, _ = _monte_carlo(law, model, host, box, horizon, request, precision, closed_loop)
+        safety, reach_check, _ = monte_carlo_checks(law, model, host, box, horizon, request, precision, closed_loop)
     mpc_in_the_loop = (f"the exported embedded MPC ({artefacts.solver_name}: float32 ADMM, the C the Cortex-M4 "
                        "build runs)" if embedded else
                        f"the exported acados MPC ({artefacts.solver_name}, one solver per trajectory: cold first "
@@ -83,7 +83,6 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
 
 def _lqr_fallback_check(law, model, box: np.ndarray, horizon: int, request) -> Check:
     """The Cortex-M4 build's law (the network on the LQR) in closed loop from the Monte Carlo's initial states."""
-    from .run import monte_carlo_states
 
     start = time.perf_counter()
     fallback = lqr_fallback(law)
