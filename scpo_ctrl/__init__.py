@@ -18,7 +18,7 @@ import sys
 import types
 from importlib import import_module
 
-__version__ = "0.1.0"
+from .version import __version__
 
 #: the verbs, each also the name of the module implementing it
 _VERBS = ("check", "adapt", "export", "verify", "hil", "report")

@@ -10,7 +10,7 @@ from scipy.stats import qmc
 from .config.plant_spec import PlantSpec, load_plant_spec
 from .policy.expert import expert_function
 from .problem import ControlProblem, build_problem
-from .sim.initial_states import MAX_CORNER_DIMENSION, box_corners, initial_box
+from .sim.initial_states import initial_box, search_corners
 from .sim.rollout import REACH_ROW, SafetyEvaluation, safety_metrics
 
 #: Halton states of the initial box on which the backup's closed loop is simulated (besides the validation set)
@@ -79,7 +79,8 @@ class BackupOnBox:
     Attributes
     ----------
     examined : int
-        Initial states simulated: the box's corners (when ``nx <= MAX_CORNER_DIMENSION``), then Halton points.
+        Initial states simulated: the box's corners (see :func:`~scpo_ctrl.sim.initial_states.search_corners`),
+        then Halton points.
     corners : int
         Of those, how many are corners.
     violating : int
@@ -89,9 +90,10 @@ class BackupOnBox:
     rows : list of RowMargin
         Per row, the worst value over the sample and how many states break it.
     worst_state : list of float or None
-        The initial state with the largest violation (None when nothing breaks).
+        The initial state from which the backup breaks ``worst_row`` the most (None when nothing breaks).
     worst_row : str or None
-        The row it breaks most.
+        The broken row broken from the most states (ties: the larger value; rows have different units,
+        so their values are not compared with each other).
     """
 
     examined: int
@@ -114,16 +116,17 @@ def backup_on_box(problem: ControlProblem, samples: int | None = None, seed: int
         samples = BOX_SAMPLES_MPC if mpc else BOX_SAMPLES
     box = initial_box(problem.spec.safety.initial_states)
     nx = box.shape[0]
-    corners = box_corners(box) if nx <= MAX_CORNER_DIMENSION else np.zeros((0, nx))
+    corners = search_corners(box, samples)
     inside = box[:, 0] + qmc.Halton(d=nx, scramble=True, seed=seed).random(samples) * (box[:, 1] - box[:, 0])
     X0 = np.concatenate([corners, inside])
     evaluation = _backup_evaluation(problem, X0)
     broken = np.any(evaluation.g > 0.0, axis=1)
     worst_state = worst_row = None
     if broken.any():
-        scaled = evaluation.g / np.maximum(np.abs(evaluation.worst), 1e-12)[None, :]
-        flat = int(np.argmax(np.where(evaluation.g > 0.0, scaled, -np.inf)))
-        index, row = divmod(flat, evaluation.g.shape[1])
+        # rows have different units: take the row broken from the most states (ties: the larger value)
+        counts = evaluation.violating_states()
+        row = max(range(len(counts)), key=lambda i: (counts[i], evaluation.worst[i]))
+        index = int(np.argmax(evaluation.g[:, row]))
         worst_state, worst_row = X0[index].tolist(), evaluation.names[row]
     return BackupOnBox(examined=len(X0), corners=len(corners), violating=int(broken.sum()),
                        violating_corners=int(broken[: len(corners)].sum()),

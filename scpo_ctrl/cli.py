@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 
-from . import __version__
+from .version import __version__
 from .errors import ScpoError
 from .files import json_safe
 from .resources import shipped_plants
@@ -259,7 +259,8 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"            counterexample: {json.dumps(json_safe(counterexample))}")
             alone = counterexample.get("backup_alone")
             if alone and alone["breaks_the_row"]:
-                print(f"            the backup alone breaks {counterexample['row']} from this state too "
+                row = counterexample.get("row", "the target set (V(x_H) <= c)")
+                print(f"            the backup alone breaks {row} from this state too "
                       f"({alone['value']:.4g}): the box holds states this backup cannot save (see `check`)")
     print("  safe for every initial state of the box: "
           + ("yes (proof)" if certificate.summary.safe_for_every_initial_state_of_the_box else "not shown"))

@@ -32,7 +32,7 @@ from scipy.stats import qmc
 
 from .export.law import law_from_policy
 from .scpo.control import ControlAdaptation
-from .sim.initial_states import MAX_CORNER_DIMENSION, box_corners
+from .sim.initial_states import search_corners
 from .verify import falsify, reach
 
 RETREAT_GRID = 17  # residual scales tried at once (0, 1/16, ..., 1), then refined by bisection
@@ -237,7 +237,7 @@ def _search(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, ro
     nx = box.shape[0]
     halton = qmc.Halton(d=nx, scramble=True, seed=seed + 1000 + round_index)
     sampled = box[:, 0] + halton.random(settings.samples) * (box[:, 1] - box[:, 0])
-    corners = box_corners(box) if nx <= MAX_CORNER_DIMENSION else np.zeros((0, nx))
+    corners = search_corners(box, settings.samples)
     candidates = {"monte_carlo": np.concatenate([corners, sampled])}
     _, plant_worst = adaptation.violations(candidates["monte_carlo"], theta)
     cell_states = np.zeros((0, nx))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 
 from scpo_ctrl.cli import main
+from scpo_ctrl.config.plant_spec import load_plant_spec
+from scpo_ctrl.problem import build_problem
 
 from .conftest import MODELS, model_dict, write_yaml
 
@@ -63,9 +67,16 @@ def test_backup_unsafe_on_the_box_but_not_on_the_validation_set_is_reported(tmp_
     assert box["violating"] > 0 and box["violating_corners"] >= 1
     broken = {m["name"] for m in box["rows"] if m["worst"] > 0}
     assert box["worst_row"] in broken
-    # the worst state is inside the box, and the backup really breaks a row from it
+    # the worst state is inside the box, and the backup really breaks the named row from it, by that row's worst
     worst = box["worst_state"]
     assert -3.5 <= worst[0] <= 3.0 and -1.0 <= worst[1] <= 1.3
+    problem = build_problem(load_plant_spec(path))
+    _, replay = problem.engine(problem.backup_law(), jit=False).evaluate(
+        np.array([worst]), problem.target.c, problem.target.P, problem.target.x_eq)
+    margin = {m["name"]: m for m in box["rows"]}[box["worst_row"]]
+    assert replay.g[0, replay.names.index(box["worst_row"])] == pytest.approx(margin["worst"], rel=1e-9)
+    assert margin["worst"] > 0
+    assert margin["violating_states"] == max(m["violating_states"] for m in box["rows"])
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "backup: SAFE from every validation state" in out

@@ -229,3 +229,17 @@ def test_numbers_a_file_does_not_hold_show_as_a_dash():
     a dash for both, never 'nan'; an infinite value (a diverged row) stays visible."""
     assert fmt(None) == fmt(float("nan")) == "–"
     assert fmt(float("inf")) == "inf" and fmt(0.123456) == "0.1235" and fmt(3) == "3"
+
+
+def test_a_run_file_from_another_version_leaves_its_section_out_with_the_reason(complete_run, tmp_path, capsys):
+    """A HIL report without a field this version records (written before it existed) does not stop the page:
+    the HIL section says which field is missing; the other sections are as before."""
+    run = _copy(complete_run, tmp_path / "run")
+    index = json.loads((run / "hil" / "report.json").read_text())
+    target = next(iter(index["targets"]))
+    del index["targets"][target]["law"]
+    (run / "hil" / "report.json").write_text(json.dumps(index))
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert f"targets.{target}.law: missing" in html and "written by another version of scpo-ctrl" in html
+    assert 'id="loop-rounds"' in html  # the training sections are still there

@@ -1,7 +1,8 @@
 """The package's import structure: no cycle between modules and no private name imported across modules.
 
-Every import statement counts, including those inside functions: a lazy import hides a cycle from the
-interpreter, not from the reader. The graph is read from the source with :mod:`ast`, so the test
+Every import statement counts, including those inside functions (a lazy import hides a cycle from the
+interpreter, not from the reader), and so do ``import_module`` calls with a literal module name. Not seen:
+module names built at run time, and the implicit import of a package's ``__init__`` by its submodules. The graph is read from the source with :mod:`ast`, so the test
 needs nothing importable and names the modules of a cycle when it fails.
 """
 
@@ -49,6 +50,15 @@ def _imports(modules: dict) -> tuple[dict, list]:
                             private.append((name, target, alias.name))
             elif isinstance(node, ast.Import):
                 graph[name].update(alias.name for alias in node.names if alias.name in modules)
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+                  == "import_module" and node.args and isinstance(node.args[0], ast.Constant)
+                  and isinstance(node.args[0].value, str)):
+                # importlib.import_module("scpo_ctrl.x") or import_module(".x", package): a string import
+                text = node.args[0].value
+                dots = len(text) - len(text.lstrip("."))
+                target = ".".join(package[: len(package) - dots + 1] + [text[dots:]]) if dots else text
+                if target in modules:
+                    graph[name].add(target)
     for name in graph:
         graph[name].discard(name)
     return graph, private

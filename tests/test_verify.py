@@ -423,3 +423,35 @@ def test_reference_closed_loop_matches_the_c_closed_loop(adapted_runs, tmp_path)
     ref = simulate(model, lambda X: evaluate(law, X).u, X0, 40, law.P, law.c, law.x_eq)
     assert np.max(np.abs(c_loop.x - ref.x)) < 1e-3
     assert np.max(np.abs(c_loop.x - ref.x)) > 0  # float32 is in the loop, not the reference twice
+
+
+def test_counterexamples_are_replayed_under_the_backup_alone(adapted_runs):
+    """A closed-loop counterexample gets the same row under the saturated LQR alone; a reach counterexample
+    (no row) gets V(x_H)/c - 1; an equivalence counterexample (a law input, not an initial state) is left
+    as it is."""
+    from scpo_ctrl.verify.certificate import FALSIFIED, Check
+    from scpo_ctrl.verify.run import with_backup_alone
+
+    run = adapted_runs["double_integrator"]
+    spec = load_plant_spec(run / "plant.yaml")
+    model, law = build_plant(spec), law_from_run(run)
+    horizon = spec.safety.horizon
+    # far beyond the wall at full speed: the backup breaks stop_before_wall and misses T
+    x0 = [4.4, 2.0]
+    backup = simulate(model, lambda X: evaluate(_backup_only(law), X).u, np.array([x0]), horizon, law.P, law.c,
+                      law.x_eq)
+    wall = backup.g[0, :, backup.row_names.index("stop_before_wall")].max()
+    assert wall > 0
+
+    def falsified(name, example):
+        return Check(name=name, claim="", verdict=FALSIFIED, evidence="", seconds=0.0, details={},
+                     counterexample=example)
+
+    safety = with_backup_alone(falsified("closed_loop_safety", {"x0": x0, "row": "stop_before_wall"}), law, model,
+                               horizon)
+    assert safety.counterexample["backup_alone"] == {"value": pytest.approx(wall, rel=1e-12), "breaks_the_row": True}
+    reach_example = with_backup_alone(falsified("closed_loop_reach", {"x0": x0, "level_at_horizon": 9.0}), law,
+                                      model, horizon)
+    assert reach_example.counterexample["backup_alone"]["value"] == pytest.approx(backup.level[0, -1] - 1.0)
+    equivalence = falsified("equivalence", {"state": x0, "implementation": "c-host-float32"})
+    assert with_backup_alone(equivalence, law, model, horizon) is equivalence

@@ -48,7 +48,6 @@ TUNING_STATES = 64
 TUNING_SEED = 12345
 #: a bound standing for "none" in float32 C (finite, so no infinities reach the arithmetic)
 NO_BOUND = 1e30
-DEFAULT_ITERATIONS = 50
 FORMULATION_VERSION = "scpo-empc/1"
 
 
@@ -120,7 +119,7 @@ def embedded_formulation_for(model: PlantModel, lqr: LqrBackup, level: float) ->
         x_min_t = np.where(np.isfinite(x_min), x_min + tighten * (lqr.x_eq - x_min), -np.inf)
         x_max_t = np.where(np.isfinite(x_max), x_max - tighten * (x_max - lqr.x_eq), np.inf)
     return EmbeddedMpcFormulation(
-        name=spec.name, N=int(spec.backup.horizon), iterations=int(spec.backup.iterations or DEFAULT_ITERATIONS),
+        name=spec.name, N=int(spec.backup.horizon), iterations=int(spec.backup.iterations),
         A=np.array(lqr.linear.A, dtype=float), B=np.array(lqr.linear.B, dtype=float),
         Q=np.array(spec.backup.Q, dtype=float), R=np.array(spec.backup.R, dtype=float), P=np.array(lqr.P, dtype=float),
         c=float(level), x_eq=np.array(lqr.x_eq, dtype=float), u_eq=np.array(lqr.u_eq, dtype=float),
@@ -321,13 +320,20 @@ def tuning_states(F: EmbeddedMpcFormulation) -> np.ndarray:
     return rng.uniform(F.tuning_box[:, 0], F.tuning_box[:, 1], size=(TUNING_STATES, F.nx))
 
 
+def input_scale(F: EmbeddedMpcFormulation) -> np.ndarray:
+    """Per input, the unit its solver errors are measured in ``(nu,)``: half the input range, or 1 (in the
+    input's own unit) for an input with a missing bound."""
+    width = F.u_max - F.u_min
+    return np.where(np.isfinite(width), 0.5 * np.where(np.isfinite(width), width, 2.0), 1.0)
+
+
 def choose_gains(F: EmbeddedMpcFormulation, exact_inputs) -> AdmmGains:
     """The gains whose penalty scale (from :data:`SIGMA_GRID`) gives the smallest worst error, after
     ``F.iterations`` iterations, against ``exact_inputs(X) -> U (B, nu)`` on :func:`tuning_states`
     (errors in units of each input's half-range). Deterministic: same formulation, same gains."""
     X = tuning_states(F)
     exact = exact_inputs(X)
-    scale = np.where(np.isfinite(F.u_max - F.u_min), 0.5 * (F.u_max - F.u_min), 1.0)
+    scale = input_scale(F)
     best, best_error = None, np.inf
     for sigma in SIGMA_GRID:
         gains = admm_gains(F, sigma)

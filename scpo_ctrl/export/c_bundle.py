@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import jinja2
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..resources import resource_dir
 from . import activation
 from .law import DeployedLaw, deployed_input_limits

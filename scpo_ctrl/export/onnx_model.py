@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__
+from ..version import __version__
 from .law import (BRANCH_BACKUP, BRANCH_BLEND, BRANCH_FALLBACK, BRANCH_NETWORK, REASON_NONFINITE_OUTPUT,
                   REASON_NONFINITE_STATE, REASON_OK, REASON_OUTSIDE_REGION, DeployedLaw,
                   deployed_input_limits)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from .. import __version__
+from ..version import __version__
 from ..config.campaign import load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError

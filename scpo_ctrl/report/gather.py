@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -21,7 +22,10 @@ import numpy as np
 import yaml
 
 from ..errors import UsageError
-from ..run_files import AdaptationSummary, Certificate, ExportManifest, HilIndex, HilReport, RunFile, to_json
+from ..run_files import (AdaptationSummary, Certificate, ExportManifest, HilIndex, HilReport, RunFile,
+                         RunFileError, to_json)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -168,22 +172,27 @@ def gather(run_dir: str | Path) -> RunData:
     reader = _Reader(root)
     if not any(reader.exists(name) for name in ("plant.yaml", "adaptation.json", "policy.npz")):
         raise UsageError(f"{run_dir}: not a run directory (no plant.yaml, adaptation.json or policy.npz)")
-    sections = (
-        _plant(reader),
-        _backup(reader),
-        _training(reader),
-        _verification_loop(reader),
-        _rollouts(reader),
-        _export(reader),
-        _equivalence(reader),
-        _certificate(reader),
-        _hil(reader),
-    )
+    sections = tuple(_section(build, reader) for build in (
+        _plant, _backup, _training, _verification_loop, _rollouts, _export, _equivalence, _certificate, _hil))
     name = root.resolve().name
     plant = sections[0]
     if plant.present and isinstance(plant.data.get("plant"), dict):
         name = str(plant.data["plant"].get("name", name))
     return RunData(run_dir=str(run_dir), name=name, sections=sections)
+
+
+def _section(build, reader: _Reader) -> Section:
+    """``build(reader)``; a run file its typed reader refuses (say, written by an older scpo-ctrl without a
+    field this one records) leaves that section out with the reason instead of failing the whole page."""
+    try:
+        return build(reader)
+    except RunFileError as exc:
+        if not exc.key_path:  # not JSON at all, or not an object: a broken file is bad input
+            raise
+        log.warning("report: %s", exc)
+        section_id = {"_verification_loop": "verification"}.get(build.__name__, build.__name__.lstrip("_"))
+        return Section(section_id, section_id.capitalize(),
+                       missing=f"not shown: {exc} (written by another version of scpo-ctrl? re-run that verb)")
 
 
 def _plant(reader: _Reader) -> Section:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jinja2
 
-from .. import __version__
+from ..version import __version__
 from .gather import RunData
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -9,7 +9,8 @@ from scipy.stats import qmc
 
 from ..config.plant_spec import InitialStateSpec
 
-#: searches of the initial box (check's backup search, the verification loop) add its 2^nx corners up to this nx
+#: searches of the initial box (check's backup search, the verification loop) add its 2^nx corners up to this nx,
+#: and only when they are no more than the search's own sample (see :func:`search_corners`)
 MAX_CORNER_DIMENSION = 12
 
 
@@ -44,3 +45,12 @@ def initial_box(initial: InitialStateSpec) -> np.ndarray:
         return np.asarray(initial.box, dtype=float)
     points = np.asarray(initial.points, dtype=float)
     return np.stack([points.min(axis=0), points.max(axis=0)], axis=1)
+
+
+def search_corners(box: np.ndarray, samples: int) -> np.ndarray:
+    """The corners a search of ``box (nx, 2)`` with ``samples`` other states adds: all ``2^nx`` when
+    ``nx <= MAX_CORNER_DIMENSION`` and ``2^nx <= samples`` (so corners never dominate its cost), else none."""
+    nx = np.asarray(box).shape[0]
+    if nx > MAX_CORNER_DIMENSION or 2 ** nx > samples:
+        return np.zeros((0, nx))
+    return box_corners(box)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..config.campaign import Campaign, load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
@@ -53,6 +53,9 @@ from .closed_loop import simulate
 from .sampled import equivalence_check, host_builds, monte_carlo_checks
 
 log = logging.getLogger(__name__)
+
+#: checks whose counterexample is an initial state ``x0`` of a closed loop (replayed under the backup alone)
+CLOSED_LOOP_CHECKS = ("closed_loop_safety", "closed_loop_reach", "falsification")
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
             checks += [safety, reach_check]
             checks.append(_falsification(law, model, policy, theta, host, box, horizon, worst_starts, request,
                                          campaign.falsification.max_iterations))
-            checks = [_with_backup_alone(check, law, model, horizon) for check in checks]
+            checks = [with_backup_alone(check, law, model, horizon) if check.name in CLOSED_LOOP_CHECKS else check
+                      for check in checks]
             reach_result_check, sets = _reachability(law, model, box, horizon, request, precision, campaign)
             checks.append(reach_result_check)
 
@@ -221,8 +225,8 @@ def _integrity(run_dir: Path, manifest: ExportManifest, law, precision: str) -> 
     )
 
 
-# -- 2. equivalence -------------------------------------------------------------------------------
-def _with_backup_alone(check: Check, law, model, horizon: int) -> Check:
+# -- counterexamples replayed under the backup alone ---------------------------------------------
+def with_backup_alone(check: Check, law, model, horizon: int) -> Check:
     """``check`` with its counterexample (if any) replayed under the saturated LQR backup alone.
 
     ``counterexample["backup_alone"]`` gets the row's value in that closed loop: > 0 says the backup
@@ -230,7 +234,7 @@ def _with_backup_alone(check: Check, law, model, horizon: int) -> Check:
     this backup can be certified on (the plant file's box or backup must change, not the network).
     """
     example = check.counterexample
-    if example is None:
+    if example is None or "x0" not in example:  # equivalence's counterexample is a law input, not an initial state
         return check
     u_min, u_max = law.u_min, law.u_max
 
