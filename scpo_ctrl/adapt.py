@@ -36,7 +36,7 @@ from .problem import build_problem
 from .run_files import AdaptationSummary, VerificationLoop
 from .scpo.control import ControlAdaptation, residual_policy
 from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step
-from .verification_loop import LoopSettings, run_round
+from .verification_loop import LoopSettings, reach_cells_per_axis, run_round
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     loss0, best, stall, validation_states, rounds = _progress_marks(run_dir)
     if validation_states.shape[0] != adaptation.n_states:
         adaptation.set_states(validation_states)
-    loop = LoopSettings(samples=LOOP_SAMPLES_MPC) if problem.mpc is not None else LoopSettings()
+    loop = LoopSettings(reach_cells_per_axis=reach_cells_per_axis(spec.nx),
+                        **({"samples": LOOP_SAMPLES_MPC} if problem.mpc is not None else {}))
     looping = request.verify_loop and settings.method == "scpo"
     round_records = [r["verification_round"] for r in records if "verification_round" in r]
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from .adapt import AdaptRequest, AdaptResult, run_adapt
 from .check import CheckReport, run_check
 from .config.plant_spec import PlantSpec, load_plant_spec
-from .errors import UsageError
 from .resources import plant_file
 
 __all__ = ["load_plant", "check", "adapt", "export", "verify", "hil", "report"]
@@ -174,10 +173,6 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
     """
     from .verify.run import VerifyRequest, run_verify
 
-    if ((samples is not None and samples < 1) or (halton is not None and halton < 0)
-            or (max_depth is not None and max_depth < 0) or (cells_per_axis is not None and cells_per_axis < 1)
-            or (max_cells is not None and max_cells < 1)):
-        raise UsageError("--samples, --cells, --max-cells must be >= 1; --halton, --depth >= 0")
     given = {name: value for name, value in (("samples", samples), ("halton", halton), ("beta", beta),
                                              ("seed", seed), ("cells_per_axis", cells_per_axis),
                                              ("max_depth", max_depth), ("max_cells", max_cells),

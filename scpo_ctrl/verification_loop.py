@@ -41,11 +41,14 @@ SOURCES = ("monte_carlo", "falsification", "reachability")  # where a round's ca
 CELL_GROUP = "unproven cell"  # added_by_group's key for states added because reachability left their cell unproven
 #: the loop's own budgets, not verification/campaign.yaml's: they shape the trained law (not the evidence about
 #: it), and adaptation.json records LoopSettings; so editing verify's campaign never changes what adapt trains.
-#: Reachability grid per state count (the same numbers as verify's default campaign today) and falsifier
-#: iterations per start.
+#: Reachability grid per state count (the same numbers as verify's default campaign today).
 LOOP_CELLS_PER_AXIS = {1: 64, 2: 16, 3: 6, 4: 4}
 LOOP_CELLS_PER_AXIS_BEYOND = 2
-LOOP_FALSIFY_ITERATIONS = 30
+
+
+def reach_cells_per_axis(nx: int) -> int:
+    """The loop's reachability grid for ``nx`` states (cells per axis)."""
+    return LOOP_CELLS_PER_AXIS.get(nx, LOOP_CELLS_PER_AXIS_BEYOND)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,12 @@ class LoopSettings:
         Searches of the run's last round (and of a round on a stall): while a search finds a state
         breaking a row, every such state joins the validation set, the iterate retreats, and a fresh
         search (new Monte Carlo points, new falsifier starts) runs, up to this many in all.
+    falsify_iterations : int
+        L-BFGS-B iterations per falsifier start.
+    reach_cells_per_axis : int or None
+        The reachability grid before bisection (cells per axis of the initial box); None: by the plant's
+        state count (:func:`reach_cells_per_axis`), which ``adapt`` fills in so that adaptation.json
+        records the number used.
     """
 
     every: int = 25
@@ -76,6 +85,8 @@ class LoopSettings:
     falsify_starts: int = 2
     reach_depth: int = 2
     closing_passes: int = 3
+    falsify_iterations: int = 30
+    reach_cells_per_axis: int | None = None
 
 
 @dataclass(frozen=True)
@@ -357,7 +368,8 @@ def _falsify(adaptation, theta, box, states, plant_worst, settings, seed) -> tup
         order = np.argsort(-plant_worst[:, index], kind="stable")[: settings.falsify_starts]
         starts[name] = states[order]
     results = falsify.search(model, adaptation.policy, theta, adaptation.problem.spec.safety.horizon, box, starts,
-                             random_starts=settings.falsify_starts, seed=seed, max_iterations=LOOP_FALSIFY_ITERATIONS)
+                             random_starts=settings.falsify_starts, seed=seed,
+                             max_iterations=settings.falsify_iterations)
     found = np.array([r.x0 for r in results])
     return found, any(r.value > 0.0 for r in results)
 
@@ -367,7 +379,7 @@ def _unproven_cells(adaptation, theta, box, settings) -> tuple[np.ndarray, float
     and the number of unproven cells."""
     spec = adaptation.problem.spec
     law = law_from_policy(adaptation.policy, theta, spec)
-    cells = LOOP_CELLS_PER_AXIS.get(law.nx, LOOP_CELLS_PER_AXIS_BEYOND)
+    cells = settings.reach_cells_per_axis or reach_cells_per_axis(law.nx)
     result = reach.analyse(law, adaptation.problem.model, box[:, 0], box[:, 1], spec.safety.horizon,
                            reach.ReachSettings(cells_per_axis=cells, max_depth=settings.reach_depth))
     volume = float(np.prod(box[:, 1] - box[:, 0]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,8 @@ def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_pat
     summary = run_adapt(AdaptRequest(plant=str(plant), out=str(looped), iterations=40, progress=False)).summary
     loop = summary.verification_loop
     assert loop.enabled and loop.rounds >= 1 and loop.validation_states_added > 0
+    # the file records every budget the loop used, the reachability grid by the plant's state count included
+    assert dict(loop.settings) == {**asdict(LoopSettings()), "reach_cells_per_axis": 16}
     assert summary.violating_iterations == 0 and summary.final_safe
     lines = [json.loads(line) for line in (looped / "training.jsonl").read_text().splitlines()]
     rounds = [line["verification_round"] for line in lines if "verification_round" in line]

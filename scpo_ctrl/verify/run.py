@@ -108,6 +108,18 @@ class VerifyResult:
 
 
 def run_verify(request: VerifyRequest) -> VerifyResult:
+    """Run every check on ``request.run_dir``'s export and write its certificate (see the module docstring).
+
+    Raises
+    ------
+    UsageError
+        A count below its minimum, a missing run directory or export, or a bad campaign file.
+    """
+    r = request
+    if ((r.samples is not None and r.samples < 1) or (r.halton is not None and r.halton < 0)
+            or (r.max_depth is not None and r.max_depth < 0) or (r.cells_per_axis is not None and r.cells_per_axis < 1)
+            or (r.max_cells is not None and r.max_cells < 1)):
+        raise UsageError("--samples, --cells, --max-cells must be >= 1; --halton, --depth >= 0")
     run_dir = Path(request.run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
