@@ -115,11 +115,11 @@ class _Analysis:
         tighter of the two, an activation's interval by its monotonicity, clamped to its range: tanh in
         [-1, 1], sigmoid in [0, 1], ReLU >= 0)."""
         loop = self.loop
-        h = ab.affine_map(ab.state_form(centre, G), loop.A_in, loop.b_in)
+        h = _affine_map(ab.state_form(centre, G), loop.A_in, loop.b_in)
         lo, hi = h.bounds()
         for layer in loop.network.layers:
             if isinstance(layer, AffineLayer):
-                h = ab.affine_map(h, layer.W, layer.b)
+                h = _affine_map(h, layer.W, layer.b)
                 lo, hi = _interval_affine(lo, hi, layer.W, layer.b)
             else:
                 function = _FUNCTIONS[layer.kind]
@@ -130,7 +130,7 @@ class _Analysis:
                 lo, hi = np.maximum(low - slack, floor), np.minimum(high + slack, ceiling)
             form_lo, form_hi = h.bounds()
             lo, hi = np.maximum(lo, form_lo), np.minimum(hi, form_hi)
-        u = ab.affine_map(h, loop.A_out, loop.b_out)
+        u = _affine_map(h, loop.A_out, loop.b_out)
         lo, hi = _interval_affine(lo, hi, loop.A_out, loop.b_out)
         form_lo, form_hi = u.bounds()
         return u, np.maximum(lo, form_lo), np.minimum(hi, form_hi)
@@ -212,6 +212,17 @@ class _Analysis:
                                           u.radius * (1 + ROUND_OFF_WIDENING))
             G = reduce_order(G, m_max)
         return failed, because
+
+
+def _affine_map(form: ab.AffineForm, W: np.ndarray, b: np.ndarray) -> ab.AffineForm:
+    """:func:`.affine_bounds.affine_map` (the same bounds) with the linear part as one matrix product:
+    ``W @ linear`` over a batch of wide layers is many times faster as ``W (n, k) @ (k, M m)``."""
+    M, k, m = form.linear.shape
+    linear = (W @ form.linear.transpose(1, 0, 2).reshape(k, M * m)).reshape(W.shape[0], M, m).transpose(1, 0, 2)
+    centre = form.centre @ W.T + b
+    radius = form.radius @ np.abs(W).T
+    size = np.abs(form.centre) @ np.abs(W).T + np.abs(linear).sum(axis=2) + radius
+    return ab.AffineForm(centre, linear, radius + ROUND_OFF_WIDENING * (1.0 + size + np.abs(b)))
 
 
 def _interval_affine(lo: np.ndarray, hi: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple:
