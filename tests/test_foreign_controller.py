@@ -214,9 +214,15 @@ def test_version_2_errors_name_the_line(tmp_path, old, new, message):
 def test_a_version_2_file_is_refused_by_the_verbs_that_need_a_backup(tmp_path):
     from scpo_ctrl.plant.model import build_plant
 
+    import scpo_ctrl
+
     (tmp_path / "toy.yaml").write_text(PLANT_V2)
     with pytest.raises(SpecError, match="only `scpo-ctrl verify PLANT --controller"):
         build_plant(load_plant_spec(tmp_path / "toy.yaml"))
+    for verb in (scpo_ctrl.check, lambda plant: scpo_ctrl.adapt(plant, tmp_path / "run")):
+        with pytest.raises(SpecError, match="only `scpo-ctrl verify PLANT --controller"):
+            verb(tmp_path / "toy.yaml")
+    assert not (tmp_path / "run").exists()
 
 
 # -- verify --controller -----------------------------------------------------------------------------------

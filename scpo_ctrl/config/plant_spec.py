@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SpecError
 from ..plant.expr import FUNCTIONS, Expression, ExpressionError, parse_expression
 from .fields import Field
 from .yaml_source import parse_yaml, read_yaml
@@ -295,6 +296,22 @@ class PlantSpec:
     @property
     def input_names(self) -> tuple:
         return tuple(v.name for v in self.inputs)
+
+
+def require_backup(spec: PlantSpec) -> None:
+    """Refuse a schema version 2 file without an equilibrium or backup, or with windowed rows, a goal set or
+    unsafe boxes, for the verbs built around the backup (check, adapt, export, ...).
+
+    Raises
+    ------
+    SpecError
+    """
+    if spec.x_eq is None or spec.backup is None:
+        raise SpecError(spec.source, "", "this plant file has no equilibrium or no backup: only "
+                                         "`scpo-ctrl verify PLANT --controller NET.onnx` can use it")
+    if spec.uses_version_2_rows:
+        raise SpecError(spec.source, "safety", "windowed rows, a goal set and unsafe boxes are checked by "
+                                               "`scpo-ctrl verify PLANT --controller NET.onnx` only")
 
 
 def load_plant_spec(path: str | Path) -> PlantSpec:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import casadi as ca
 import numpy as np
 
-from ..config.plant_spec import PlantSpec
+from ..config.plant_spec import PlantSpec, require_backup
 from ..errors import SpecError
 from .linear import LinearModel, discretise_zoh
 
@@ -98,12 +98,7 @@ def build_plant(spec: PlantSpec, open_loop: bool = False) -> PlantModel:
         version 2 file without an equilibrium or backup, or with windowed rows, a goal set or unsafe boxes.
     """
     if not open_loop:
-        if spec.x_eq is None or spec.backup is None:
-            raise SpecError(spec.source, "", "this plant file has no equilibrium or no backup: only "
-                                             "`scpo-ctrl verify PLANT --controller NET.onnx` can use it")
-        if spec.uses_version_2_rows:
-            raise SpecError(spec.source, "safety", "windowed rows, a goal set and unsafe boxes are checked by "
-                                                   "`scpo-ctrl verify PLANT --controller NET.onnx` only")
+        require_backup(spec)
     x = ca.SX.sym("x", spec.nx)
     u = ca.SX.sym("u", spec.nu)
     symbols = {name: x[i] for i, name in enumerate(spec.state_names)}

@@ -296,5 +296,5 @@ def analyse_foreign(loop: ForeignLoop, box: np.ndarray,
                    "by its first-order model with an interval-Jacobian remainder (the plant file's integrator "
                    "and substeps, not the ODE)"))
     reason = "affine dynamics" if affine else "nonlinear dynamics: the plant's discrete map"
-    return ForeignReachResult(True, reason, argument, unknown == 0, proven_volume / volume if volume else 0.0,
+    return ForeignReachResult(True, reason, argument, unknown == 0, min(1.0, proven_volume / volume) if volume else 0.0,
                               proven, unknown, analysed, failures, first_step, time.perf_counter() - start)
