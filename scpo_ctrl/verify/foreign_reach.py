@@ -181,8 +181,9 @@ class _Analysis:
         mark(~finite, "non-finite set")
         return names
 
-    def propagate(self, lo: np.ndarray, hi: np.ndarray) -> tuple:
-        """Cells (M) -> (failed step (M,), -1 where proven; failing row (M,))."""
+    def propagate(self, lo: np.ndarray, hi: np.ndarray, records: list | None = None) -> tuple:
+        """Cells (M) -> (failed step (M,), -1 where proven; failing row (M,)); ``records`` (a list) receives
+        ``(step, cell indices, box lo, box hi)`` of the sets at every step."""
         M, nx = lo.shape
         nu = len(self.input_names)
         m_max = max(self.settings.max_generators, 2 * nx + nu)
@@ -190,12 +191,16 @@ class _Analysis:
         index = np.arange(M)
         centre = (lo + hi) / 2
         G = np.zeros((M, nx, nx))
-        G[:, np.arange(nx), np.arange(nx)] = (hi - lo) / 2
+        # the half-width widened so that c +- r covers [lo, hi] despite the rounding of c and r
+        G[:, np.arange(nx), np.arange(nx)] = (hi - lo) / 2 + ROUND_OFF_WIDENING * (np.abs(lo) + np.abs(hi))
         failed = np.full(M, -1)
         because = np.full(M, "", dtype=object)
         for t in range(H + 1):
             if len(index) == 0:
                 break
+            if records is not None:
+                extent = np.abs(G).sum(axis=2)
+                records.append((t, index.copy(), centre - extent, centre + extent))
             with np.errstate(all="ignore"):
                 u, u_lo, u_hi = self.command(centre, G)
                 names = self.failing(t, centre, G, u_lo, u_hi)
@@ -296,5 +301,16 @@ def analyse_foreign(loop: ForeignLoop, box: np.ndarray,
                    "by its first-order model with an interval-Jacobian remainder (the plant file's integrator "
                    "and substeps, not the ODE)"))
     reason = "affine dynamics" if affine else "nonlinear dynamics: the plant's discrete map"
-    return ForeignReachResult(True, reason, argument, unknown == 0, min(1.0, proven_volume / volume) if volume else 0.0,
-                              proven, unknown, analysed, failures, first_step, time.perf_counter() - start)
+    fraction = min(1.0, proven_volume / volume) if volume else 0.0
+    return ForeignReachResult(True, reason, argument, unknown == 0, fraction, proven, unknown, analysed, failures,
+                              first_step, time.perf_counter() - start)
+
+
+def reachable_boxes(loop: ForeignLoop, lo: np.ndarray, hi: np.ndarray,
+                    settings: ForeignReachSettings = ForeignReachSettings()) -> list:
+    """The bounding boxes of the reachable sets from the cells ``[lo, hi] (M, nx)`` at steps 0..H, while no row
+    fails: a list of ``(step, cell indices (K,), box lo (K, nx), box hi (K, nx))`` (what a soundness test
+    checks sampled trajectories against)."""
+    records: list = []
+    _Analysis(loop, settings).propagate(lo, hi, records)
+    return records
