@@ -65,7 +65,8 @@ def main() -> int:
             "budget": cells, "failing": reach.details.get("failing_rows", {}),
             "t_mc": checks["closed_loop_safety"].seconds, "t_falsify": checks["falsification"].seconds,
             "t_reach": reach.seconds, "total": total,
-            "cex": None if counterexample is None else {k: counterexample[k] for k in ("x0", "row", "step", "replayed")},
+            "cex": None if counterexample is None
+            else {k: counterexample[k] for k in ("x0", "row", "step", "replayed")},
         })
         print(f"{instance['name']}: MC {rows[-1]['mc']}, falsification {rows[-1]['falsify']}, reach "
               f"{rows[-1]['reach']} ({fraction}), {total:.1f} s", flush=True)
