@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     verify = verb("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
-    verify.add_argument("run_dir", help="run directory with an export/")
+    verify.add_argument("run_dir", help="run directory with an export/ (with --controller: a plant file)")
     # left out, these take the campaign file's values (verification/campaign.yaml, or --campaign FILE)
     verify.add_argument("--samples", type=int, help="uniform random initial states")
     verify.add_argument("--halton", type=int, help="low-discrepancy initial states")

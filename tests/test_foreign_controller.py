@@ -319,3 +319,15 @@ def test_errors_from_python_are_scpo_errors(toy, tmp_path):
     directory, net = toy
     with pytest.raises(ScpoError, match="apply with a controller only"):
         scpo_ctrl.verify(directory, out=tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["verify", "RUN", "--out", "x.json"], "--out applies with --controller only"),
+    (["verify", "PLANT", "--controller", "NET", "--campaign", "c.yaml"], "--campaign does not apply with --controller"),
+])
+def test_controller_only_flags_are_checked(tmp_path, capsys, monkeypatch, argv, message):
+    from scpo_ctrl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err and list(tmp_path.iterdir()) == []
