@@ -84,7 +84,7 @@ def _markdown(rows: list, args) -> str:
         "`../shared/archcomp`). Monte Carlo: 1,000 i.i.d. uniform + 256 Halton initial states (scenario bound "
         "beta = 1e-6); falsification: corners, the Monte Carlo's 8 worst, 10 rounds of 128 perturbations, a "
         "violation replayed in float64 and with onnxruntime on the file; reachability: zonotopes, bisection to "
-        "depth 12 within the cell budget. Verdicts are at the sampling instants, for the plant file's RK4 map "
+        "depth 16 within the cell budget. Verdicts are at the sampling instants, for the plant file's RK4 map "
         "(ARCH-COMP states its properties in continuous time: a weaker claim). Times are wall seconds on a "
         "shared 2-core machine (other jobs running): upper bounds.",
         "",
