@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config.plant_spec import PlantSpec, load_plant_spec
+from .config.plant_spec import PlantSpec, load_plant_spec, require_backup
 from .errors import SpecError, UsageError
 from .files import atomic_write, atomic_write_text, json_safe
 from .problem import build_problem
@@ -140,6 +140,7 @@ def resolve_settings(spec: PlantSpec, request: AdaptRequest) -> tuple[OptimizerS
 def run_adapt(request: AdaptRequest) -> AdaptResult:
     """Run (or resume) an adaptation; see the module docstring for what lands on disk."""
     spec = request.plant if isinstance(request.plant, PlantSpec) else load_plant_spec(request.plant)
+    require_backup(spec)
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
     config = _resolved_config(spec, settings, hidden, patience, request.verify_loop)

@@ -25,6 +25,7 @@ from pathlib import Path
 from .adapt import AdaptRequest, AdaptResult, run_adapt
 from .check import CheckReport, run_check
 from .config.plant_spec import PlantSpec, load_plant_spec
+from .errors import UsageError
 from .resources import plant_file
 
 __all__ = ["load_plant", "check", "adapt", "export", "verify", "hil", "report"]
@@ -140,8 +141,15 @@ def export(run_dir: str | Path, *, precision: str | None = None, target: str | N
 def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | None = None,
            beta: float | None = None, seed: int | None = None, cells_per_axis: int | None = None,
            max_depth: int | None = None, max_cells: int | None = None, falsify_starts: int | None = None,
-           campaign: str | Path | None = None):
+           campaign: str | Path | None = None, controller: str | Path | None = None, out: str | Path | None = None,
+           falsify_iterations: int | None = None, reach: bool | None = None):
     """``scpo-ctrl verify``: check the exported artefacts; writes ``RUN_DIR/certificate.json``.
+
+    With ``controller`` (an ONNX file), ``run_dir`` is a plant file instead and the closed loop of that network
+    alone is verified (``scpo-ctrl verify PLANT --controller NET.onnx``, :mod:`scpo_ctrl.verify.foreign`): the
+    certificate goes to ``out`` (default ``PLANT-STEM.certificate.json`` in the current directory) and the
+    result is a :class:`~scpo_ctrl.verify.foreign.ForeignVerifyResult`; ``falsify_iterations`` and ``reach``
+    (False skips the reachability analysis) apply to it only, ``campaign`` and ``falsify_starts`` do not.
 
     Parameters
     ----------
@@ -171,6 +179,13 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
     UsageError
         A count below its minimum.
     """
+    if controller is not None:
+        return _verify_foreign(run_dir, controller, out=out, samples=samples, halton=halton, beta=beta, seed=seed,
+                               cells_per_axis=cells_per_axis, max_depth=max_depth, max_cells=max_cells,
+                               falsify_iterations=falsify_iterations, reach=reach, campaign=campaign,
+                               falsify_starts=falsify_starts)
+    if out is not None or falsify_iterations is not None or reach is not None:
+        raise UsageError("out, falsify_iterations and reach apply with a controller only")
     from .verify.run import VerifyRequest, run_verify
 
     given = {name: value for name, value in (("samples", samples), ("halton", halton), ("beta", beta),
@@ -180,6 +195,16 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
                                              ("campaign", None if campaign is None else str(campaign)))
              if value is not None}
     return run_verify(VerifyRequest(run_dir=str(run_dir), **given))
+
+
+def _verify_foreign(plant, controller, *, campaign, falsify_starts, **settings):
+    """``verify PLANT --controller NET.onnx`` (see :func:`verify`)."""
+    from .verify.foreign import ForeignVerifyRequest, run_foreign_verify
+
+    if campaign is not None or falsify_starts is not None:
+        raise UsageError("campaign and falsify_starts do not apply with a controller")
+    given = {name: (str(value) if name == "out" else value) for name, value in settings.items() if value is not None}
+    return run_foreign_verify(ForeignVerifyRequest(plant=str(plant), controller=str(controller), **given))
 
 
 def hil(run_dir: str | Path, *, target: str | None = None, steps: int | None = None, episodes: int | None = None,

@@ -13,7 +13,7 @@ import math
 import sys
 
 from .version import __version__
-from .errors import ScpoError
+from .errors import ScpoError, UsageError
 from .files import json_safe
 from .resources import shipped_plants
 
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     verify = verb("verify", help="check the exported artefacts; write RUN_DIR/certificate.json")
-    verify.add_argument("run_dir", help="run directory with an export/")
+    verify.add_argument("run_dir", help="run directory with an export/ (with --controller: a plant file)")
     # left out, these take the campaign file's values (verification/campaign.yaml, or --campaign FILE)
     verify.add_argument("--samples", type=int, help="uniform random initial states")
     verify.add_argument("--halton", type=int, help="low-discrepancy initial states")
@@ -120,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="campaign file whose values the flags left out take (default: $SCPO_CTRL_CAMPAIGN, "
                         "else verification/campaign.yaml)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
+    # a foreign network: `verify PLANT.yaml --controller NET.onnx` (scpo_ctrl/verify/foreign.py)
+    verify.add_argument("--controller", metavar="NET.onnx",
+                        help="verify this ONNX network alone in the loop of the plant file given instead of RUN_DIR")
+    verify.add_argument("--out", metavar="FILE", help="with --controller: the certificate's path "
+                        "(default PLANT-STEM.certificate.json here)")
+    verify.add_argument("--falsify-iterations", type=int, dest="falsify_iterations",
+                        help="with --controller: rounds of the falsification search")
+    verify.add_argument("--no-reach", dest="reach", action="store_false", default=None,
+                        help="with --controller: skip the reachability analysis (UNKNOWN, not run)")
     verify.set_defaults(handler=_verify)
 
     hil = verb("hil", help="run the exported C on a target against the simulated plant (HIL)")
@@ -235,6 +244,12 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from . import api
 
+    if args.controller is not None:
+        return _verify_foreign(args)
+    for flag, value in (("--out", args.out), ("--falsify-iterations", args.falsify_iterations),
+                        ("--no-reach", args.reach)):
+        if value is not None:
+            raise UsageError(f"{flag} applies with --controller only")
     result = api.verify(args.run_dir, **_given(args, "samples", "halton", "beta", "seed", "cells_per_axis",
                                                  "max_depth", "max_cells", "campaign"))
     certificate = result.certificate
@@ -262,6 +277,40 @@ def _verify(args: argparse.Namespace) -> int:
                 row = counterexample.get("row", "the target set (V(x_H) <= c)")
                 print(f"            the backup alone breaks {row} from this state too "
                       f"({alone['value']:.4g}): the box holds states this backup cannot save (see `check`)")
+    print("  safe for every initial state of the box: "
+          + ("yes (proof)" if certificate.summary.safe_for_every_initial_state_of_the_box else "not shown"))
+    return result.exit_code
+
+
+def _verify_foreign(args: argparse.Namespace) -> int:
+    from . import api
+
+    if args.campaign is not None:
+        raise UsageError("--campaign does not apply with --controller")
+    result = api.verify(args.run_dir, controller=args.controller, **_given(
+        args, "out", "samples", "halton", "beta", "seed", "cells_per_axis", "max_depth", "max_cells",
+        "falsify_iterations", "reach"))
+    certificate = result.certificate
+    if args.json:
+        print(_json(certificate.to_json()))
+        return result.exit_code
+    print(f"certificate {result.path}")
+    print(f"  controller {certificate.controller} (sha256 {certificate.controller_sha256[:16]}...): "
+          f"{certificate.network}")
+    for check in certificate.checks:
+        print(f"  {check.verdict:<9} {check.name}: {check.evidence}, {check.seconds:.1f} s")
+        details = check.details
+        if check.name == "closed_loop_safety" and details.get("scenario_bound"):
+            print(f"            {details['scenario_bound']['statement']}")
+        if "proven_fraction_of_box" in details:
+            print(f"            proven {100 * details['proven_fraction_of_box']:.1f}% of the box "
+                  f"({details['cells_proven']} cells proven, {details['cells_unknown']} not)")
+        if "reason" in details and check.verdict != "VERIFIED":
+            print(f"            {details['reason']}")
+        if check.counterexample:
+            shown = {k: v for k, v in check.counterexample.items() if k != "trajectory"}
+            print(f"            counterexample: {json.dumps(json_safe(shown))}")
+    print(f"  {certificate.sampling}")
     print("  safe for every initial state of the box: "
           + ("yes (proof)" if certificate.summary.safe_for_every_initial_state_of_the_box else "not shown"))
     return result.exit_code

@@ -501,6 +501,66 @@ class Certificate(RunFile):
         return next((check for check in self.checks if check.name == name), None)
 
 
+# -- a foreign controller's certificate (verify PLANT --controller NET.onnx) ---------------------------------
+@dataclass(frozen=True)
+class ForeignCertificateSummary:
+    verified: tuple[str, ...]
+    falsified: tuple[str, ...]
+    unknown: tuple[str, ...]
+    safe_for_every_initial_state_of_the_box: bool
+
+
+@dataclass(frozen=True)
+class ForeignCertificate(RunFile):
+    """The certificate of ``verify PLANT --controller NET.onnx``: the closed loop of a foreign network alone.
+
+    Attributes
+    ----------
+    format, generator, plant : str
+    plant_file, plant_sha256 : str
+        The plant file as named, and the sha256 of its text.
+    controller, controller_sha256 : str
+        The ONNX file as named, and the sha256 of its bytes.
+    network : str
+        Layer summary (``4 -> 256 tanh -> 256 tanh -> 2 tanh``).
+    onnx_ops : tuple of str
+        The ONNX operations the reader found.
+    input_map, output_map : tuple of str
+        The plant file's ``controller`` maps as written (empty: identity).
+    sampling, discrete_map : str
+        At which instants rows are checked, and which discrete map the verdicts are about.
+    initial_box : Mapping[str, tuple of float]
+    horizon_steps : int
+    summary : ForeignCertificateSummary
+    checks : tuple of Check
+    exit_code : int
+        1 when a check is FALSIFIED, else 0.
+    """
+
+    format: str
+    generator: str
+    plant: str
+    plant_file: str
+    plant_sha256: str
+    controller: str
+    controller_sha256: str
+    network: str
+    onnx_ops: tuple[str, ...]
+    input_map: tuple[str, ...]
+    output_map: tuple[str, ...]
+    sampling: str
+    discrete_map: str
+    initial_box: Mapping[str, tuple[float, float]]
+    horizon_steps: int
+    summary: ForeignCertificateSummary
+    checks: tuple[Check, ...]
+    exit_code: int
+
+    def check(self, name: str) -> Check | None:
+        """The check called ``name`` (None when the certificate has none)."""
+        return next((check for check in self.checks if check.name == name), None)
+
+
 # -- hil/<target>/report.json and hil/report.json ------------------------------------------------------
 @dataclass(frozen=True)
 class Latency:

@@ -18,11 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SpecError
 from ..plant.expr import FUNCTIONS, Expression, ExpressionError, parse_expression
 from .fields import Field
 from .yaml_source import parse_yaml, read_yaml
 
 SCHEMA = "scpo-plant/1"
+#: ``schema_version`` values: 1 (files without the key) and 2 (open-loop plants for ``verify --controller``:
+#: optional equilibrium and backup, the ``controller`` maps, row windows, a goal set, unsafe boxes)
+SCHEMA_VERSIONS = (1, 2)
+#: the network's outputs are named y0, y1, ... in ``controller.outputs`` expressions
+MAX_NETWORK_OUTPUTS = 4096
 BACKUP_TYPES = ("lqr", "mpc")
 MPC_SOLVERS = ("sqp", "sqp_rti", "admm")
 DEFAULT_MPC_HORIZON = 20
@@ -35,9 +41,10 @@ MAX_EXPERT_ROWS = 1_000_000
 _PLANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOP_KEYS = (
-    "schema", "name", "description", "dt", "states", "inputs", "params", "dynamics", "equilibrium",
-    "constraints", "backup", "safety", "task", "policy", "scpo",
+    "schema", "schema_version", "name", "description", "dt", "states", "inputs", "params", "dynamics", "equilibrium",
+    "constraints", "backup", "safety", "task", "policy", "scpo", "controller",
 )
+_V2_KEYS = ("controller",)
 
 
 @dataclass(frozen=True)
@@ -80,10 +87,50 @@ class DynamicsSpec:
 
 @dataclass(frozen=True)
 class ConstraintSpec:
-    """An extra safety constraint ``expression(x, u) <= 0`` at every step."""
+    """An extra safety constraint ``expression(x, u) <= 0`` at every step, or (schema version 2) only at the
+    steps ``steps = (first, last)`` (inclusive, control steps from 0)."""
 
     name: str
     expression: Expression
+    steps: tuple | None = None
+
+
+@dataclass(frozen=True)
+class AvoidSpec:
+    """An unsafe box (schema version 2): the state must not lie inside ``box (nx, 2)`` (``+-inf`` for a state
+    the box does not name) at any step, or only at ``steps = (first, last)``."""
+
+    name: str
+    box: np.ndarray
+    steps: tuple | None = None
+
+
+@dataclass(frozen=True)
+class ControllerMapSpec:
+    """Affine maps around a foreign network (schema version 2, ``verify --controller``).
+
+    The network sees ``A_in x + b_in`` and the plant gets ``u = A_out y + b_out`` (``y`` the network's
+    outputs). Either map may be absent (None): the identity, which needs the network's sizes to equal nx, nu.
+
+    Attributes
+    ----------
+    A_in : ndarray (n_in, nx) or None
+    b_in : ndarray (n_in,) or None
+    A_out : ndarray (nu, n_out) or None
+    b_out : ndarray (nu,) or None
+    network_outputs : int or None
+        How many outputs the network must have (with an output map).
+    input_texts, output_texts : tuple of str
+        The expressions as written.
+    """
+
+    A_in: np.ndarray | None
+    b_in: np.ndarray | None
+    A_out: np.ndarray | None
+    b_out: np.ndarray | None
+    network_outputs: int | None
+    input_texts: tuple = ()
+    output_texts: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +192,11 @@ class SafetySpec:
     envelope: EnvelopeSpec = EnvelopeSpec()
     final_reach: bool = True
     margin: float = 1e-3
+    #: schema version 2: the goal set ``(nx, 2)`` (``+-inf`` for free states) the state must lie in at the
+    #: final step (reach-avoid), or None
+    goal: np.ndarray | None = None
+    #: schema version 2: unsafe boxes, tuple of :class:`AvoidSpec`
+    avoid: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -193,7 +245,12 @@ class ScpoSettings:
 
 @dataclass(frozen=True)
 class PlantSpec:
-    """A validated plant file. Arrays are read-only; units are the file's."""
+    """A validated plant file. Arrays are read-only; units are the file's.
+
+    ``x_eq``, ``u_eq`` and ``backup`` are None only in a schema version 2 file without them (an open-loop
+    plant for ``verify --controller``; :func:`~scpo_ctrl.plant.model.build_plant` refuses it for the other
+    verbs).
+    """
 
     name: str
     description: str
@@ -214,6 +271,15 @@ class PlantSpec:
     text_sha256: str
     #: the plant file's text (UTF-8), what ``adapt`` copies into the run directory as ``plant.yaml``
     text: str = dataclass_field(default="", repr=False, compare=False)
+    schema_version: int = 1
+    controller: ControllerMapSpec | None = None
+
+    @property
+    def uses_version_2_rows(self) -> bool:
+        """True when the file has windowed rows, a goal set or unsafe boxes (checked by ``verify --controller``
+        only)."""
+        return (self.safety.goal is not None or bool(self.safety.avoid)
+                or any(c.steps is not None for c in self.constraints))
 
     @property
     def nx(self) -> int:
@@ -230,6 +296,22 @@ class PlantSpec:
     @property
     def input_names(self) -> tuple:
         return tuple(v.name for v in self.inputs)
+
+
+def require_backup(spec: PlantSpec) -> None:
+    """Refuse a schema version 2 file without an equilibrium or backup, or with windowed rows, a goal set or
+    unsafe boxes, for the verbs built around the backup (check, adapt, export, ...).
+
+    Raises
+    ------
+    SpecError
+    """
+    if spec.x_eq is None or spec.backup is None:
+        raise SpecError(spec.source, "", "this plant file has no equilibrium or no backup: only "
+                                         "`scpo-ctrl verify PLANT --controller NET.onnx` can use it")
+    if spec.uses_version_2_rows:
+        raise SpecError(spec.source, "safety", "windowed rows, a goal set and unsafe boxes are checked by "
+                                               "`scpo-ctrl verify PLANT --controller NET.onnx` only")
 
 
 def load_plant_spec(path: str | Path) -> PlantSpec:
@@ -259,10 +341,23 @@ def parse_plant_spec(text: str, source: str, directory: str | Path = ".") -> Pla
 
 
 def _build(root: Field, path: Path) -> PlantSpec:
-    root.mapping(_TOP_KEYS, required=("schema", "name", "dt", "states", "inputs", "dynamics", "equilibrium", "backup", "safety"))
+    root.mapping(_TOP_KEYS, required=("schema", "name", "dt", "states", "inputs", "dynamics", "safety"))
     schema = root.child("schema").text()
     if schema != SCHEMA:
         raise root.child("schema").error(f"unsupported schema {schema!r}; expected {SCHEMA!r}")
+    version = 1
+    if root.has("schema_version"):
+        version = root.child("schema_version").integer()
+        if version not in SCHEMA_VERSIONS:
+            raise root.child("schema_version").error(f"unsupported schema_version {version}; expected one of "
+                                                     f"{', '.join(map(str, SCHEMA_VERSIONS))}")
+    if version == 1:
+        for key in ("equilibrium", "backup"):
+            if not root.has(key):
+                raise root.error(f"missing required key {key!r} (optional only with schema_version: 2)")
+        for key in _V2_KEYS:
+            if root.has(key):
+                raise root.child(key).error(f"{key} needs schema_version: 2")
     name = root.child("name").text()
     if not _PLANT_NAME.match(name):
         raise root.child("name").error(f"{name!r} is not a valid plant name; use [a-z][a-z0-9_]* (it prefixes C symbols)")
@@ -272,7 +367,7 @@ def _build(root: Field, path: Path) -> PlantSpec:
     states = _variables(root.child("states"), "state")
     inputs = _variables(root.child("inputs"), "input")
     for field, variable in zip(root.child("inputs").elements(), inputs):
-        if variable.min is None and variable.max is None:
+        if variable.min is None and variable.max is None and root.has("backup"):
             raise field.error(f"input {variable.name!r} needs at least one bound (the backup saturates it)")
     params = _params(root.child("params"))
     _check_unique_names(root, states, inputs, params)
@@ -284,18 +379,21 @@ def _build(root: Field, path: Path) -> PlantSpec:
     state_symbols.update(params)
 
     dynamics = _dynamics(root.child("dynamics"), states, inputs, symbols)
-    x_eq, u_eq = _equilibrium(root.child("equilibrium"), nx, nu)
-    constraints = _constraints(root.child("constraints"), symbols)
-    backup = _backup(root.child("backup"), nx, nu)
-    safety = _safety(root.child("safety"), states)
-    task = _task(root.child("task"), states, inputs, state_symbols, backup, path)
+    x_eq, u_eq = _equilibrium(root.child("equilibrium"), nx, nu) if root.has("equilibrium") else (None, None)
+    safety = _safety(root.child("safety"), states, version)
+    constraints = _constraints(root.child("constraints"), symbols, version, safety.horizon)
+    backup = _backup(root.child("backup"), nx, nu) if root.has("backup") else None
+    if backup is None and root.has("task"):
+        raise root.child("task").error("a task needs a backup (the residual is adapted around it)")
+    task = _task(root.child("task"), states, inputs, state_symbols, backup, path) if backup is not None else None
+    controller = _controller(root.child("controller"), states, inputs, params) if root.has("controller") else None
     policy = _policy(root.child("policy"))
     scpo = _scpo(root.child("scpo"))
     return PlantSpec(
         name=name, description=description, dt=dt, states=states, inputs=inputs, params=params,
         dynamics=dynamics, x_eq=x_eq, u_eq=u_eq, constraints=constraints, backup=backup,
         safety=safety, task=task, policy=policy, scpo=scpo, source=root.document.source, text_sha256=root.document.sha256,
-        text=root.document.text,
+        text=root.document.text, schema_version=version, controller=controller,
     )
 
 
@@ -370,21 +468,117 @@ def _equilibrium(field: Field, nx: int, nu: int) -> tuple:
     return field.child("x").vector(nx), field.child("u").vector(nu)
 
 
-def _constraints(field: Field, symbols) -> tuple:
+def _steps(field: Field, horizon: int) -> tuple:
+    """A window ``[first, last]`` of control steps, ``0 <= first <= last <= horizon``."""
+    first, last = (e.integer(minimum=0) for e in field.elements(min_count=2)[:2])
+    if len(field.value) != 2:
+        raise field.error(f"expected [first, last], got {len(field.value)} numbers")
+    if first > last or last > horizon:
+        raise field.error(f"expected 0 <= first <= last <= horizon ({horizon}), got [{first}, {last}]")
+    return first, last
+
+
+def _constraints(field: Field, symbols, version: int = 1, horizon: int = 0) -> tuple:
     if field.value is None:
         return ()
     out = []
     names = set()
     for element in field.elements():
-        element.mapping(("name", "expr"), required=("name", "expr"))
+        element.mapping(("name", "expr", "steps"), required=("name", "expr"))
+        if element.has("steps") and version < 2:
+            raise element.child("steps").error("steps (a row's window) needs schema_version: 2")
         name = element.child("name").text()
         if not _IDENTIFIER.match(name):
             raise element.child("name").error(f"constraint name {name!r} is not an identifier")
         if name in names:
             raise element.child("name").error(f"constraint name {name!r} is used twice")
         names.add(name)
-        out.append(ConstraintSpec(name, _expression(element.child("expr"), symbols)))
+        steps = _steps(element.child("steps"), horizon) if element.has("steps") else None
+        out.append(ConstraintSpec(name, _expression(element.child("expr"), symbols), steps))
     return tuple(out)
+
+
+def _state_box(field: Field, states, *, every: bool) -> np.ndarray:
+    """A box over (some of, unless ``every``) the states: ``{name: [lo, hi]}`` -> (nx, 2), +-inf elsewhere."""
+    names = [v.name for v in states]
+    field.mapping(names, required=names if every else ())
+    if not every and not field.value:
+        raise field.error("expected at least one state's interval")
+    box = np.tile([-np.inf, np.inf], (len(states), 1))
+    for index, name in enumerate(names):
+        if field.has(name):
+            lo, hi = field.child(name).vector(2)
+            if lo > hi:
+                raise field.child(name).error(f"lower end {lo:g} is above upper end {hi:g}")
+            box[index] = lo, hi
+    box.setflags(write=False)
+    return box
+
+
+def _avoid(field: Field, states, horizon: int) -> tuple:
+    out, names = [], set()
+    for element in field.elements(min_count=1):
+        element.mapping(("name", "box", "steps"), required=("name", "box"))
+        name = element.child("name").text()
+        if not _IDENTIFIER.match(name) or name in names:
+            raise element.child("name").error(f"avoid name {name!r} is not an identifier or is used twice")
+        names.add(name)
+        steps = _steps(element.child("steps"), horizon) if element.has("steps") else None
+        out.append(AvoidSpec(name, _state_box(element.child("box"), states, every=False), steps))
+    return tuple(out)
+
+
+def _affine_map(field: Field, names: dict, variables: list, what: str) -> tuple:
+    """Expressions (a list) affine in ``variables`` -> ``(A (k, n), b (k,))``, found symbolically (exact)."""
+    import casadi as ca
+
+    items = field.elements(min_count=1)
+    z = ca.SX.sym("z", len(variables))
+    symbols = dict(names)
+    symbols.update({name: z[i] for i, name in enumerate(variables)})
+    A, b = np.zeros((len(items), len(variables))), np.zeros(len(items))
+    for k, item in enumerate(items):
+        expression = _expression(item, {**names, **{v: v for v in variables}})
+        h = expression.to_casadi(symbols)
+        gradient = ca.jacobian(h, z)
+        if ca.depends_on(gradient, z):
+            raise item.error(f"{item.value!r} is not affine in {what}")
+        values = ca.Function("affine", [z], [gradient, h])
+        g, h0 = values(np.zeros(len(variables)))
+        A[k], b[k] = np.array(g, dtype=float).ravel(), float(h0)
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
+        raise field.error("the map has non-finite coefficients")
+    A.setflags(write=False)
+    b.setflags(write=False)
+    return A, b, tuple(str(item.value) for item in items)
+
+
+def _controller(field: Field, states, inputs, params) -> ControllerMapSpec:
+    """``controller: {inputs: [expr in the states], outputs: [expr in y0, y1, ...], network_outputs: k}``."""
+    field.mapping(("inputs", "outputs", "network_outputs"))
+    A_in = b_in = A_out = b_out = None
+    in_texts = out_texts = ()
+    if field.has("inputs"):
+        A_in, b_in, in_texts = _affine_map(field.child("inputs"), dict(params), [v.name for v in states], "the states")
+    n_out = None
+    if field.has("outputs"):
+        outputs = field.child("outputs")
+        items = outputs.elements(min_count=1)
+        if len(items) != len(inputs):
+            raise outputs.error(f"expected {len(inputs)} expression(s), one per plant input; got {len(items)}")
+        n_out = field.child("network_outputs").integer(minimum=1, maximum=MAX_NETWORK_OUTPUTS) \
+            if field.has("network_outputs") else None
+        width = n_out if n_out is not None else MAX_NETWORK_OUTPUTS
+        A_wide, b_out, out_texts = _affine_map(outputs, dict(params), [f"y{i}" for i in range(width)],
+                                               "the network's outputs y0, y1, ...")
+        used = np.flatnonzero(np.any(A_wide != 0.0, axis=0))
+        if n_out is None:
+            n_out = int(used.max()) + 1 if len(used) else 1
+        A_out = np.array(A_wide[:, :n_out])
+        A_out.setflags(write=False)
+    elif field.has("network_outputs"):
+        raise field.child("network_outputs").error("network_outputs applies with an outputs map only")
+    return ControllerMapSpec(A_in, b_in, A_out, b_out, n_out, in_texts, out_texts)
 
 
 def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
@@ -410,10 +604,15 @@ def _backup(field: Field, nx: int, nu: int) -> BackupSpec:
     return BackupSpec(kind, Q, R, horizon, solver, tighten, iterations)
 
 
-def _safety(field: Field, states) -> SafetySpec:
-    field.mapping(("horizon", "initial_states", "reach_level", "envelope", "final_reach", "margin"),
+def _safety(field: Field, states, version: int = 1) -> SafetySpec:
+    field.mapping(("horizon", "initial_states", "reach_level", "envelope", "final_reach", "margin", "goal", "avoid"),
                   required=("horizon", "initial_states"))
     horizon = field.child("horizon").integer(minimum=1, maximum=100_000)
+    for key in ("goal", "avoid"):
+        if field.has(key) and version < 2:
+            raise field.child(key).error(f"{key} needs schema_version: 2")
+    goal = _state_box(field.child("goal"), states, every=False) if field.has("goal") else None
+    avoid = _avoid(field.child("avoid"), states, horizon) if field.has("avoid") else ()
     reach_level = 1.0
     if field.has("reach_level"):
         reach_level = field.child("reach_level").number()
@@ -423,6 +622,7 @@ def _safety(field: Field, states) -> SafetySpec:
         "envelope": _envelope(field.child("envelope")) if field.has("envelope") else EnvelopeSpec(),
         "final_reach": field.child("final_reach").boolean(default=True) if field.has("final_reach") else True,
         "margin": field.child("margin").number(nonnegative=True) if field.has("margin") else 1e-3,
+        "goal": goal, "avoid": avoid,
     }
     if rows["margin"] >= 0.5:
         raise field.child("margin").error(f"expected a fraction of each row's scale below 0.5, got {rows['margin']:g}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import casadi as ca
 import numpy as np
 
-from ..config.plant_spec import PlantSpec
+from ..config.plant_spec import PlantSpec, require_backup
 from ..errors import SpecError
 from .linear import LinearModel, discretise_zoh
 
@@ -85,14 +85,20 @@ class PlantModel:
         return LinearModel(A=A, B=B, x_eq=np.array(self.spec.x_eq), u_eq=np.array(self.spec.u_eq), dt=self.spec.dt)
 
 
-def build_plant(spec: PlantSpec) -> PlantModel:
+def build_plant(spec: PlantSpec, open_loop: bool = False) -> PlantModel:
     """Build the CasADi model and check the equilibrium.
+
+    ``open_loop`` (``verify --controller``): the file needs no equilibrium or backup (checked when given); the
+    rows of ``g`` are then every constraint, windowed ones included (their windows apply where they are used).
 
     Raises
     ------
     SpecError
-        If the equilibrium is not one, or lies on or outside a safety row.
+        If the equilibrium is not one, or lies on or outside a safety row; without ``open_loop``, a schema
+        version 2 file without an equilibrium or backup, or with windowed rows, a goal set or unsafe boxes.
     """
+    if not open_loop:
+        require_backup(spec)
     x = ca.SX.sym("x", spec.nx)
     u = ca.SX.sym("u", spec.nu)
     symbols = {name: x[i] for i, name in enumerate(spec.state_names)}
@@ -100,7 +106,8 @@ def build_plant(spec: PlantSpec) -> PlantModel:
 
     x_next, residual = _dynamics(spec, x, u, symbols)
     f = ca.Function("f", [x, u], [x_next], ["x", "u"], ["x_next"])
-    _check_equilibrium(spec, ca.Function("residual", [x, u], [residual]))
+    if spec.x_eq is not None:
+        _check_equilibrium(spec, ca.Function("residual", [x, u], [residual]))
 
     rows, expressions = _bound_rows(spec.states, x, "state")
     for constraint in spec.constraints:
@@ -114,7 +121,8 @@ def build_plant(spec: PlantSpec) -> PlantModel:
     z = ca.vertcat(x, u)
     affine = not ca.depends_on(ca.jacobian(x_next, z), z)
     model = PlantModel(spec, f, tuple(rows), g, tuple(input_rows), g_input, affine)
-    _check_equilibrium_inside(model)
+    if spec.x_eq is not None and not open_loop:
+        _check_equilibrium_inside(model)
     return model
 
 

@@ -126,7 +126,32 @@ def _gate_stationary(alpha: np.ndarray) -> np.ndarray:
     return np.stack([0.5 - root, 0.5 + root, zero, zero + 1.0])
 
 
+def _relu_stationary(alpha: np.ndarray) -> np.ndarray:
+    """ReLU is piecewise linear: its only interior extreme of ``relu(y) - alpha y`` is the kink at 0."""
+    return np.zeros_like(alpha)[None]
+
+
+def _sigmoid_value(y: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * y))
+
+
+def _sigmoid_slope(y: np.ndarray) -> np.ndarray:
+    s = _sigmoid_value(y)
+    return s * (1.0 - s)
+
+
+def _sigmoid_stationary(alpha: np.ndarray) -> np.ndarray:
+    """Points where s (1 - s) = alpha (0 <= alpha <= 1/4): s = (1 +- sqrt(1 - 4 alpha)) / 2, y = logit(s)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        root = np.sqrt(np.clip(1.0 - 4.0 * alpha, 0.0, 1.0))
+        y = 2.0 * np.arctanh(root)  # logit((1 + r) / 2) = 2 atanh(r)
+    return np.stack([y, -y])
+
+
 TANH = ScalarFunction(np.tanh, lambda y: 1.0 - np.tanh(y) ** 2, _tanh_stationary)
+#: ReLU: with the chord slope over a crossing range this is the usual triangle relaxation (band [0, -a l])
+RELU = ScalarFunction(lambda y: np.maximum(y, 0.0), lambda y: (y > 0.0).astype(float), _relu_stationary)
+SIGMOID = ScalarFunction(_sigmoid_value, _sigmoid_slope, _sigmoid_stationary)
 GATE = ScalarFunction(_gate_value, _gate_slope, _gate_stationary)
 
 

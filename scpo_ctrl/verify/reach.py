@@ -567,22 +567,7 @@ class _Analysis:
         -------
         (centre (M, nx), G (M, nx, m + nu [+ nx])) of the next zonotope, before order reduction.
         """
-        if self.map is None:
-            new_c = centre @ self.A.T + u_centre @ self.B.T + self.e
-            new_g = np.matmul(self.A, G) + np.matmul(self.B, U)
-            noise = self.B[None, :, :] * w_radius[:, None, :]  # (M, nx, nu)
-            return new_c, np.concatenate([new_g, noise], axis=2)
-        nx = self.law.nx
-        x_radius = np.abs(G).sum(axis=2)
-        u_radius = np.abs(U).sum(axis=2) + w_radius
-        model = self.map.first_order(np.concatenate([centre, u_centre], axis=1),
-                                     np.concatenate([x_radius, u_radius], axis=1))
-        J_x, J_u = model.jacobian[:, :, :nx], model.jacobian[:, :, nx:]
-        new_g = np.matmul(J_x, G) + np.matmul(J_u, U)
-        noise = J_u * w_radius[:, None, :]
-        remainder = np.zeros((len(centre), nx, nx))
-        remainder[:, np.arange(nx), np.arange(nx)] = model.remainder * (1 + ROUND_OFF_WIDENING)
-        return model.value, np.concatenate([new_g, noise, remainder], axis=2)
+        return zonotope_step(self.A, self.B, self.e, self.map, centre, G, u_centre, U, w_radius)
 
     def sensitivity(self, G: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Contribution of each initial axis to the spread of a failing row, per zonotope.
@@ -611,21 +596,65 @@ class _Analysis:
 
     @staticmethod
     def _reduce(G: np.ndarray, m_max: int) -> np.ndarray:
-        """Girard's reduction of the generators after the first nx (the images of the initial cell's
-        axes, kept in place for :meth:`sensitivity`): keep the largest so that m_max remain, box the
-        rest into nx axis-aligned ones."""
-        M, nx, m = G.shape
-        if m <= m_max:
-            return G
-        pinned, free = G[:, :, :nx], G[:, :, nx:]
-        keep = m_max - 2 * nx
-        norms = np.abs(free).sum(axis=1) - np.abs(free).max(axis=1)  # the Girard ordering criterion
-        order = np.argsort(-norms, axis=1)
-        kept = np.take_along_axis(free, order[:, None, :keep], axis=2)
-        rest = np.take_along_axis(free, order[:, None, keep:], axis=2)
-        boxed = np.zeros((M, nx, nx))
-        boxed[:, np.arange(nx), np.arange(nx)] = np.abs(rest).sum(axis=2)
-        return np.concatenate([pinned, kept, boxed], axis=2)
+        return reduce_order(G, m_max)
+
+
+def zonotope_step(A: np.ndarray, B: np.ndarray, e: np.ndarray, dmap: DiscreteMap | None, centre: np.ndarray,
+                  G: np.ndarray, u_centre: np.ndarray, U: np.ndarray, w_radius: np.ndarray) -> tuple:
+    """One step of the plant from ``x = centre + G xi`` with ``u = u_centre + U xi + w``, ``|w| <= w_radius``.
+
+    Affine plant (``dmap`` None): ``x+ = A x + B u + e`` exactly, ``w`` as new generators ``B diag(w_radius)``.
+    Nonlinear plant: the first-order model of the discrete map ``dmap`` around ``(centre, u_centre)`` over the
+    box of ``(x, u)`` (:meth:`.discrete_map.DiscreteMap.first_order`): ``x+ = f(c) + (J_x G + J_u U) xi
+    + J_u w + rho``, the remainder ``rho`` as new axis-aligned generators.
+
+    Parameters
+    ----------
+    A : ndarray (nx, nx), B : ndarray (nx, nu), e : ndarray (nx,)
+    centre : ndarray, shape (M, nx)
+    G : ndarray, shape (M, nx, m)
+    u_centre : ndarray, shape (M, nu)
+    U : ndarray, shape (M, nu, m)
+    w_radius : ndarray, shape (M, nu)
+
+    Returns
+    -------
+    (centre (M, nx), G (M, nx, m + nu [+ nx])) of the next zonotope, before order reduction.
+    """
+    if dmap is None:
+        new_c = centre @ A.T + u_centre @ B.T + e
+        new_g = np.matmul(A, G) + np.matmul(B, U)
+        noise = B[None, :, :] * w_radius[:, None, :]  # (M, nx, nu)
+        return new_c, np.concatenate([new_g, noise], axis=2)
+    nx = centre.shape[1]
+    x_radius = np.abs(G).sum(axis=2)
+    u_radius = np.abs(U).sum(axis=2) + w_radius
+    model = dmap.first_order(np.concatenate([centre, u_centre], axis=1),
+                             np.concatenate([x_radius, u_radius], axis=1))
+    J_x, J_u = model.jacobian[:, :, :nx], model.jacobian[:, :, nx:]
+    new_g = np.matmul(J_x, G) + np.matmul(J_u, U)
+    noise = J_u * w_radius[:, None, :]
+    remainder = np.zeros((len(centre), nx, nx))
+    remainder[:, np.arange(nx), np.arange(nx)] = model.remainder * (1 + ROUND_OFF_WIDENING)
+    return model.value, np.concatenate([new_g, noise, remainder], axis=2)
+
+
+def reduce_order(G: np.ndarray, m_max: int) -> np.ndarray:
+    """Girard's reduction of the generators after the first nx (the images of the initial cell's
+    axes, kept in place for the sensitivity of a failing row): keep the largest so that m_max remain, box the
+    rest into nx axis-aligned ones."""
+    M, nx, m = G.shape
+    if m <= m_max:
+        return G
+    pinned, free = G[:, :, :nx], G[:, :, nx:]
+    keep = m_max - 2 * nx
+    norms = np.abs(free).sum(axis=1) - np.abs(free).max(axis=1)  # the Girard ordering criterion
+    order = np.argsort(-norms, axis=1)
+    kept = np.take_along_axis(free, order[:, None, :keep], axis=2)
+    rest = np.take_along_axis(free, order[:, None, keep:], axis=2)
+    boxed = np.zeros((M, nx, nx))
+    boxed[:, np.arange(nx), np.arange(nx)] = np.abs(rest).sum(axis=2)
+    return np.concatenate([pinned, kept, boxed], axis=2)
 
 
 def _widened(upper):
