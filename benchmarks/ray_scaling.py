@@ -7,15 +7,15 @@ Everything on a local Ray cluster of two one-CPU nodes (``ray.cluster_utils.Clus
 * **Per-task overhead**: 200 one-closed-loop tasks of the double integrator's bank (a 2-state LQR loop, about a
   millisecond of work each) on one Ray worker, against the same tasks in this process; (Ray - local) / tasks.
 * **Cart-pole MPC bank**: one SCPO bank evaluation of ``models/cartpole_mpc.yaml`` (9 parameter vectors from the
-  64 validation states over the 100-step horizon, the acados MPC solved at every step) in this process with one
-  thread (the reference), then through :class:`~scpo_ctrl.scpo.bank.DistributedBank` on 1 and 2 Ray workers.
+  64 validation states over the 100-step horizon, the acados MPC solved at every step), its blocks in this process
+  (one thread: the reference), then through :class:`~scpo_ctrl.scpo.bank.DistributedBank` on 1 and 2 Ray workers.
 * **10^5-state Monte Carlo**: 100,000 closed loops of the double integrator's backup from uniform states of its
   box through the same bank engine (verify's own Monte Carlo does not run on Ray yet), 1 thread vs 1 and 2 workers.
 * **Projection** (a model, not a measurement): wall seconds of 200 cart-pole MPC iterations on p cores,
-  ``200 (T_rest + (T_bank + tasks * overhead) / p)``, with ``T_rest`` (gradient, projection, line search:
-  in this process) and ``T_bank`` (bank evaluation and validation, one core) from ``--iterations`` iterations of
-  ``adapt`` in this process, ``tasks`` the bank's blocks per iteration and ``overhead`` the measured per-task
-  overhead. It ignores the network, stragglers and the workers' one-off build of the engine.
+  ``200 (T_rest + ceil(tasks / p) (T_bank / tasks + overhead))``, with ``T_rest`` (loss gradient, projection,
+  line search: in this process) and ``T_bank`` (bank evaluation and validation, one core) from ``--iterations``
+  iterations of ``adapt`` in this process, ``tasks`` the bank's blocks for p workers and ``overhead`` the
+  measured per-task overhead. It ignores the network, stragglers and the workers' one-off build of the engine.
 
 The machine has 2 cores shared with other jobs: the load average is printed with the results and the speed-ups
 are lower bounds of what two free cores give.
@@ -43,7 +43,7 @@ from scpo_ctrl.adapt import AdaptRequest, run_adapt  # noqa: E402
 from scpo_ctrl.config.plant_spec import load_plant_spec  # noqa: E402
 from scpo_ctrl.execution import LocalExecutor, RayExecutor  # noqa: E402
 from scpo_ctrl.problem import build_problem  # noqa: E402
-from scpo_ctrl.scpo.bank import LOOPS_PER_TASK, BankTask, DistributedBank, rollout_recipe  # noqa: E402
+from scpo_ctrl.scpo.bank import BankTask, DistributedBank, bank_blocks, rollout_recipe  # noqa: E402
 from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy  # noqa: E402
 
 BANK_THETAS = 9  # one SCPO iteration's bank with the default settings: theta, 4 gradient pieces, 2 random pairs
@@ -66,7 +66,8 @@ def timed(call, *args):
 
 
 def checked(bank, x0, thetas, reference) -> float:
-    """Seconds of one bank evaluation after a warm-up (the workers build the engine once); bit-identical or fail."""
+    """Seconds of one bank evaluation after a warm-up (the workers build the engine once); bit-identical to the
+    in-process blocks or fail."""
     bank.metrics_batch(x0[:2], thetas[:1])
     (G, X), seconds = timed(bank.metrics_batch, x0, thetas)
     assert np.array_equal(G, reference[0]) and np.array_equal(X, reference[1])
@@ -90,7 +91,9 @@ def main(argv=None) -> int:
                "Monte Carlo, 100,000 double-integrator closed loops": (di, X0, zero)}
     times, references = {}, {}
     for label, (plant, x0, th) in batches.items():
-        references[label], seconds = timed(plant[3].metrics_batch, x0, th)
+        # the reference: the same blocks in this process (one thread), so the columns differ only in where
+        # the blocks run
+        references[label], seconds = timed(DistributedBank(LocalExecutor(), plant[4]).metrics_batch, x0, th)
         times[label] = {0: seconds}
     tasks = [BankTask(zero, di[2].x0[i % len(di[2].x0)][None]) for i in range(200)]
     local = LocalExecutor()
@@ -133,16 +136,21 @@ def main(argv=None) -> int:
         records = [json.loads(line) for line in Path(work, "training.jsonl").read_text().splitlines()]
     bank_part = np.mean([r["timing"]["bank_evaluation"] + r["timing"]["validation"] for r in records])
     rest = np.mean([r["seconds"] for r in records]) - bank_part
-    loops = np.mean([r["bank_size"] for r in records]) * len(adaptation.x0)
-    tasks_per_iteration = int(np.ceil(loops / LOOPS_PER_TASK)) + 1
-    lines += [f"Projection (model `200 (T_rest + (T_bank + tasks x overhead) / p)`, from {args.iterations} "
-              f"in-process iterations of cartpole_mpc: T_rest {rest:.1f} s, T_bank {bank_part:.1f} s, "
-              f"{tasks_per_iteration} tasks, overhead {1e3 * overhead:.2f} ms per task):", "",
-              "| cores p | projected wall time of 200 iterations | vs 1 core |", "|---|---|---|"]
+    bank_size = int(round(np.mean([r["bank_size"] for r in records])))
+    states = len(adaptation.x0)
+    lines += [f"Projection, a model (not a measurement): `200 (T_rest + ceil(tasks / p) (T_bank / tasks + overhead))` "
+              f"with T_rest {rest:.1f} s (loss gradient through the MPC closed loops, projection, line search: in "
+              f"this process) and T_bank {bank_size} probes x {states} states = {bank_size * states} closed loops "
+              f"{bank_part:.1f} s per iteration (bank and validation, one core), from {args.iterations} in-process "
+              f"iterations of cartpole_mpc; tasks the bank's blocks for p workers; overhead {1e3 * overhead:.2f} ms "
+              "per task as measured above. It ignores the network, stragglers and the workers' one-off build of the "
+              "engine; T_rest bounds the speed-up (Amdahl).", "",
+              "| cores p | blocks per iteration | projected wall time of 200 iterations | vs 1 core |", "|---|---|---|---|"]
     base = 200 * (rest + bank_part)
     for p in (1, 8, 32, 128):
-        t = 200 * (rest + (bank_part + tasks_per_iteration * overhead) / p)
-        lines.append(f"| {p} | {t / 3600:.2f} h ({t:.0f} s) | {base / t:.1f}x |")
+        tasks_p = len(bank_blocks(bank_size, states, p))
+        t = 200 * (rest + np.ceil(tasks_p / p) * (bank_part / tasks_p + overhead))
+        lines.append(f"| {p} | {tasks_p} | {t / 3600:.2f} h ({t:.0f} s) | {base / t:.1f}x |")
     lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}."]
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)

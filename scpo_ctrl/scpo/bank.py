@@ -111,7 +111,7 @@ class DistributedBank:
         """As :meth:`RolloutEngine.metrics_batch`: ``G (n, N, H+1, ng)``, ``X (n, N, H+1, nx)``."""
         x0 = np.atleast_2d(np.asarray(x0, dtype=float))
         thetas = np.atleast_2d(np.asarray(thetas, dtype=float))
-        blocks = _blocks(thetas.shape[0], x0.shape[0], self.executor.workers)
+        blocks = bank_blocks(thetas.shape[0], x0.shape[0], self.executor.workers)
         tasks = [BankTask(thetas[i0:i1], x0[j0:j1]) for (i0, i1), (j0, j1) in blocks]
         results = self.executor.map(self.recipe, tasks, self.progress)
         G = np.empty((thetas.shape[0], x0.shape[0]) + results[0][0].shape[2:])
@@ -121,7 +121,7 @@ class DistributedBank:
         return G, X
 
 
-def _blocks(n: int, N: int, workers: int) -> list:
+def bank_blocks(n: int, N: int, workers: int) -> list:
     """Blocks ``((i0, i1), (j0, j1))`` of candidates x states: at most :data:`LOOPS_PER_TASK` loops each, and at
     least two blocks per worker when the bank is large enough to share."""
     per_task = max(1, min(LOOPS_PER_TASK, (n * N) // max(1, 2 * workers)))
