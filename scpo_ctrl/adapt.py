@@ -31,9 +31,12 @@ import yaml
 
 from .config.plant_spec import PlantSpec, load_plant_spec, require_backup
 from .errors import SpecError, UsageError
+from .execution import Executor, executor_for
 from .files import atomic_write, atomic_write_text, json_safe
+from .jit import compiler_available
 from .problem import build_problem
 from .run_files import AdaptationSummary, VerificationLoop
+from .scpo.bank import DistributedBank, rollout_recipe
 from .scpo.control import ControlAdaptation, residual_policy
 from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step
 from .verification_loop import LoopSettings, reach_cells_per_axis, run_round
@@ -69,6 +72,7 @@ class AdaptRequest:
     force: bool = False
     progress: bool = True
     verify_loop: bool = True
+    ray: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,22 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
         raise SpecError(spec.source, "safety.initial_states",
                         f"the backup itself is unsafe from the validation set ({safety}); SCPO cannot start feasible")
     policy = residual_policy(problem, hidden, spec.policy.activation)
-    adaptation = ControlAdaptation(problem, policy)
+    progress = _Progress(settings.iterations, enabled=request.progress)
+    executor = executor_for(request.ray)
+    try:
+        return _adapt(request, spec, settings, hidden, patience, run_dir, config, problem, policy, executor, progress)
+    finally:
+        executor.close()
+
+
+def _adapt(request: AdaptRequest, spec: PlantSpec, settings: OptimizerSettings, hidden: tuple, patience: int,
+           run_dir: Path, config: dict, problem, policy, executor: Executor, progress: _Progress) -> AdaptResult:
+    jit = compiler_available()
+    bank = None
+    if request.ray is not None:
+        bank = DistributedBank(executor, rollout_recipe(spec, hidden, spec.policy.activation, jit), progress.tasks)
+    adaptation = ControlAdaptation(problem, policy, jit=jit, bank=bank)
+    config = {**config, "execution": executor.description}
     # the MPC's solver name carries a hash of its whole formulation: export checks it adapts the same MPC
     backup_marks = {} if problem.mpc is None else {"mpc_solver": problem.mpc.files.solver_name}
 
@@ -164,6 +183,7 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     if request.resume:
         state, records = _load_checkpoint(run_dir, settings, jsonl)
         log.info("resuming at iteration %d", state.iteration)
+        _record_execution(run_dir, config["execution"])
     else:
         plant_bytes = (spec.text.encode("utf-8") if isinstance(request.plant, PlantSpec)
                        else Path(request.plant).read_bytes())
@@ -187,7 +207,6 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     round_records = [r["verification_round"] for r in records if "verification_round" in r]
 
     stop = _StopFlag()
-    progress = _Progress(settings.iterations, enabled=request.progress)
     start = time.perf_counter()
     reason = "iterations done"
     with stop.installed():
@@ -225,11 +244,14 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
             if stop.requested:
                 reason = f"interrupted by {stop.requested}"
                 break
+            if getattr(executor, "lost", False):
+                reason = "interrupted: the Ray cluster went away (this iteration finished here); --resume continues"
+                break
             if stalled:
                 reason = f"stalled: no loss decrease for {patience} iterations"
                 break
     progress.close()
-    interrupted = stop.requested is not None
+    interrupted = stop.requested is not None or reason.startswith("interrupted")
     summary = _summary(spec, settings, adaptation, records, loss0, state, reason, time.perf_counter() - start, run_dir,
                        _loop_summary(looping, loop, round_records, adaptation))
     summary.write(run_dir / AdaptationSummary.RELATIVE_PATH)
@@ -301,6 +323,14 @@ def _check_directory(run_dir: Path, request: AdaptRequest, config: dict) -> None
     if (finished or started) and not request.force:
         what = "a finished run" if finished else "an interrupted run (use --resume to continue it)"
         raise UsageError(f"{run_dir} holds {what}; refusing to overwrite without --force")
+
+
+def _record_execution(run_dir: Path, execution: str) -> None:
+    """A resumed run says where its iterations now run (the setting resume does not compare)."""
+    path = run_dir / "config.resolved.yaml"
+    saved = yaml.safe_load(path.read_text())
+    if isinstance(saved, dict) and saved.get("execution") != execution:
+        atomic_write_text(path, yaml.safe_dump({**saved, "execution": execution}, sort_keys=False))
 
 
 def _clear_directory(run_dir: Path) -> None:
@@ -436,6 +466,12 @@ class _Progress:
         elif int(10 * fraction) > self.last_decile:
             self.last_decile = int(10 * fraction)
             sys.stderr.write(text + "\n")
+
+    def tasks(self, done: int, total: int) -> None:
+        """A distributed batch's tasks done so far (on a terminal)."""
+        if self.enabled and self.tty:
+            sys.stderr.write(f"\r  batch: {done}/{total} tasks" + ("\033[K" if done < total else "\r\033[K"))
+            sys.stderr.flush()
 
     def close(self) -> None:
         if self.enabled and self.tty:

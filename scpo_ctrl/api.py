@@ -77,7 +77,8 @@ def adapt(plant: str | Path | PlantSpec, out: str | Path | None = AdaptRequest.o
           iterations: int | None = AdaptRequest.iterations, seed: int | None = AdaptRequest.seed,
           method: str = AdaptRequest.method, overrides: tuple = AdaptRequest.overrides,
           resume: bool = AdaptRequest.resume, force: bool = AdaptRequest.force,
-          progress: bool = AdaptRequest.progress, verify_loop: bool = AdaptRequest.verify_loop) -> AdaptResult:
+          progress: bool = AdaptRequest.progress, verify_loop: bool = AdaptRequest.verify_loop,
+          ray: str | None = AdaptRequest.ray) -> AdaptResult:
     """``scpo-ctrl adapt``: adapt the residual policy with SCPO (or a baseline); writes the run directory.
 
     Parameters
@@ -98,6 +99,9 @@ def adapt(plant: str | Path | PlantSpec, out: str | Path | None = AdaptRequest.o
         Progress bar on stderr.
     verify_loop : bool
         Grow the validation set with the verifier's counterexamples.
+    ray : str, optional
+        Run SCPO's closed-loop bank on Ray: ``"auto"`` joins the Ray on this machine or starts one, else a
+        cluster address. None (default): in this process. Results are bit-identical either way.
 
     Returns
     -------
@@ -107,7 +111,7 @@ def adapt(plant: str | Path | PlantSpec, out: str | Path | None = AdaptRequest.o
     """
     return run_adapt(AdaptRequest(plant=_plant(plant), out=None if out is None else str(out), iterations=iterations,
                                   seed=seed, method=method, overrides=tuple(overrides), resume=resume, force=force,
-                                  progress=progress, verify_loop=verify_loop))
+                                  progress=progress, verify_loop=verify_loop, ray=ray))
 
 
 def export(run_dir: str | Path, *, precision: str | None = None, target: str | None = None,

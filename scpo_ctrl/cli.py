@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="do not grow the validation set with the verifier's counterexamples")
     adapt.add_argument("--json", action="store_true", help="print adaptation.json on stdout")
     adapt.add_argument("--quiet", action="store_true", help="no progress bar")
+    adapt.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="run the closed-loop bank on Ray: 'auto' (the default when given without a value) joins "
+                            "the Ray on this machine or starts one; ADDRESS joins that cluster (needs scpo-ctrl[ray])")
     adapt.set_defaults(handler=_adapt)
 
     export = verb("export", help="write the certified law as ONNX and C99 (RUN_DIR/export/)")
@@ -187,7 +190,8 @@ def _adapt(args: argparse.Namespace) -> int:
 
     result = api.adapt(args.plant, args.out, iterations=args.iterations, seed=args.seed,
                        overrides=tuple(args.overrides), resume=args.resume, force=args.force,
-                       progress=not args.quiet, verify_loop=args.verify_loop, **_given(args, "method"))
+                       progress=not args.quiet, verify_loop=args.verify_loop, ray=args.ray,
+                       **_given(args, "method"))
     summary = result.summary
     if args.json:
         print(_json(summary.to_json()))
@@ -212,7 +216,8 @@ def _adapt(args: argparse.Namespace) -> int:
                 print(f"  WARNING: the backup itself breaks a row from {unsafe} state(s) the last round found in the "
                       "initial box (not added: no law adapted from it can be certified there; see `check`)")
     if result.interrupted:
-        print("interrupted: the last accepted iterate is in policy.npz; continue with --resume", file=sys.stderr)
+        print(f"{summary.stop_reason}: the last accepted iterate is in policy.npz; continue with --resume",
+              file=sys.stderr)
         return 130
     return EXIT_OK if summary.final_safe else EXIT_UNSAFE
 

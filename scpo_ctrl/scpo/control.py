@@ -103,6 +103,13 @@ def residual_policy(problem: ControlProblem, hidden: tuple, activation: str = "t
     )
 
 
+def closed_loop_law(problem: ControlProblem, policy: ResidualPolicy) -> ca.Function:
+    """The policy as the rollout engine takes it: scalar (SX) code of ``(x, theta, u_backup) -> u`` around an MPC
+    (the closed loop runs in C), else the matrix (MX) form of ``(x, theta) -> u`` (the compiled rollouts stay small
+    and build in about a second at any width)."""
+    return policy.law(ca.SX) if problem.mpc is not None else policy.function(ca.MX)
+
+
 def training_starts(problem: ControlProblem, count: int) -> np.ndarray:
     """Initial states for the loss, low-discrepancy in the validation box with seed + 1, shape ``(count, nx)``."""
     lo, hi = problem.x0.min(axis=0), problem.x0.max(axis=0)
@@ -118,10 +125,13 @@ class ControlAdaptation:
     problem : ControlProblem
     policy : ResidualPolicy
     jit : bool or None
+    rows : RowSettings, optional
+    bank : object with ``metrics_batch(x0, thetas)``, optional
+        Runs the bank's closed loops (e.g. :class:`~scpo_ctrl.scpo.bank.DistributedBank`); default the engine.
     """
 
     def __init__(self, problem: ControlProblem, policy: ResidualPolicy, jit: bool | None = None,
-                 rows: RowSettings | None = None):
+                 rows: RowSettings | None = None, bank=None):
         self.problem = problem
         self.policy = policy
         self.rows = RowSettings.from_spec(problem.spec.safety) if rows is None else rows
@@ -129,13 +139,10 @@ class ControlAdaptation:
         jit = compiler_available() if jit is None else jit
         self.jit = jit
         self.mpc = problem.mpc is not None
-        if self.mpc:
-            # the closed loop runs in C around acados; the law is generated as scalar C code
-            self.pi = policy.law(ca.SX)
-        else:
-            # matrix (MX) form: the compiled rollouts stay small and build in about a second at any width
-            self.pi = policy.function(ca.MX)
+        self.pi = closed_loop_law(problem, policy)
         self.engine = problem.engine(self.pi, jit=jit)
+        #: where the bank's closed loops run (``metrics_batch``): the engine, or a distributed bank
+        self.bank = self.engine if bank is None else bank
         names = [row.name for row in problem.model.rows]
         names += [ENVELOPE_ROW] * self.rows.envelope + [REACH_ROW] * self.rows.final_reach
         self.group_names = tuple(names)
@@ -172,7 +179,7 @@ class ControlAdaptation:
             per_state = np.concatenate([per_state, [per_step]])
         self.row_groups = np.tile(per_state, self.n_states)
         # the backup's own closed loop (an all-zero theta has a zero residual: the backup exactly)
-        G_backup, X_backup = self.engine.metrics_batch(self.x0, np.zeros((1, self.dimension)))
+        G_backup, X_backup = self.bank.metrics_batch(self.x0, np.zeros((1, self.dimension)))
         target = self.problem.target
         if not hasattr(self, "_scale_pattern"):
             scale = np.tile(np.concatenate([self._path_scales(G_backup[0]), [target.c] * self.rows.envelope]), steps)
@@ -210,7 +217,7 @@ class ControlAdaptation:
         steps = self.problem.spec.safety.horizon + 1
         if x0.shape[0] == 0:
             return np.zeros((0, len(self.group_names))), np.zeros((0, len(self.problem.model.rows) + 1))
-        G, X = self.engine.metrics_batch(x0, np.asarray(theta, dtype=float)[None, :])
+        G, X = self.bank.metrics_batch(x0, np.asarray(theta, dtype=float)[None, :])
         G, X = G[0], X[0]  # (N, H+1, ng), (N, H+1, nx)
         target = self.problem.target
         V = target.value(X)
@@ -272,7 +279,7 @@ class ControlAdaptation:
         return out
 
     def constraints(self, thetas: np.ndarray) -> np.ndarray:
-        G, X = self.engine.metrics_batch(self.x0, np.atleast_2d(thetas))
+        G, X = self.bank.metrics_batch(self.x0, np.atleast_2d(thetas))
         return self.rows_from(G, X)
 
     def weighted_constraint_gradient(self, theta: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:

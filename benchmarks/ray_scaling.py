@@ -1,0 +1,163 @@
+"""Ray against in-process: per-task overhead, speed-up from 1 to 2 workers, and a projection to more cores.
+
+    SCPO_CTRL_ACADOS_DIR=.vendor/acados .venv/bin/python benchmarks/ray_scaling.py [--iterations 2]
+
+Everything on a local Ray cluster of two one-CPU nodes (``ray.cluster_utils.Cluster``) on this machine:
+
+* **Per-task overhead**: 200 one-closed-loop tasks of the double integrator's bank (a 2-state LQR loop, about a
+  millisecond of work each) on one Ray worker, against the same tasks in this process; (Ray - local) / tasks.
+* **Cart-pole MPC bank**: one SCPO bank evaluation of ``models/cartpole_mpc.yaml`` (9 parameter vectors from the
+  64 validation states over the 100-step horizon, the acados MPC solved at every step), its blocks in this process
+  (one thread: the reference), then through :class:`~scpo_ctrl.scpo.bank.DistributedBank` on 1 and 2 Ray workers.
+* **10^5-state Monte Carlo**: 100,000 closed loops of the double integrator's backup from uniform states of its
+  box through the same bank engine (verify's own Monte Carlo does not run on Ray yet), 1 thread vs 1 and 2 workers.
+* **Projection** (a model, not a measurement): wall seconds of 200 cart-pole MPC iterations on p cores,
+  ``200 (T_rest + ceil(tasks / p) (T_bank / tasks + overhead))``, with ``T_rest`` (loss gradient, projection,
+  line search: in this process) and ``T_bank`` (bank evaluation and validation, one core) from ``--iterations``
+  iterations of ``adapt`` in this process, ``tasks`` the bank's blocks for p workers and ``overhead`` the
+  measured per-task overhead. It ignores the network, stragglers and the workers' one-off build of the engine.
+
+The machine has 2 cores shared with other jobs: the load average is printed with the results and the speed-ups
+are lower bounds of what two free cores give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from scpo_ctrl.adapt import AdaptRequest, run_adapt  # noqa: E402
+from scpo_ctrl.config.plant_spec import load_plant_spec  # noqa: E402
+from scpo_ctrl.execution import LocalExecutor, RayExecutor  # noqa: E402
+from scpo_ctrl.problem import build_problem  # noqa: E402
+from scpo_ctrl.scpo.bank import BankTask, DistributedBank, bank_blocks, rollout_recipe  # noqa: E402
+from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy  # noqa: E402
+
+BANK_THETAS = 9  # one SCPO iteration's bank with the default settings: theta, 4 gradient pieces, 2 random pairs
+
+
+def parts(name: str, threads: int = 1):
+    spec = load_plant_spec(ROOT / "models" / f"{name}.yaml")
+    problem = build_problem(spec)
+    policy = residual_policy(problem, spec.policy.hidden, spec.policy.activation)
+    adaptation = ControlAdaptation(problem, policy)
+    engine = problem.engine(adaptation.pi, jit=adaptation.jit, threads=threads)
+    return spec, problem, adaptation, engine, rollout_recipe(spec, spec.policy.hidden, spec.policy.activation,
+                                                             adaptation.jit)
+
+
+def timed(call, *args):
+    start = time.perf_counter()
+    result = call(*args)
+    return result, time.perf_counter() - start
+
+
+def checked(bank, x0, thetas, reference) -> float:
+    """Seconds of one bank evaluation after a warm-up (the workers build the engine once); bit-identical to the
+    in-process blocks or fail."""
+    bank.metrics_batch(x0[:2], thetas[:1])
+    (G, X), seconds = timed(bank.metrics_batch, x0, thetas)
+    assert np.array_equal(G, reference[0]) and np.array_equal(X, reference[1])
+    return seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=2, help="adapt iterations of cartpole_mpc for T_rest")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    lines = [f"Load average at start: {os.getloadavg()[0]:.1f} (2 cores).", ""]
+    di = parts("double_integrator")
+    cartpole = parts("cartpole_mpc")
+    # the batches and their in-process (1 thread) references
+    box = di[0].safety.initial_states.box
+    X0 = rng.uniform(box[:, 0], box[:, 1], size=(100_000, di[0].nx))
+    zero = np.zeros((1, di[2].dimension))
+    thetas = rng.normal(scale=0.02, size=(BANK_THETAS, cartpole[2].dimension))
+    batches = {"cart-pole MPC bank (9 x 64 closed loops, 100 steps)": (cartpole, cartpole[2].x0, thetas),
+               "Monte Carlo, 100,000 double-integrator closed loops": (di, X0, zero)}
+    times, references = {}, {}
+    for label, (plant, x0, th) in batches.items():
+        # the reference: the same blocks in this process (one thread), so the columns differ only in where
+        # the blocks run
+        references[label], seconds = timed(DistributedBank(LocalExecutor(), plant[4]).metrics_batch, x0, th)
+        times[label] = {0: seconds}
+    tasks = [BankTask(zero, di[2].x0[i % len(di[2].x0)][None]) for i in range(200)]
+    local = LocalExecutor()
+    local.map(di[4], tasks[:1])
+    _, t_local = timed(local.map, di[4], tasks)
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes.add_node(num_cpus=1)
+    nodes.wait_for_nodes()
+    ray.init(address=nodes.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    try:
+        for workers in (1, 2):
+            executor = RayExecutor("auto", workers=workers)
+            try:
+                if workers == 1:
+                    executor.map(di[4], tasks[:1])
+                    _, t_ray = timed(executor.map, di[4], tasks)
+                for label, (plant, x0, th) in batches.items():
+                    times[label][workers] = checked(DistributedBank(executor, plant[4]), x0, th, references[label])
+            finally:
+                executor.close()
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+    overhead = (t_ray - t_local) / len(tasks)
+    lines += ["| measurement | in-process | Ray | per task |", "|---|---|---|---|",
+              f"| 200 one-loop tasks, 1 worker | {t_local:.3f} s | {t_ray:.3f} s | overhead {1e3 * overhead:.2f} ms"
+              f" ({t_ray / t_local:.1f}x the in-process time) |", "",
+              "| batch (results bit-identical in every column) | in-process, 1 thread | Ray, 1 worker | Ray, 2 workers "
+              "| speed-up 1 -> 2 workers |", "|---|---|---|---|---|"]
+    for label, t in times.items():
+        lines.append(f"| {label} | {t[0]:.2f} s | {t[1]:.2f} s | {t[2]:.2f} s | {t[1] / t[2]:.2f}x |")
+    lines.append("")
+    adaptation = cartpole[2]
+
+    # the projection, from an in-process adapt of the cart-pole
+    with tempfile.TemporaryDirectory() as work:
+        run_adapt(AdaptRequest(plant=str(ROOT / "models" / "cartpole_mpc.yaml"), out=work,
+                               iterations=args.iterations, progress=False, verify_loop=False))
+        records = [json.loads(line) for line in Path(work, "training.jsonl").read_text().splitlines()]
+    bank_part = np.mean([r["timing"]["bank_evaluation"] + r["timing"]["validation"] for r in records])
+    rest = np.mean([r["seconds"] for r in records]) - bank_part
+    bank_size = int(round(np.mean([r["bank_size"] for r in records])))
+    states = len(adaptation.x0)
+    lines += [f"Projection, a model (not a measurement): `200 (T_rest + ceil(tasks / p) (T_bank / tasks + overhead))` "
+              f"with T_rest {rest:.1f} s (loss gradient through the MPC closed loops, projection, line search: in "
+              f"this process) and T_bank {bank_size} probes x {states} states = {bank_size * states} closed loops "
+              f"{bank_part:.1f} s per iteration (bank and validation, one core), from {args.iterations} in-process "
+              f"iterations of cartpole_mpc; tasks the bank's blocks for p workers; overhead {1e3 * overhead:.2f} ms "
+              "per task as measured above. It ignores the network, stragglers and the workers' one-off build of the "
+              "engine; T_rest bounds the speed-up (Amdahl).", "",
+              "| cores p | blocks per iteration | projected wall time of 200 iterations | vs 1 core |", "|---|---|---|---|"]
+    base = 200 * (rest + bank_part)
+    for p in (1, 8, 32, 128):
+        tasks_p = len(bank_blocks(bank_size, states, p))
+        t = 200 * (rest + np.ceil(tasks_p / p) * (bank_part / tasks_p + overhead))
+        lines.append(f"| {p} | {tasks_p} | {t / 3600:.2f} h ({t:.0f} s) | {base / t:.1f}x |")
+    lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}."]
+    text = "\n".join(lines) + "\n"
+    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+    (ROOT / "benchmarks" / "results" / "ray_scaling.md").write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""SCPO's closed-loop bank on an executor: many parameter vectors from many initial states, in blocks.
+
+The bank evaluation (:meth:`RolloutEngine.metrics_batch` / :meth:`MpcRolloutEngine.metrics_batch`: every
+candidate parameter vector from every validation state over the safety horizon) is the cost of an SCPO
+iteration; with an MPC backup it is thousands of solves. Its blocks are independent, so they run on an
+:class:`~scpo_ctrl.execution.Executor`. A worker rebuilds the rollout engine from content (the plant file's text
+and the data files it names, the policy's widths, the JIT setting), so the engine it runs is the one SCPO built
+here, and every block's rows are bit-identical to the in-process evaluation (each closed loop depends on its
+parameter vector and initial state alone).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config.plant_spec import PlantSpec, parse_plant_spec
+from ..execution import Executor, Progress, Recipe
+
+#: a block of the bank: at most this many closed loops (candidates x states)
+LOOPS_PER_TASK = 256
+
+
+@dataclass(frozen=True)
+class BankTask:
+    """One block of the bank.
+
+    Attributes
+    ----------
+    thetas : ndarray, shape (n, d)
+    x0 : ndarray, shape (N, nx)
+    """
+
+    thetas: np.ndarray
+    x0: np.ndarray
+
+
+def rollout_recipe(spec: PlantSpec, hidden: tuple, activation: str, jit: bool) -> Recipe:
+    """What a worker needs to rebuild the closed-loop engine of ``spec`` with a residual policy of ``hidden``."""
+    content = {"plant": spec.text, "name": Path(spec.source).name, "data": _data_files(spec),
+               "hidden": list(hidden), "activation": activation, "jit": bool(jit)}
+    return Recipe(f"{__name__}:rollout_worker", json.dumps(content, sort_keys=True).encode())
+
+
+def rollout_worker(content: bytes):
+    """Build the engine a :func:`rollout_recipe` describes; returns ``task -> (G, X)`` of ``metrics_batch``."""
+    from ..jit import compiler_available
+    from ..problem import build_problem
+    from .control import closed_loop_law, residual_policy
+
+    recipe = json.loads(content)
+    with tempfile.TemporaryDirectory(prefix="scpo-worker-") as work:
+        # the plant file sits deep enough that data files named with ../ stay inside the temporary folder
+        depth = max([len(Path(name).parts) for name in recipe["data"]] + [1])
+        folder = Path(work, *(["p"] * depth))
+        folder.mkdir(parents=True)
+        for name, data in recipe["data"].items():
+            target = (folder / name).resolve()
+            if not str(target).startswith(str(Path(work).resolve())):
+                raise ValueError(f"data file {name!r} leaves the worker's folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(base64.b64decode(data))
+        spec = parse_plant_spec(recipe["plant"], recipe["name"], folder)
+    if recipe["jit"] and not compiler_available():
+        raise RuntimeError("the driver compiles its rollouts (JIT) and this worker has no C compiler: results "
+                           "would not be bit-identical")
+    problem = build_problem(spec)
+    policy = residual_policy(problem, tuple(recipe["hidden"]), recipe["activation"])
+    engine = problem.engine(closed_loop_law(problem, policy), jit=recipe["jit"], threads=1)
+
+    def run(task: BankTask):
+        return engine.metrics_batch(task.x0, task.thetas)
+
+    return run
+
+
+def _data_files(spec: PlantSpec) -> dict:
+    """The files the plant file names, by the name it uses (base64)."""
+    expert = spec.task.expert
+    if expert is None or expert.data_path is None:
+        return {}
+    base = Path(spec.source).parent
+    name = os.path.relpath(expert.data_path, base)
+    return {name: base64.b64encode(Path(expert.data_path).read_bytes()).decode()}
+
+
+class DistributedBank:
+    """``metrics_batch`` of an engine, in blocks on an executor.
+
+    Parameters
+    ----------
+    executor : Executor
+    recipe : Recipe
+        From :func:`rollout_recipe`, describing the same engine as the caller's.
+    progress : callable, optional
+        ``progress(done, total)`` while a batch runs.
+    """
+
+    def __init__(self, executor: Executor, recipe: Recipe, progress: Progress | None = None):
+        self.executor = executor
+        self.recipe = recipe
+        self.progress = progress
+
+    def metrics_batch(self, x0: np.ndarray, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`RolloutEngine.metrics_batch`: ``G (n, N, H+1, ng)``, ``X (n, N, H+1, nx)``."""
+        x0 = np.atleast_2d(np.asarray(x0, dtype=float))
+        thetas = np.atleast_2d(np.asarray(thetas, dtype=float))
+        blocks = bank_blocks(thetas.shape[0], x0.shape[0], self.executor.workers)
+        tasks = [BankTask(thetas[i0:i1], x0[j0:j1]) for (i0, i1), (j0, j1) in blocks]
+        results = self.executor.map(self.recipe, tasks, self.progress)
+        G = np.empty((thetas.shape[0], x0.shape[0]) + results[0][0].shape[2:])
+        X = np.empty((thetas.shape[0], x0.shape[0]) + results[0][1].shape[2:])
+        for ((i0, i1), (j0, j1)), (g, x) in zip(blocks, results):
+            G[i0:i1, j0:j1], X[i0:i1, j0:j1] = g, x
+        return G, X
+
+
+def bank_blocks(n: int, N: int, workers: int) -> list:
+    """Blocks ``((i0, i1), (j0, j1))`` of candidates x states: at most :data:`LOOPS_PER_TASK` loops each, and at
+    least two blocks per worker when the bank is large enough to share."""
+    per_task = max(1, min(LOOPS_PER_TASK, (n * N) // max(1, 2 * workers)))
+    states_per = min(N, per_task)
+    thetas_per = max(1, per_task // states_per)
+    return [((i, min(n, i + thetas_per)), (j, min(N, j + states_per)))
+            for i in range(0, n, thetas_per) for j in range(0, N, states_per)]

@@ -1,0 +1,188 @@
+"""Issue 18: SCPO's closed-loop bank on Ray, on a local cluster of two nodes (``ray.cluster_utils.Cluster``).
+
+What is checked: a short SCPO run with an MPC backup gives bit-identical results on the cluster and in-process;
+a worker killed mid-batch is restarted and its task retried, with nothing lost or counted twice; when the whole
+cluster goes away the run finishes its iteration here, stops, and ``--resume`` continues locally to the same
+result as a run that never left this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import model_dict, write_yaml
+from scpo_ctrl.adapt import AdaptRequest, run_adapt
+from scpo_ctrl.execution import LocalExecutor, RayExecutor, Recipe
+from scpo_ctrl.problem import build_problem
+from scpo_ctrl.config.plant_spec import load_plant_spec
+from scpo_ctrl.scpo.bank import DistributedBank, rollout_recipe
+from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra scpo-ctrl[ray] (scripts/setup.sh installs it)")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+#: keys of a training.jsonl line that are wall-clock measurements, not results
+TIMING_KEYS = ("seconds", "timing")
+
+
+def _two_nodes() -> Cluster:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A two-node Ray cluster on this machine, this process its driver."""
+    nodes = _two_nodes()
+    ray.init(address=nodes.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def _small_pendulum(tmp_path: Path, name: str = "pendulum_empc") -> Path:
+    """The embedded-MPC pendulum with 12 validation states and a 40-step horizon (the bank stays small)."""
+    data = model_dict(name)
+    data["safety"]["initial_states"]["count"] = 12
+    data["safety"]["horizon"] = 40
+    return write_yaml(tmp_path / f"{name}.yaml", data)
+
+
+def _results(run: Path) -> tuple:
+    lines = [_without_timing(json.loads(line)) for line in (run / "training.jsonl").read_text().splitlines()]
+    with np.load(run / "policy.npz") as policy, np.load(run / "checkpoint.npz") as checkpoint:
+        arrays = {name: policy[name] for name in policy.files if policy[name].dtype != object}
+        arrays.update({f"checkpoint.{name}": checkpoint[name] for name in ("theta", "g", "l", "validation_states")})
+    return lines, arrays
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {key: _without_timing(item) for key, item in value.items() if key not in TIMING_KEYS}
+    return value
+
+
+def _assert_same(a: tuple, b: tuple) -> None:
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys()
+    for name in a[1]:
+        assert np.array_equal(a[1][name], b[1][name]), name
+
+
+def test_adapt_with_an_mpc_backup_on_two_nodes_is_bit_identical_to_the_local_run(cluster, tmp_path):
+    plant = _small_pendulum(tmp_path)
+    runs = {}
+    for where in (None, "auto"):
+        run = tmp_path / f"run-{where}"
+        result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=3, progress=False, ray=where))
+        assert not result.interrupted and result.summary.violating_iterations == 0
+        runs[where] = _results(run)
+    _assert_same(runs[None], runs["auto"])
+    config = (tmp_path / "run-auto" / "config.resolved.yaml").read_text()
+    assert "execution: Ray at auto (2 workers)" in config
+    assert "execution: in-process" in (tmp_path / "run-None" / "config.resolved.yaml").read_text()
+
+
+def _bank_parts(tmp_path: Path):
+    spec = load_plant_spec(_small_pendulum(tmp_path))
+    problem = build_problem(spec)
+    policy = residual_policy(problem, spec.policy.hidden, spec.policy.activation)
+    adaptation = ControlAdaptation(problem, policy)
+    thetas = np.random.default_rng(1).normal(scale=0.05, size=(8, adaptation.dimension))
+    recipe = rollout_recipe(spec, spec.policy.hidden, spec.policy.activation, adaptation.jit)
+    return adaptation, thetas, recipe
+
+
+def test_a_worker_killed_mid_batch_is_restarted_and_its_task_retried(cluster, tmp_path):
+    adaptation, thetas, recipe = _bank_parts(tmp_path)
+    G, X = adaptation.engine.metrics_batch(adaptation.x0, thetas)
+    executor = RayExecutor("auto")
+    try:
+        before = executor.worker_pids()
+        assert executor.workers == 2 and len(set(before)) == 2
+        reports = []
+
+        def progress(done: int, total: int) -> None:
+            reports.append((done, total))
+            if done == 1:  # one worker has just finished a task, the other is in the middle of one: kill both
+                for pid in before:
+                    os.kill(pid, signal.SIGKILL)
+
+        G_ray, X_ray = DistributedBank(executor, recipe, progress).metrics_batch(adaptation.x0, thetas)
+        after = executor.worker_pids()
+        assert not executor.lost
+    finally:
+        executor.close()
+    assert not set(after) & set(before)  # both were restarted (they rebuilt the engine from the recipe)
+    total = reports[0][1]
+    assert total > 2 and [done for done, _ in reports] == list(range(1, total + 1))  # each task counted once
+    assert np.array_equal(G, G_ray) and np.array_equal(X, X_ray)
+
+
+def test_the_in_process_executor_gives_the_engines_rows_and_recipes_name_package_functions(tmp_path):
+    adaptation, thetas, recipe = _bank_parts(tmp_path)
+    G, X = adaptation.engine.metrics_batch(adaptation.x0, thetas)
+    reports = []
+    G_local, X_local = DistributedBank(LocalExecutor(), recipe, lambda *done: reports.append(done)).metrics_batch(
+        adaptation.x0, thetas)
+    assert np.array_equal(G, G_local) and np.array_equal(X, X_local)
+    assert reports[-1][0] == reports[-1][1] == len(reports)
+    assert recipe.key == Recipe(recipe.builder, recipe.content).key != Recipe(recipe.builder, b"{}").key
+    with pytest.raises(ValueError, match="not a function of scpo_ctrl"):
+        Recipe("os:system", b"true").build()
+
+
+def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "scpo_ctrl.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_when_the_cluster_goes_away_the_run_stops_cleanly_and_resumes_here(tmp_path):
+    plant = _small_pendulum(tmp_path)
+    local = tmp_path / "local"
+    assert _cli("adapt", str(plant), "--out", str(local), "--iterations", "5", "--quiet",
+                "--no-verify-loop").returncode == 0
+    nodes = _two_nodes()
+    run = tmp_path / "run"
+    killed = threading.Event()
+
+    def kill_the_cluster_after_the_first_iteration() -> None:
+        jsonl = run / "training.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not (jsonl.exists() and jsonl.read_text().strip()):
+            time.sleep(0.2)
+        for node in [*nodes.worker_nodes, nodes.head_node]:
+            node.kill_all_processes(check_alive=False, allow_graceful=False)
+        killed.set()
+
+    killer = threading.Thread(target=kill_the_cluster_after_the_first_iteration, daemon=True)
+    killer.start()
+    try:
+        stopped = _cli("adapt", str(plant), "--out", str(run), "--iterations", "5", "--quiet", "--no-verify-loop",
+                       "--ray", nodes.address)
+    finally:
+        killer.join(timeout=60)
+    assert killed.is_set()
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "the Ray cluster went away" in stopped.stderr
+    done = len((run / "training.jsonl").read_text().splitlines())
+    assert 1 <= done < 5
+    resumed = _cli("adapt", str(plant), "--out", str(run), "--iterations", "5", "--quiet", "--no-verify-loop",
+                   "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_same(_results(local), _results(run))
