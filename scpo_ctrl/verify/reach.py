@@ -506,7 +506,9 @@ class _Analysis:
         origin = np.arange(M)
         centre = (lo + hi) / 2
         G = np.zeros((M, nx, m_max))
-        G[:, np.arange(nx), np.arange(nx)] = (hi - lo) / 2
+        # the half-width widened so that centre +- G covers [lo, hi] despite the rounding of both (a corner
+        # of a cell could fall an ulp outside its own starting set)
+        G[:, np.arange(nx), np.arange(nx)] = (hi - lo) / 2 + ROUND_OFF_WIDENING * (np.abs(lo) + np.abs(hi))
         entered = np.full(M, -1)
         failed = np.full(M, -1)
         because = np.full(M, None, dtype=object)
