@@ -9,8 +9,9 @@ Everything on a local Ray cluster of two one-CPU nodes (``ray.cluster_utils.Clus
 * **Cart-pole MPC bank**: one SCPO bank evaluation of ``models/cartpole_mpc.yaml`` (9 parameter vectors from the
   64 validation states over the 100-step horizon, the acados MPC solved at every step), its blocks in this process
   (one thread: the reference), then through :class:`~scpo_ctrl.scpo.bank.DistributedBank` on 1 and 2 Ray workers.
-* **10^5-state Monte Carlo**: 100,000 closed loops of the double integrator's backup from uniform states of its
-  box through the same bank engine (verify's own Monte Carlo does not run on Ray yet), 1 thread vs 1 and 2 workers.
+* **10^5-state Monte Carlo**: verify's Monte Carlo closed loops (the exported float32 C in the loop of the plant
+  model, :func:`~scpo_ctrl.verify.distributed.distributed_closed_loop`) from 100,000 uniform states of the double
+  integrator's box, for a run adapted 3 iterations and exported here: blocks in this process vs 1 and 2 workers.
 * **Projection** (a model, not a measurement): wall seconds of 200 cart-pole MPC iterations on p cores,
   ``200 (T_rest + ceil(tasks / p) (T_bank / tasks + overhead))``, with ``T_rest`` (loss gradient, projection,
   line search: in this process) and ``T_bank`` (bank evaluation and validation, one core) from ``--iterations``
@@ -42,6 +43,9 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from scpo_ctrl.adapt import AdaptRequest, run_adapt  # noqa: E402
 from scpo_ctrl.config.plant_spec import load_plant_spec  # noqa: E402
 from scpo_ctrl.execution import LocalExecutor, RayExecutor  # noqa: E402
+from scpo_ctrl.export.run import ExportRequest, run_export  # noqa: E402
+from scpo_ctrl.run_files import ExportManifest  # noqa: E402
+from scpo_ctrl.verify.distributed import distributed_closed_loop, monte_carlo_recipe  # noqa: E402
 from scpo_ctrl.problem import build_problem  # noqa: E402
 from scpo_ctrl.scpo.bank import BankTask, DistributedBank, bank_blocks, rollout_recipe  # noqa: E402
 from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy  # noqa: E402
@@ -65,13 +69,36 @@ def timed(call, *args):
     return result, time.perf_counter() - start
 
 
-def checked(bank, x0, thetas, reference) -> float:
-    """Seconds of one bank evaluation after a warm-up (the workers build the engine once); bit-identical to the
-    in-process blocks or fail."""
-    bank.metrics_batch(x0[:2], thetas[:1])
-    (G, X), seconds = timed(bank.metrics_batch, x0, thetas)
-    assert np.array_equal(G, reference[0]) and np.array_equal(X, reference[1])
+def bank_batch(recipe, x0, thetas):
+    """``executor -> arrays`` of a bank evaluation, and its warm-up (the workers build the engine once)."""
+    return (lambda executor: DistributedBank(executor, recipe).metrics_batch(x0, thetas),
+            lambda executor: DistributedBank(executor, recipe).metrics_batch(x0[:2], thetas[:1]))
+
+
+def monte_carlo_batch(recipe, x0):
+    def run(executor):
+        loops = distributed_closed_loop(executor, recipe)(x0, True)
+        return loops.x, loops.g, loops.level
+
+    return run, lambda executor: distributed_closed_loop(executor, recipe)(x0[:2], True)
+
+
+def checked(batch, executor, reference) -> float:
+    """Seconds of a batch after its warm-up; bit-identical to the in-process blocks or fail."""
+    run, warm_up = batch
+    warm_up(executor)
+    result, seconds = timed(run, executor)
+    assert all(np.array_equal(a, b) for a, b in zip(result, reference))
     return seconds
+
+
+def exported_run(work: Path) -> Path:
+    """The double integrator adapted 3 iterations and exported for the host."""
+    run = work / "double_integrator"
+    run_adapt(AdaptRequest(plant=str(ROOT / "models" / "double_integrator.yaml"), out=str(run), iterations=3,
+                           progress=False, verify_loop=False))
+    run_export(ExportRequest(run_dir=str(run)))
+    return run
 
 
 def main(argv=None) -> int:
@@ -82,21 +109,26 @@ def main(argv=None) -> int:
     lines = [f"Load average at start: {os.getloadavg()[0]:.1f} (2 cores).", ""]
     di = parts("double_integrator")
     cartpole = parts("cartpole_mpc")
-    # the batches and their in-process (1 thread) references
+    work = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
+    run = exported_run(work)
+    manifest = ExportManifest.read(run / ExportManifest.RELATIVE_PATH)
+    library = "host/libdouble_integrator_policy.so"
+    mc_recipe = monte_carlo_recipe(run, run / "export" / library, manifest.artefacts[library], "float32",
+                                   di[0].safety.horizon)
     box = di[0].safety.initial_states.box
     X0 = rng.uniform(box[:, 0], box[:, 1], size=(100_000, di[0].nx))
     zero = np.zeros((1, di[2].dimension))
     thetas = rng.normal(scale=0.02, size=(BANK_THETAS, cartpole[2].dimension))
-    batches = {"cart-pole MPC bank (9 x 64 closed loops, 100 steps)": (cartpole, cartpole[2].x0, thetas),
-               "Monte Carlo, 100,000 double-integrator closed loops": (di, X0, zero)}
+    batches = {"cart-pole MPC bank (9 x 64 closed loops, 100 steps)": bank_batch(cartpole[4], cartpole[2].x0, thetas),
+               "verify's Monte Carlo, 100,000 double-integrator closed loops (float32 C)": monte_carlo_batch(mc_recipe,
+                                                                                                           X0)}
+    # the references: the same blocks in this process (one thread), so the columns differ only in where they run
     times, references = {}, {}
-    for label, (plant, x0, th) in batches.items():
-        # the reference: the same blocks in this process (one thread), so the columns differ only in where
-        # the blocks run
-        references[label], seconds = timed(DistributedBank(LocalExecutor(), plant[4]).metrics_batch, x0, th)
+    local = LocalExecutor()
+    for label, (run_batch, _) in batches.items():
+        references[label], seconds = timed(run_batch, local)
         times[label] = {0: seconds}
     tasks = [BankTask(zero, di[2].x0[i % len(di[2].x0)][None]) for i in range(200)]
-    local = LocalExecutor()
     local.map(di[4], tasks[:1])
     _, t_local = timed(local.map, di[4], tasks)
 
@@ -111,8 +143,8 @@ def main(argv=None) -> int:
                 if workers == 1:
                     executor.map(di[4], tasks[:1])
                     _, t_ray = timed(executor.map, di[4], tasks)
-                for label, (plant, x0, th) in batches.items():
-                    times[label][workers] = checked(DistributedBank(executor, plant[4]), x0, th, references[label])
+                for label, batch in batches.items():
+                    times[label][workers] = checked(batch, executor, references[label])
             finally:
                 executor.close()
     finally:

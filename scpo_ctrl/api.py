@@ -146,7 +146,7 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
            beta: float | None = None, seed: int | None = None, cells_per_axis: int | None = None,
            max_depth: int | None = None, max_cells: int | None = None, falsify_starts: int | None = None,
            campaign: str | Path | None = None, controller: str | Path | None = None, out: str | Path | None = None,
-           falsify_iterations: int | None = None, reach: bool | None = None):
+           falsify_iterations: int | None = None, reach: bool | None = None, ray: str | None = None):
     """``scpo-ctrl verify``: check the exported artefacts; writes ``RUN_DIR/certificate.json``.
 
     With ``controller`` (an ONNX file), ``run_dir`` is a plant file instead and the closed loop of that network
@@ -171,6 +171,9 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
     campaign : str or Path, optional
         Campaign file whose values the settings left at None take (default: ``$SCPO_CTRL_CAMPAIGN``, else
         ``verification/campaign.yaml``).
+    ray : str, optional
+        Run the Monte Carlo closed loops on Ray: ``"auto"`` joins the Ray on this machine or starts one, else a
+        cluster address (LQR-backed runs; not with ``controller``). None (default): in this process.
 
     Returns
     -------
@@ -187,7 +190,7 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
         return _verify_foreign(run_dir, controller, out=out, samples=samples, halton=halton, beta=beta, seed=seed,
                                cells_per_axis=cells_per_axis, max_depth=max_depth, max_cells=max_cells,
                                falsify_iterations=falsify_iterations, reach=reach, campaign=campaign,
-                               falsify_starts=falsify_starts)
+                               falsify_starts=falsify_starts, ray=ray)
     if out is not None or falsify_iterations is not None or reach is not None:
         raise UsageError("out, falsify_iterations and reach apply with a controller only")
     from .verify.run import VerifyRequest, run_verify
@@ -196,17 +199,18 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
                                              ("seed", seed), ("cells_per_axis", cells_per_axis),
                                              ("max_depth", max_depth), ("max_cells", max_cells),
                                              ("falsify_starts", falsify_starts),
-                                             ("campaign", None if campaign is None else str(campaign)))
+                                             ("campaign", None if campaign is None else str(campaign)),
+                                             ("ray", ray))
              if value is not None}
     return run_verify(VerifyRequest(run_dir=str(run_dir), **given))
 
 
-def _verify_foreign(plant, controller, *, campaign, falsify_starts, **settings):
+def _verify_foreign(plant, controller, *, campaign, falsify_starts, ray, **settings):
     """``verify PLANT --controller NET.onnx`` (see :func:`verify`)."""
     from .verify.foreign import ForeignVerifyRequest, run_foreign_verify
 
-    if campaign is not None or falsify_starts is not None:
-        raise UsageError("campaign and falsify_starts do not apply with a controller")
+    if campaign is not None or falsify_starts is not None or ray is not None:
+        raise UsageError("campaign, falsify_starts and ray do not apply with a controller")
     given = {name: (str(value) if name == "out" else value) for name, value in settings.items() if value is not None}
     return run_foreign_verify(ForeignVerifyRequest(plant=str(plant), controller=str(controller), **given))
 

@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="campaign file whose values the flags left out take (default: $SCPO_CTRL_CAMPAIGN, "
                         "else verification/campaign.yaml)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
+    verify.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                        help="run the Monte Carlo closed loops on Ray: 'auto' (without a value) joins the Ray on this "
+                             "machine or starts one; ADDRESS joins that cluster (needs scpo-ctrl[ray])")
     # a foreign network: `verify PLANT.yaml --controller NET.onnx` (scpo_ctrl/verify/foreign.py)
     verify.add_argument("--controller", metavar="NET.onnx",
                         help="verify this ONNX network alone in the loop of the plant file given instead of RUN_DIR")
@@ -256,7 +259,7 @@ def _verify(args: argparse.Namespace) -> int:
         if value is not None:
             raise UsageError(f"{flag} applies with --controller only")
     result = api.verify(args.run_dir, **_given(args, "samples", "halton", "beta", "seed", "cells_per_axis",
-                                                 "max_depth", "max_cells", "campaign"))
+                                                 "max_depth", "max_cells", "campaign", "ray"))
     certificate = result.certificate
     if args.json:
         print(_json(certificate.to_json()))
@@ -290,8 +293,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _verify_foreign(args: argparse.Namespace) -> int:
     from . import api
 
-    if args.campaign is not None:
-        raise UsageError("--campaign does not apply with --controller")
+    if args.campaign is not None or args.ray is not None:
+        raise UsageError("--campaign and --ray do not apply with --controller")
     result = api.verify(args.run_dir, controller=args.controller, **_given(
         args, "out", "samples", "halton", "beta", "seed", "cells_per_axis", "max_depth", "max_cells",
         "falsify_iterations", "reach"))

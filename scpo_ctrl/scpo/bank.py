@@ -11,16 +11,15 @@ parameter vector and initial state alone).
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config.plant_spec import PlantSpec, parse_plant_spec
+from ..config.plant_content import plant_files, write_plant_files
+from ..config.plant_spec import PlantSpec, load_plant_spec
 from ..execution import Executor, Progress, Recipe
 
 #: a block of the bank: at most this many closed loops (candidates x states)
@@ -43,8 +42,8 @@ class BankTask:
 
 def rollout_recipe(spec: PlantSpec, hidden: tuple, activation: str, jit: bool) -> Recipe:
     """What a worker needs to rebuild the closed-loop engine of ``spec`` with a residual policy of ``hidden``."""
-    content = {"plant": spec.text, "name": Path(spec.source).name, "data": _data_files(spec),
-               "hidden": list(hidden), "activation": activation, "jit": bool(jit)}
+    content = {"plant": plant_files(spec, Path(spec.source).name), "hidden": list(hidden), "activation": activation,
+               "jit": bool(jit)}
     return Recipe(f"{__name__}:rollout_worker", json.dumps(content, sort_keys=True).encode())
 
 
@@ -56,17 +55,7 @@ def rollout_worker(content: bytes):
 
     recipe = json.loads(content)
     with tempfile.TemporaryDirectory(prefix="scpo-worker-") as work:
-        # the plant file sits deep enough that data files named with ../ stay inside the temporary folder
-        depth = max([len(Path(name).parts) for name in recipe["data"]] + [1])
-        folder = Path(work, *(["p"] * depth))
-        folder.mkdir(parents=True)
-        for name, data in recipe["data"].items():
-            target = (folder / name).resolve()
-            if not str(target).startswith(str(Path(work).resolve())):
-                raise ValueError(f"data file {name!r} leaves the worker's folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(base64.b64decode(data))
-        spec = parse_plant_spec(recipe["plant"], recipe["name"], folder)
+        spec = load_plant_spec(write_plant_files(recipe["plant"], Path(work)))
     if recipe["jit"] and not compiler_available():
         raise RuntimeError("the driver compiles its rollouts (JIT) and this worker has no C compiler: results "
                            "would not be bit-identical")
@@ -78,16 +67,6 @@ def rollout_worker(content: bytes):
         return engine.metrics_batch(task.x0, task.thetas)
 
     return run
-
-
-def _data_files(spec: PlantSpec) -> dict:
-    """The files the plant file names, by the name it uses (base64)."""
-    expert = spec.task.expert
-    if expert is None or expert.data_path is None:
-        return {}
-    base = Path(spec.source).parent
-    name = os.path.relpath(expert.data_path, base)
-    return {name: base64.b64encode(Path(expert.data_path).read_bytes()).decode()}
 
 
 class DistributedBank:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from ..version import __version__
 from ..config.campaign import Campaign, load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
+from ..execution import executor_for
 from ..export.host_library import HostLaw
 from ..export.law import law_from_run
 from ..export.mpc_bundle import acados_runtime_hashes
@@ -50,6 +52,7 @@ from . import falsify, mpc as verify_mpc, reach
 from ..run_files import ExportManifest
 from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Certificate, CertificateSummary, Check
 from .closed_loop import simulate
+from .distributed import distributed_closed_loop, monte_carlo_recipe
 from .sampled import equivalence_check, host_builds, monte_carlo_checks
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,8 @@ class VerifyRequest:
         Random starts per row of the falsification search (on top of the Monte Carlo's worst).
     campaign : str or None
         The campaign file (None: ``$SCPO_CTRL_CAMPAIGN`` if set, else the shipped one).
+    ray : str or None
+        Run the Monte Carlo closed loops on Ray (``auto`` or a cluster address); None: in this process.
     """
 
     run_dir: str
@@ -96,6 +101,7 @@ class VerifyRequest:
     max_cells: int | None = None
     falsify_starts: int | None = None
     campaign: str | None = None
+    ray: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,14 +158,19 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
                                 seconds=0.0, details={"reason": "integrity failed: the artefacts are not the "
                                                                 "exported ones"}))
     elif law.backup_is_input:
+        if request.ray is not None:
+            log.warning("--ray: an MPC-backed run's closed loops run in this process (not on Ray yet)")
         checks += verify_mpc.checks(law, run_dir, manifest.to_json(), spec, model, box, horizon, request, precision,
                                     campaign)
     else:
         with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
             host, twin = host_builds(law, run_dir, precision, Path(temporary))
             checks.append(equivalence_check(law, run_dir, precision, host, twin, box, campaign.equivalence.mix))
-            safety, reach_check, worst_starts = monte_carlo_checks(law, model, host, box, horizon, request, precision,
-                                                             worst_starts=campaign.falsification.worst_starts)
+            with _monte_carlo_loops(request, run_dir, manifest, law.name, precision, horizon) as (closed_loop, where):
+                safety, reach_check, worst_starts = monte_carlo_checks(
+                    law, model, host, box, horizon, request, precision, closed_loop=closed_loop,
+                    worst_starts=campaign.falsification.worst_starts)
+            safety = replace(safety, details={**safety.details, "closed_loops_ran": where})
             checks += [safety, reach_check]
             checks.append(_falsification(law, model, policy, theta, host, box, horizon, worst_starts, request,
                                          campaign.falsification.max_iterations))
@@ -193,6 +204,24 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
     path = run_dir / Certificate.RELATIVE_PATH
     certificate.write(path)
     return VerifyResult(certificate=certificate, path=path, exit_code=exit_code)
+
+
+@contextmanager
+def _monte_carlo_loops(request: VerifyRequest, run_dir: Path, manifest: ExportManifest, name: str, precision: str,
+                       horizon: int):
+    """``(closed_loop, where they ran)``: on Ray when asked (workers load the exported library, checked by its
+    sha256 in the manifest); ``(None, "in-process")`` otherwise (the default closed loop)."""
+    if request.ray is None:
+        yield None, "in-process"
+        return
+    relative = f"host/lib{name}_policy.so"
+    library = run_dir / "export" / relative
+    executor = executor_for(request.ray)
+    try:
+        recipe = monte_carlo_recipe(run_dir, library, manifest.artefacts[relative], precision, horizon)
+        yield distributed_closed_loop(executor, recipe), executor.description
+    finally:
+        executor.close()
 
 
 def with_campaign(request: VerifyRequest, campaign: Campaign) -> VerifyRequest:

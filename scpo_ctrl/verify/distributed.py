@@ -1,0 +1,93 @@
+"""verify's Monte Carlo closed loops on an executor (Ray), in blocks of initial states.
+
+A worker rebuilds the closed loop from content: the run's plant file (and the data files it names), its
+``policy.npz`` (the float64 reference law) and the exported host library's bytes, whose sha256 it checks against
+the export manifest before loading it, so every worker runs the certified artefact and nothing else. Blocks are
+concatenated in order: the batch is bit-identical to the in-process one (each closed loop depends on its
+initial state alone).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config.plant_content import plant_files, write_plant_files
+from ..config.plant_spec import load_plant_spec
+from ..execution import Executor, Progress, Recipe
+from ..export.host_library import HostLaw
+from ..export.law import evaluate, law_from_run
+from ..plant.model import build_plant
+from .closed_loop import ClosedLoopBatch, simulate
+
+#: initial states per task
+STATES_PER_TASK = 2_000
+
+
+@dataclass(frozen=True)
+class LoopTask:
+    """A block of Monte Carlo initial states ``x0 (N, nx)``; ``exported``: the host C in the loop, else the
+    float64 reference law."""
+
+    x0: np.ndarray
+    exported: bool
+
+
+def monte_carlo_recipe(run_dir: Path, library: Path, library_sha256: str, precision: str, horizon: int) -> Recipe:
+    """What a worker needs to run the run's closed loops: plant, policy, the exported host library (bytes and
+    the manifest's sha256 of them), precision and horizon."""
+    run_dir = Path(run_dir)
+    spec = load_plant_spec(run_dir / "plant.yaml")
+    content = {"plant": plant_files(spec), "policy": base64.b64encode((run_dir / "policy.npz").read_bytes()).decode(),
+               "library": base64.b64encode(Path(library).read_bytes()).decode(), "library_sha256": library_sha256,
+               "precision": precision, "horizon": int(horizon)}
+    return Recipe(f"{__name__}:closed_loop_worker", json.dumps(content, sort_keys=True).encode())
+
+
+def closed_loop_worker(content: bytes):
+    """Build what a :func:`monte_carlo_recipe` describes; returns ``task -> ClosedLoopBatch``."""
+    recipe = json.loads(content)
+    library_bytes = base64.b64decode(recipe["library"])
+    if hashlib.sha256(library_bytes).hexdigest() != recipe["library_sha256"]:
+        raise ValueError("the host library sent to this worker is not the exported one (sha256 differs)")
+    work = Path(tempfile.mkdtemp(prefix="scpo-verify-worker-"))  # holds the loaded library while ``run`` lives
+    plant_path = write_plant_files(recipe["plant"], work)
+    (plant_path.parent / "policy.npz").write_bytes(base64.b64decode(recipe["policy"]))
+    law = law_from_run(plant_path.parent)
+    model = build_plant(load_plant_spec(plant_path))
+    library = work / "policy.so"
+    library.write_bytes(library_bytes)
+    host = HostLaw(library, law.name, law.nx, law.nu, recipe["precision"])
+    horizon = recipe["horizon"]
+
+    def run(task: LoopTask) -> ClosedLoopBatch:
+        controller = (lambda X: host.evaluate(X).u) if task.exported else (lambda X: evaluate(law, X).u)
+        return simulate(model, controller, task.x0, horizon, law.P, law.c, law.x_eq)
+
+    weakref.finalize(run, shutil.rmtree, work, True)
+    return run
+
+
+def distributed_closed_loop(executor: Executor, recipe: Recipe, progress: Progress | None = None):
+    """``closed_loop(X0, exported) -> ClosedLoopBatch`` for :func:`~scpo_ctrl.verify.sampled.monte_carlo_checks`,
+    in blocks of :data:`STATES_PER_TASK` on ``executor``."""
+
+    def closed_loop(X0: np.ndarray, exported: bool) -> ClosedLoopBatch:
+        blocks = [X0[i:i + STATES_PER_TASK] for i in range(0, len(X0), STATES_PER_TASK)]
+        parts = executor.map(recipe, [LoopTask(block, exported) for block in blocks], progress)
+        first = parts[0]
+        return ClosedLoopBatch(
+            x=np.concatenate([p.x for p in parts]), u=np.concatenate([p.u for p in parts]),
+            g=np.concatenate([p.g for p in parts]), g_input=np.concatenate([p.g_input for p in parts]),
+            level=np.concatenate([p.level for p in parts]), row_names=first.row_names,
+            input_row_names=first.input_row_names)
+
+    return closed_loop
