@@ -36,7 +36,7 @@ from .files import atomic_write, atomic_write_text, json_safe
 from .jit import compiler_available
 from .problem import build_problem
 from .run_files import AdaptationSummary, VerificationLoop
-from .scpo.bank import DistributedBank, rollout_recipe
+from .scpo.bank import DistributedBank, check_workers_rebuild, rollout_recipe
 from .scpo.control import ControlAdaptation, residual_policy
 from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step
 from .verification_loop import LoopSettings, reach_cells_per_axis, run_round
@@ -173,6 +173,8 @@ def _adapt(request: AdaptRequest, spec: PlantSpec, settings: OptimizerSettings, 
     if request.ray is not None:
         bank = DistributedBank(executor, rollout_recipe(spec, hidden, spec.policy.activation, jit), progress.tasks)
     adaptation = ControlAdaptation(problem, policy, jit=jit, bank=bank)
+    if bank is not None:
+        check_workers_rebuild(adaptation.engine, bank, problem.x0[:4], adaptation.dimension)
     config = {**config, "execution": executor.description}
     # the MPC's solver name carries a hash of its whole formulation: export checks it adapts the same MPC
     backup_marks = {} if problem.mpc is None else {"mpc_solver": problem.mpc.files.solver_name}

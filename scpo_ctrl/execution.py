@@ -21,16 +21,22 @@ import hashlib
 import importlib
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import UsageError
+from .errors import ScpoError, UsageError
 
 LOG = logging.getLogger(__name__)
 
-#: builders live in the package: a recipe names a function, it never carries code
-BUILDER_PACKAGE = "scpo_ctrl."
+#: the functions a recipe may name (``module:function``): a recipe names one of these, it never carries code
+BUILDERS = frozenset({"scpo_ctrl.scpo.bank:rollout_worker", "scpo_ctrl.verify.distributed:closed_loop_worker"})
+#: Ray's own retries of a block whose worker died, then this module's resubmissions (after a pause that grows
+#: by BACKOFF each time, while a restarted worker rebuilds), then the batch fails with one clear line
+MAX_RETRIES = 1
+MAX_RESUBMISSIONS = 8
+BACKOFF = 2.0  # [s]
 #: how often a waiting driver checks that the cluster is still there [s]
 LIVENESS_PERIOD = 5.0
 
@@ -44,7 +50,7 @@ class Recipe:
     Attributes
     ----------
     builder : str
-        ``module:function`` inside ``scpo_ctrl``; ``function(content) -> callable(task) -> result``.
+        One of :data:`BUILDERS`, ``module:function`` with ``function(content) -> callable(task) -> result``.
     content : bytes
         What the builder builds from (plain data: file texts, widths, hashes).
     """
@@ -59,9 +65,9 @@ class Recipe:
 
     def build(self) -> Callable[[Any], Any]:
         """Import the builder and build (in the calling process)."""
+        if self.builder not in BUILDERS:
+            raise ValueError(f"recipe builder {self.builder!r} is not one of {', '.join(sorted(BUILDERS))}")
         module_name, _, function_name = self.builder.partition(":")
-        if not module_name.startswith(BUILDER_PACKAGE) or not function_name:
-            raise ValueError(f"recipe builder {self.builder!r} is not a function of {BUILDER_PACKAGE.rstrip('.')}")
         return getattr(importlib.import_module(module_name), function_name)(self.content)
 
 
@@ -151,17 +157,22 @@ class RayExecutor:
         self._ray = ray
         self.address = address
         self._started = False
-        if not ray.is_initialized():
+        joined = ray.is_initialized()
+        if not joined:
             self._started = _connect(ray, address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, cpus if workers is None else min(workers, cpus))
-        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_Worker)
+        # Actors reserve no CPU and are spread over the nodes: when a node dies, its actors restart on the nodes
+        # left (sharing their CPUs) instead of waiting for a free CPU that never comes.
+        actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=MAX_RETRIES,
+                           scheduling_strategy="SPREAD")(_Worker)
         self._actors = [actor.remote() for _ in range(self.workers)]
         self._recipes: dict = {}
         #: the cluster went away during a batch; its remaining tasks ran in this process
         self.lost = False
         self._local = LocalExecutor()
-        self.description = f"Ray at {address} ({self.workers} workers)"
+        where = f"the Ray this process had joined ({ray.get_runtime_context().gcs_address})" if joined else address
+        self.description = f"Ray at {where} ({self.workers} workers)"
 
     def worker_pids(self) -> list:
         """Process ids of the worker actors (for fault-injection tests)."""
@@ -181,6 +192,7 @@ class RayExecutor:
             recipe_ref = self._recipes[recipe.key]
         results: list = [None] * len(tasks)
         done = [False] * len(tasks)
+        resubmitted = [0] * len(tasks)
         pending: dict = {}
         queue = list(range(len(tasks)))
         free = list(range(len(self._actors)))
@@ -199,7 +211,19 @@ class RayExecutor:
                     index, actor = pending.pop(ref)
                     free.append(actor)
                     if not done[index]:
-                        results[index] = ray.get(ref)
+                        try:
+                            results[index] = ray.get(ref)
+                        except ray.exceptions.RayActorError as exc:
+                            # the worker died (or is restarting): its block goes back in the queue
+                            resubmitted[index] += 1
+                            if resubmitted[index] > MAX_RESUBMISSIONS:
+                                raise ExecutionError(
+                                    f"a block of the batch lost its Ray worker {resubmitted[index]} times "
+                                    f"({type(exc).__name__}); stopping") from None
+                            LOG.info("block %d lost its worker (%s); resubmitting", index, type(exc).__name__)
+                            time.sleep(BACKOFF * resubmitted[index])
+                            queue.append(index)
+                            continue
                         done[index] = True
                         finished += 1
                         if progress is not None:
@@ -230,6 +254,10 @@ class RayExecutor:
 
 class _ClusterGone(Exception):
     pass
+
+
+class ExecutionError(ScpoError):
+    """A block of a distributed batch failed on every retry (its worker crashed each time)."""
 
 
 def _connect(ray, address: str) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config.plant_content import plant_files, write_plant_files
 from ..config.plant_spec import PlantSpec, load_plant_spec
+from ..errors import UsageError
 from ..execution import Executor, Progress, Recipe
 
 #: a block of the bank: at most this many closed loops (candidates x states)
@@ -98,6 +99,18 @@ class DistributedBank:
         for ((i0, i1), (j0, j1)), (g, x) in zip(blocks, results):
             G[i0:i1, j0:j1], X[i0:i1, j0:j1] = g, x
         return G, X
+
+
+def check_workers_rebuild(engine, bank: DistributedBank, x0: np.ndarray, dimension: int) -> None:
+    """Raise :class:`~scpo_ctrl.errors.UsageError` unless the workers' closed loops of the backup from ``x0 (N,
+    nx)`` are bit for bit this process's: they rebuild the engine from the plant file's text, so a spec changed
+    after it was read, or a worker on another architecture or compiler, would silently simulate something else."""
+    theta = np.zeros((1, dimension))
+    here, there = engine.metrics_batch(x0, theta), bank.metrics_batch(x0, theta)
+    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(here, there)):
+        raise UsageError("--ray: the workers' closed loops differ from this process's (a plant spec changed after "
+                         "it was read from its text, or workers on another architecture or compiler); run without "
+                         "--ray")
 
 
 def bank_blocks(n: int, N: int, workers: int) -> list:
