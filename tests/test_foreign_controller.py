@@ -23,12 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _save(path: Path, nodes, initializers, n_in: int, n_out: int, input_shape=None, output_shape=None,
-          opset: int = 13) -> Path:
+          opset: int = 13, typed=()) -> Path:
+    """``initializers`` are stored as float32; ``typed`` holds (name, array) pairs stored with their own dtype.
+    IR version 8: the venv's onnxruntime reads IR <= 13."""
     graph = helper.make_graph(
         nodes, "net",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape or [None, n_in])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape or [None, n_out])],
-        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), name) for name, v in initializers.items()])
+        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), name) for name, v in initializers.items()]
+        + [numpy_helper.from_array(np.asarray(v), name) for name, v in typed])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -102,6 +105,76 @@ def test_reader_reads_matlab_style_conv_layers(tmp_path):
     X = rng.uniform(-2, 2, size=(50, 3))
     assert network.describe() == "3 -> 5 relu -> 2"
     assert np.max(np.abs(network.evaluate(X) - _onnxruntime(path, X, shape=(1, 1, 1, 3)))) < 1e-5
+
+
+_W32 = np.array([[0.3, -1.2], [0.8, 0.5], [-0.4, 1.7]])  # (3, 2)
+_B3 = np.array([0.25, -0.6, 1.1])
+# Constructs checked against onnxruntime by a reviewer; kept so that they stay right. Each: nodes, float32
+# initializers, input shape, output shape (the batch dimension 1 first).
+_AGREEING = {
+    "gemm_transB0_alpha2": ([helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="g", alpha=2.0)],
+                            {"W": _W32.T, "b": _B3}, [1, 2], [1, 3]),
+    "gemm_transB1_alpha_beta": ([helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="g", transB=1, alpha=0.7,
+                                                  beta=-1.3)], {"W": _W32, "b": _B3}, [1, 2], [1, 3]),
+    "gemm_bias_row": ([helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="g", transB=1)],
+                      {"W": _W32, "b": _B3.reshape(1, 3)}, [1, 2], [1, 3]),
+    "sub_constant_first": ([helper.make_node("Sub", ["c", "x"], ["y"], name="s")], {"c": np.array([1.0, -2.0])},
+                           [1, 2], [1, 2]),
+    "div_by_constant": ([helper.make_node("Div", ["x", "c"], ["y"], name="d")], {"c": np.array([4.0, -0.5])},
+                        [1, 2], [1, 2]),
+    "matmul_weight_right": ([helper.make_node("MatMul", ["x", "W"], ["y"], name="m")], {"W": _W32.T},
+                            [1, 2], [1, 3]),
+    "flatten_axis0": ([helper.make_node("Flatten", ["x"], ["f"], name="f", axis=0),
+                       helper.make_node("MatMul", ["f", "W"], ["y"], name="m")],
+                      {"W": np.arange(12.0).reshape(4, 3) / 7 - 0.8}, [1, 2, 2], [1, 3]),
+    "conv_valid": ([helper.make_node("Conv", ["x", "K", "b"], ["y"], name="c", auto_pad="VALID")],
+                   {"K": np.linspace(-1, 1, 18).reshape(3, 2, 1, 3), "b": _B3}, [1, 2, 1, 3], [1, 3, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_AGREEING))
+def test_reader_agrees_with_onnxruntime_on_single_constructs(tmp_path, case):
+    nodes, init, in_shape, out_shape = _AGREEING[case]
+    n_in, n_out = int(np.prod(in_shape[1:])), int(np.prod(out_shape[1:]))
+    path = _save(tmp_path / f"{case}.onnx", nodes, init, n_in, n_out, input_shape=in_shape, output_shape=out_shape)
+    network = read_onnx(path)
+    X = np.random.default_rng(3).uniform(-3, 3, size=(40, n_in))
+    expected = _onnxruntime(path, X, shape=tuple(in_shape))
+    assert (network.n_in, network.n_out) == (n_in, n_out)
+    assert np.max(np.abs(network.evaluate(X) - expected)) < 1e-5 * (1 + np.abs(expected).max())
+
+
+def test_conv_with_padding_by_auto_pad_is_refused(tmp_path):
+    """A SAME_UPPER conv of a whole-extent kernel gives 3 x 3 outputs in onnxruntime, not 3: refused."""
+    K = np.linspace(-1, 1, 18).reshape(3, 2, 1, 3)
+    nodes = [helper.make_node("Conv", ["x", "K", "b"], ["y"], name="padded", auto_pad="SAME_UPPER")]
+    path = _save(tmp_path / "same.onnx", nodes, {"K": K, "b": _B3}, 6, 9, input_shape=[1, 2, 1, 3],
+                 output_shape=[1, 3, 1, 3])
+    assert _onnxruntime(path, np.ones((1, 6)), shape=(1, 2, 1, 3)).shape == (1, 9)
+    with pytest.raises(OnnxReadError, match=r"node 'padded' \(Conv\): auto_pad SAME_UPPER is not supported"):
+        read_onnx(path)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_dropout_in_training_mode_is_refused(tmp_path, training):
+    nodes = [helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="drop", seed=1)]
+    path = _save(tmp_path / "drop.onnx", nodes, {"ratio": np.array(0.5)}, 4, 4,
+                 typed=[("training", np.array(training))])
+    if training:
+        with pytest.raises(OnnxReadError, match=r"node 'drop' \(Dropout\): training_mode"):
+            read_onnx(path)
+    else:  # a constant false training_mode is inference: the identity
+        X = np.random.default_rng(4).normal(size=(5, 4))
+        np.testing.assert_allclose(read_onnx(path).evaluate(X), _onnxruntime(path, X), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (3, 3), (2,), (1, 1)])
+def test_gemm_bias_of_another_shape_is_refused(tmp_path, shape):
+    """C of shape (n_out, 1) is not a per-output bias (onnxruntime broadcasts it to n_out x n_out)."""
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="dense", transB=1)]
+    path = _save(tmp_path / "gemm.onnx", nodes, {"W": _W32, "b": np.ones(shape)}, 2, 3)
+    with pytest.raises(OnnxReadError, match=r"node 'dense' \(Gemm\): bias C of shape"):
+        read_onnx(path)
 
 
 def test_unsupported_op_is_named_with_its_node(tmp_path):
