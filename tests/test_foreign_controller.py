@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -298,6 +299,68 @@ def test_a_version_2_file_is_refused_by_the_verbs_that_need_a_backup(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# -- reachability's own rounding -----------------------------------------------------------------------------
+def test_affine_zonotope_step_covers_the_exact_image():
+    """x+ = A x + B u + e in float64 rounds: the new zonotope must still hold the exact image of every vertex
+    (checked in rational arithmetic)."""
+    from fractions import Fraction
+
+    from scpo_ctrl.verify.reach import zonotope_step
+
+    rng = np.random.default_rng(11)
+    nx, nu, m = 3, 2, 2
+    A, B, e = rng.normal(size=(nx, nx)), rng.normal(size=(nx, nu)), rng.normal(size=nx)
+    centre, u_centre = rng.normal(size=(1, nx)) * 7, rng.normal(size=(1, nu)) * 3
+    G, U = rng.normal(size=(1, nx, m)) * 1e-3, rng.normal(size=(1, nu, m)) * 1e-3
+    new_c, new_g = zonotope_step(A, B, e, None, centre, G, u_centre, U, np.zeros((1, nu)))
+    extent = np.abs(new_g[0]).sum(axis=1)
+    F = np.vectorize(Fraction)
+    for xi in itertools.product((-1.0, 1.0), repeat=m):
+        x, u = F(centre[0]) + F(G[0]) @ F(np.array(xi)), F(u_centre[0]) + F(U[0]) @ F(np.array(xi))
+        exact = F(A) @ x + F(B) @ u + F(e)
+        gap = np.array([abs(float(v)) for v in exact - F(new_c[0])])  # |exact - centre|, rounded to nearest
+        assert np.all(gap <= extent * (1 - 1e-15)), (xi, gap - extent)
+
+
+_SUM_ROUNDS_DOWN = [1.5 - 2.0 ** -52] + [2.0 ** -54] * 6  # float64 sums it to 1.5 - 2^-52; exactly 1.5 + 2^-53
+
+
+@pytest.mark.parametrize("plant, step", [(PLANT_V2, 30), (PLANT_V2.replace("[3.5, 5.0]", "[1.5, 5.0]"), 0)],
+                         ids=["goal_and_interval_row_at_H", "unsafe_box"])
+def test_row_checks_are_widened_for_the_rounding_of_the_extent(tmp_path, plant, step):
+    """A zonotope whose p-extent float64 sums to just under 1.5 while the exact extent exceeds 1.5 must not be
+    proven inside the goal |p| <= 1.5 nor disjoint from an unsafe box starting at p = 1.5."""
+    from scpo_ctrl.verify.foreign_loop import foreign_loop
+    from scpo_ctrl.verify.foreign_reach import ForeignReachSettings, _Analysis
+
+    (tmp_path / "toy.yaml").write_text(plant)
+    loop = foreign_loop(load_plant_spec(tmp_path / "toy.yaml"), read_onnx(_stabilising_net(tmp_path / "n.onnx")))
+    analysis = _Analysis(loop, ForeignReachSettings())
+    m = len(_SUM_ROUNDS_DOWN)
+    G = np.zeros((2, 2, m))
+    G[0, 0] = _SUM_ROUNDS_DOWN
+    G[1, 0, 0] = 1.0  # well inside the goal and away from the box: holds
+    assert np.abs(G[0, 0]).sum() < 1.5
+    u = np.zeros((2, 1))
+    names = analysis.failing(step, np.zeros((2, 2)), G, u, u)
+    assert names[0] != "" and names[1] == "", names
+
+
+def test_a_nan_command_bound_fails_its_cell(toy):
+    """NaN > u_max is False: a NaN command range must still fail the cell, like a non-finite state."""
+    from scpo_ctrl.verify.foreign_loop import foreign_loop
+    from scpo_ctrl.verify.foreign_reach import ForeignReachSettings, _Analysis
+
+    directory, net = toy
+    loop = foreign_loop(load_plant_spec(directory / "toy.yaml"), read_onnx(net))
+    analysis = _Analysis(loop, ForeignReachSettings())
+    G = np.broadcast_to(0.1 * np.eye(2), (3, 2, 2)).copy()
+    u_lo = np.array([[np.nan], [-1.0], [-np.inf]])
+    u_hi = np.array([[np.nan], [1.0], [1.0]])
+    names = analysis.failing(0, np.zeros((3, 2)), G, u_lo, u_hi)
+    assert names[0] != "" and names[1] == "" and names[2] != "", names
+
+
 # -- verify --controller -----------------------------------------------------------------------------------
 def _cli(*args, cwd):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
@@ -396,7 +459,7 @@ def test_errors_from_python_are_scpo_errors(toy, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["verify", "RUN", "--out", "x.json"], "--out applies with --controller only"),
-    (["verify", "PLANT", "--controller", "NET", "--campaign", "c.yaml"], "--campaign does not apply with --controller"),
+    (["verify", "PLANT", "--controller", "NET", "--campaign", "c.yaml"], "--campaign and --ray do not apply with --controller"),
 ])
 def test_controller_only_flags_are_checked(tmp_path, capsys, monkeypatch, argv, message):
     from scpo_ctrl.cli import main
