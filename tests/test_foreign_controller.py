@@ -414,6 +414,28 @@ def test_verify_controller_falsifies_a_loop_that_misses_its_goal(toy, tmp_path):
     replayed = falsification.counterexample["replayed"]
     assert replayed["float64_reader"] > 0 and replayed["onnxruntime"] > 0
     assert result.certificate.check("reachability").verdict == "UNKNOWN"
+    sampled = result.certificate.check("closed_loop_safety")
+    assert sampled.verdict == "FALSIFIED" and sampled.counterexample["replayed"]["onnxruntime"] > 0
+
+
+def test_a_sampled_violation_that_onnxruntime_does_not_replay_is_not_falsified(toy, tmp_path, monkeypatch):
+    """The Monte Carlo's violations come from the reader's float64 network: when onnxruntime on the file (here
+    stood in for by the stabilising law) does not replay the worst one, the check is UNKNOWN, not FALSIFIED."""
+    import scpo_ctrl
+    from scpo_ctrl.verify import foreign
+
+    directory, _ = toy
+    plant = tmp_path / "toy.yaml"
+    plant.write_text(PLANT_V2.replace('["2*y0"]', '["-2*y0"]'))
+    monkeypatch.setattr(foreign, "_onnxruntime_controller",
+                        lambda loop: ((lambda X: -(2 * X[:, :1] + 3 * X[:, 1:2])), ""))
+    result = scpo_ctrl.verify(plant, controller=directory / "net.onnx", out=tmp_path / "c.json", samples=50,
+                              halton=0, falsify_iterations=0, reach=False)
+    sampled = result.certificate.check("closed_loop_safety")
+    assert sampled.details["violating_trajectories"] > 0
+    assert sampled.verdict == "UNKNOWN" and "does not replay with onnxruntime" in sampled.details["reason"]
+    assert sampled.counterexample["replayed"]["onnxruntime"] <= 0 < sampled.counterexample["replayed"]["float64_reader"]
+    assert result.exit_code == 0
 
 
 @pytest.mark.parametrize("case, message", [
