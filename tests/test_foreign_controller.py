@@ -399,6 +399,22 @@ def test_verify_controller_proves_a_stable_linear_loop(toy):
     assert validate_document(broken, schema, schemas) != []
 
 
+def test_the_command_line_qualifies_the_proof(toy, tmp_path, capsys):
+    """"safe: yes (proof)" is a claim at the sampling instants, for the plant file's discrete map only."""
+    from scpo_ctrl.cli import main
+
+    directory, net = toy
+    (tmp_path / "ode.yaml").write_text(PLANT_V2.replace(
+        "  linear: {A: [[1, 0.1], [0, 1]], B: [[0.005], [0.1]]}",
+        '  ode: {p: "v", v: "a"}\n  integrator: rk4\n  substeps: 2'))
+    code = main(["verify", str(tmp_path / "ode.yaml"), "--controller", str(net), "--out", str(tmp_path / "c.json"),
+                 "--samples", "50", "--halton", "0", "--falsify-iterations", "0"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "safe for every initial state" in x)
+    assert code == 0 and "yes (proof" in line, line
+    assert "at the sampling instants" in line and "rk4 integrator with 2 substep(s)" in line
+    assert "(not the ODE)" in line and "not between samples" in line
+
+
 def test_verify_controller_falsifies_a_loop_that_misses_its_goal(toy, tmp_path):
     """The same loop with the gain's sign flipped diverges: the goal and the wall are violated, the
     counterexample replays (float64 and onnxruntime), reachability does not claim VERIFIED."""
