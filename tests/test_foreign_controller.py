@@ -497,7 +497,8 @@ def test_errors_from_python_are_scpo_errors(toy, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["verify", "RUN", "--out", "x.json"], "--out applies with --controller only"),
-    (["verify", "PLANT", "--controller", "NET", "--campaign", "c.yaml"], "--campaign and --ray do not apply with --controller"),
+    (["verify", "PLANT", "--controller", "NET", "--campaign", "c.yaml"],
+     "--campaign and --ray do not apply with --controller"),
 ])
 def test_controller_only_flags_are_checked(tmp_path, capsys, monkeypatch, argv, message):
     from scpo_ctrl.cli import main

@@ -235,7 +235,8 @@ def _falsify(loop: ForeignLoop, box: np.ndarray, starts: np.ndarray, request: Fo
 
 def _reachability(loop: ForeignLoop, box: np.ndarray, request: ForeignVerifyRequest) -> Check:
     claim = (f"for every initial state of the box, every row holds at the sampling instants where it applies over "
-             f"{loop.horizon} steps, for the plant file's discrete map with this network in real arithmetic on its stored weights")
+             f"{loop.horizon} steps, for the plant file's discrete map with this network in real arithmetic on its "
+             f"stored weights")
     if not request.reach:
         return Check("reachability", claim, UNKNOWN, "not run", 0.0, {"reason": "not run (--no-reach)"})
     settings = ForeignReachSettings(request.cells_per_axis, request.max_depth, request.max_cells)

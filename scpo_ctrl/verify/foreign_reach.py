@@ -8,10 +8,11 @@ triangle relaxation, exact where a neuron's range does not cross 0), the output 
 map (the plant file's integrator with its substeps) with an interval-Jacobian remainder.
 
 At every step each row active there must hold on the zonotope: state limits and affine rows by the support
-function (exact up to the widened rounding), other rows by interval evaluation over the zonotope's box, input limits on the command's
-range, the goal set at step H by the box's inclusion, an unsafe box by the box's disjointness. A cell for which
-all hold at every step 0..H is proven; a failing cell is halved along its widest side (relative to the initial
-box) up to ``max_depth`` times and within ``max_cells``; what still fails stays UNKNOWN (never guessed).
+function (exact up to the widened rounding), other rows by interval evaluation over the zonotope's box, input
+limits on the command's range (a non-finite range fails), the goal set at step H by the box's inclusion, an
+unsafe box by the box's disjointness. A cell for which all hold at every step 0..H is proven; a failing cell is
+halved along its widest side (relative to the initial box) up to ``max_depth`` times and within ``max_cells``;
+what still fails stays UNKNOWN (never guessed).
 
 The verdict is about the network in real arithmetic on its stored weights (float64 of the file's values), not
 about a float32 runtime's rounding. The analysis's own float64 rounding is covered: every affine map, the
