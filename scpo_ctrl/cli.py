@@ -320,7 +320,8 @@ def _verify_foreign(args: argparse.Namespace) -> int:
             print(f"            counterexample: {json.dumps(json_safe(shown))}")
     print(f"  {certificate.sampling}")
     print("  safe for every initial state of the box: "
-          + ("yes (proof)" if certificate.summary.safe_for_every_initial_state_of_the_box else "not shown"))
+          + (f"yes (proof), at the sampling instants only, for {certificate.discrete_map}; not between samples"
+             if certificate.summary.safe_for_every_initial_state_of_the_box else "not shown"))
     return result.exit_code
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -23,12 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _save(path: Path, nodes, initializers, n_in: int, n_out: int, input_shape=None, output_shape=None,
-          opset: int = 13) -> Path:
+          opset: int = 13, typed=()) -> Path:
+    """``initializers`` are stored as float32; ``typed`` holds (name, array) pairs stored with their own dtype.
+    IR version 8: the venv's onnxruntime reads IR <= 13."""
     graph = helper.make_graph(
         nodes, "net",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape or [None, n_in])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape or [None, n_out])],
-        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), name) for name, v in initializers.items()])
+        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), name) for name, v in initializers.items()]
+        + [numpy_helper.from_array(np.asarray(v), name) for name, v in typed])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -102,6 +106,76 @@ def test_reader_reads_matlab_style_conv_layers(tmp_path):
     X = rng.uniform(-2, 2, size=(50, 3))
     assert network.describe() == "3 -> 5 relu -> 2"
     assert np.max(np.abs(network.evaluate(X) - _onnxruntime(path, X, shape=(1, 1, 1, 3)))) < 1e-5
+
+
+_W32 = np.array([[0.3, -1.2], [0.8, 0.5], [-0.4, 1.7]])  # (3, 2)
+_B3 = np.array([0.25, -0.6, 1.1])
+# Constructs checked against onnxruntime by a reviewer; kept so that they stay right. Each: nodes, float32
+# initializers, input shape, output shape (the batch dimension 1 first).
+_AGREEING = {
+    "gemm_transB0_alpha2": ([helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="g", alpha=2.0)],
+                            {"W": _W32.T, "b": _B3}, [1, 2], [1, 3]),
+    "gemm_transB1_alpha_beta": ([helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="g", transB=1, alpha=0.7,
+                                                  beta=-1.3)], {"W": _W32, "b": _B3}, [1, 2], [1, 3]),
+    "gemm_bias_row": ([helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="g", transB=1)],
+                      {"W": _W32, "b": _B3.reshape(1, 3)}, [1, 2], [1, 3]),
+    "sub_constant_first": ([helper.make_node("Sub", ["c", "x"], ["y"], name="s")], {"c": np.array([1.0, -2.0])},
+                           [1, 2], [1, 2]),
+    "div_by_constant": ([helper.make_node("Div", ["x", "c"], ["y"], name="d")], {"c": np.array([4.0, -0.5])},
+                        [1, 2], [1, 2]),
+    "matmul_weight_right": ([helper.make_node("MatMul", ["x", "W"], ["y"], name="m")], {"W": _W32.T},
+                            [1, 2], [1, 3]),
+    "flatten_axis0": ([helper.make_node("Flatten", ["x"], ["f"], name="f", axis=0),
+                       helper.make_node("MatMul", ["f", "W"], ["y"], name="m")],
+                      {"W": np.arange(12.0).reshape(4, 3) / 7 - 0.8}, [1, 2, 2], [1, 3]),
+    "conv_valid": ([helper.make_node("Conv", ["x", "K", "b"], ["y"], name="c", auto_pad="VALID")],
+                   {"K": np.linspace(-1, 1, 18).reshape(3, 2, 1, 3), "b": _B3}, [1, 2, 1, 3], [1, 3, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_AGREEING))
+def test_reader_agrees_with_onnxruntime_on_single_constructs(tmp_path, case):
+    nodes, init, in_shape, out_shape = _AGREEING[case]
+    n_in, n_out = int(np.prod(in_shape[1:])), int(np.prod(out_shape[1:]))
+    path = _save(tmp_path / f"{case}.onnx", nodes, init, n_in, n_out, input_shape=in_shape, output_shape=out_shape)
+    network = read_onnx(path)
+    X = np.random.default_rng(3).uniform(-3, 3, size=(40, n_in))
+    expected = _onnxruntime(path, X, shape=tuple(in_shape))
+    assert (network.n_in, network.n_out) == (n_in, n_out)
+    assert np.max(np.abs(network.evaluate(X) - expected)) < 1e-5 * (1 + np.abs(expected).max())
+
+
+def test_conv_with_padding_by_auto_pad_is_refused(tmp_path):
+    """A SAME_UPPER conv of a whole-extent kernel gives 3 x 3 outputs in onnxruntime, not 3: refused."""
+    K = np.linspace(-1, 1, 18).reshape(3, 2, 1, 3)
+    nodes = [helper.make_node("Conv", ["x", "K", "b"], ["y"], name="padded", auto_pad="SAME_UPPER")]
+    path = _save(tmp_path / "same.onnx", nodes, {"K": K, "b": _B3}, 6, 9, input_shape=[1, 2, 1, 3],
+                 output_shape=[1, 3, 1, 3])
+    assert _onnxruntime(path, np.ones((1, 6)), shape=(1, 2, 1, 3)).shape == (1, 9)
+    with pytest.raises(OnnxReadError, match=r"node 'padded' \(Conv\): auto_pad SAME_UPPER is not supported"):
+        read_onnx(path)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_dropout_in_training_mode_is_refused(tmp_path, training):
+    nodes = [helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="drop", seed=1)]
+    path = _save(tmp_path / "drop.onnx", nodes, {"ratio": np.array(0.5)}, 4, 4,
+                 typed=[("training", np.array(training))])
+    if training:
+        with pytest.raises(OnnxReadError, match=r"node 'drop' \(Dropout\): training_mode"):
+            read_onnx(path)
+    else:  # a constant false training_mode is inference: the identity
+        X = np.random.default_rng(4).normal(size=(5, 4))
+        np.testing.assert_allclose(read_onnx(path).evaluate(X), _onnxruntime(path, X), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (3, 3), (2,), (1, 1)])
+def test_gemm_bias_of_another_shape_is_refused(tmp_path, shape):
+    """C of shape (n_out, 1) is not a per-output bias (onnxruntime broadcasts it to n_out x n_out)."""
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="dense", transB=1)]
+    path = _save(tmp_path / "gemm.onnx", nodes, {"W": _W32, "b": np.ones(shape)}, 2, 3)
+    with pytest.raises(OnnxReadError, match=r"node 'dense' \(Gemm\): bias C of shape"):
+        read_onnx(path)
 
 
 def test_unsupported_op_is_named_with_its_node(tmp_path):
@@ -225,6 +299,68 @@ def test_a_version_2_file_is_refused_by_the_verbs_that_need_a_backup(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# -- reachability's own rounding -----------------------------------------------------------------------------
+def test_affine_zonotope_step_covers_the_exact_image():
+    """x+ = A x + B u + e in float64 rounds: the new zonotope must still hold the exact image of every vertex
+    (checked in rational arithmetic)."""
+    from fractions import Fraction
+
+    from scpo_ctrl.verify.reach import zonotope_step
+
+    rng = np.random.default_rng(11)
+    nx, nu, m = 3, 2, 2
+    A, B, e = rng.normal(size=(nx, nx)), rng.normal(size=(nx, nu)), rng.normal(size=nx)
+    centre, u_centre = rng.normal(size=(1, nx)) * 7, rng.normal(size=(1, nu)) * 3
+    G, U = rng.normal(size=(1, nx, m)) * 1e-3, rng.normal(size=(1, nu, m)) * 1e-3
+    new_c, new_g = zonotope_step(A, B, e, None, centre, G, u_centre, U, np.zeros((1, nu)))
+    extent = np.abs(new_g[0]).sum(axis=1)
+    F = np.vectorize(Fraction)
+    for xi in itertools.product((-1.0, 1.0), repeat=m):
+        x, u = F(centre[0]) + F(G[0]) @ F(np.array(xi)), F(u_centre[0]) + F(U[0]) @ F(np.array(xi))
+        exact = F(A) @ x + F(B) @ u + F(e)
+        gap = np.array([abs(float(v)) for v in exact - F(new_c[0])])  # |exact - centre|, rounded to nearest
+        assert np.all(gap <= extent * (1 - 1e-15)), (xi, gap - extent)
+
+
+_SUM_ROUNDS_DOWN = [1.5 - 2.0 ** -52] + [2.0 ** -54] * 6  # float64 sums it to 1.5 - 2^-52; exactly 1.5 + 2^-53
+
+
+@pytest.mark.parametrize("plant, step", [(PLANT_V2, 30), (PLANT_V2.replace("[3.5, 5.0]", "[1.5, 5.0]"), 0)],
+                         ids=["goal_and_interval_row_at_H", "unsafe_box"])
+def test_row_checks_are_widened_for_the_rounding_of_the_extent(tmp_path, plant, step):
+    """A zonotope whose p-extent float64 sums to just under 1.5 while the exact extent exceeds 1.5 must not be
+    proven inside the goal |p| <= 1.5 nor disjoint from an unsafe box starting at p = 1.5."""
+    from scpo_ctrl.verify.foreign_loop import foreign_loop
+    from scpo_ctrl.verify.foreign_reach import ForeignReachSettings, _Analysis
+
+    (tmp_path / "toy.yaml").write_text(plant)
+    loop = foreign_loop(load_plant_spec(tmp_path / "toy.yaml"), read_onnx(_stabilising_net(tmp_path / "n.onnx")))
+    analysis = _Analysis(loop, ForeignReachSettings())
+    m = len(_SUM_ROUNDS_DOWN)
+    G = np.zeros((2, 2, m))
+    G[0, 0] = _SUM_ROUNDS_DOWN
+    G[1, 0, 0] = 1.0  # well inside the goal and away from the box: holds
+    assert np.abs(G[0, 0]).sum() < 1.5
+    u = np.zeros((2, 1))
+    names = analysis.failing(step, np.zeros((2, 2)), G, u, u)
+    assert names[0] != "" and names[1] == "", names
+
+
+def test_a_nan_command_bound_fails_its_cell(toy):
+    """NaN > u_max is False: a NaN command range must still fail the cell, like a non-finite state."""
+    from scpo_ctrl.verify.foreign_loop import foreign_loop
+    from scpo_ctrl.verify.foreign_reach import ForeignReachSettings, _Analysis
+
+    directory, net = toy
+    loop = foreign_loop(load_plant_spec(directory / "toy.yaml"), read_onnx(net))
+    analysis = _Analysis(loop, ForeignReachSettings())
+    G = np.broadcast_to(0.1 * np.eye(2), (3, 2, 2)).copy()
+    u_lo = np.array([[np.nan], [-1.0], [-np.inf]])
+    u_hi = np.array([[np.nan], [1.0], [1.0]])
+    names = analysis.failing(0, np.zeros((3, 2)), G, u_lo, u_hi)
+    assert names[0] != "" and names[1] == "" and names[2] != "", names
+
+
 # -- verify --controller -----------------------------------------------------------------------------------
 def _cli(*args, cwd):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
@@ -263,6 +399,22 @@ def test_verify_controller_proves_a_stable_linear_loop(toy):
     assert validate_document(broken, schema, schemas) != []
 
 
+def test_the_command_line_qualifies_the_proof(toy, tmp_path, capsys):
+    """"safe: yes (proof)" is a claim at the sampling instants, for the plant file's discrete map only."""
+    from scpo_ctrl.cli import main
+
+    directory, net = toy
+    (tmp_path / "ode.yaml").write_text(PLANT_V2.replace(
+        "  linear: {A: [[1, 0.1], [0, 1]], B: [[0.005], [0.1]]}",
+        '  ode: {p: "v", v: "a"}\n  integrator: rk4\n  substeps: 2'))
+    code = main(["verify", str(tmp_path / "ode.yaml"), "--controller", str(net), "--out", str(tmp_path / "c.json"),
+                 "--samples", "50", "--halton", "0", "--falsify-iterations", "0"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "safe for every initial state" in x)
+    assert code == 0 and "yes (proof" in line, line
+    assert "at the sampling instants" in line and "rk4 integrator with 2 substep(s)" in line
+    assert "(not the ODE)" in line and "not between samples" in line
+
+
 def test_verify_controller_falsifies_a_loop_that_misses_its_goal(toy, tmp_path):
     """The same loop with the gain's sign flipped diverges: the goal and the wall are violated, the
     counterexample replays (float64 and onnxruntime), reachability does not claim VERIFIED."""
@@ -278,6 +430,28 @@ def test_verify_controller_falsifies_a_loop_that_misses_its_goal(toy, tmp_path):
     replayed = falsification.counterexample["replayed"]
     assert replayed["float64_reader"] > 0 and replayed["onnxruntime"] > 0
     assert result.certificate.check("reachability").verdict == "UNKNOWN"
+    sampled = result.certificate.check("closed_loop_safety")
+    assert sampled.verdict == "FALSIFIED" and sampled.counterexample["replayed"]["onnxruntime"] > 0
+
+
+def test_a_sampled_violation_that_onnxruntime_does_not_replay_is_not_falsified(toy, tmp_path, monkeypatch):
+    """The Monte Carlo's violations come from the reader's float64 network: when onnxruntime on the file (here
+    stood in for by the stabilising law) does not replay the worst one, the check is UNKNOWN, not FALSIFIED."""
+    import scpo_ctrl
+    from scpo_ctrl.verify import foreign
+
+    directory, _ = toy
+    plant = tmp_path / "toy.yaml"
+    plant.write_text(PLANT_V2.replace('["2*y0"]', '["-2*y0"]'))
+    monkeypatch.setattr(foreign, "_onnxruntime_controller",
+                        lambda loop: ((lambda X: -(2 * X[:, :1] + 3 * X[:, 1:2])), ""))
+    result = scpo_ctrl.verify(plant, controller=directory / "net.onnx", out=tmp_path / "c.json", samples=50,
+                              halton=0, falsify_iterations=0, reach=False)
+    sampled = result.certificate.check("closed_loop_safety")
+    assert sampled.details["violating_trajectories"] > 0
+    assert sampled.verdict == "UNKNOWN" and "does not replay with onnxruntime" in sampled.details["reason"]
+    assert sampled.counterexample["replayed"]["onnxruntime"] <= 0 < sampled.counterexample["replayed"]["float64_reader"]
+    assert result.exit_code == 0
 
 
 @pytest.mark.parametrize("case, message", [
@@ -323,7 +497,8 @@ def test_errors_from_python_are_scpo_errors(toy, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["verify", "RUN", "--out", "x.json"], "--out applies with --controller only"),
-    (["verify", "PLANT", "--controller", "NET", "--campaign", "c.yaml"], "--campaign does not apply with --controller"),
+    (["verify", "PLANT", "--controller", "NET", "--campaign", "c.yaml"],
+     "--campaign and --ray do not apply with --controller"),
 ])
 def test_controller_only_flags_are_checked(tmp_path, capsys, monkeypatch, argv, message):
     from scpo_ctrl.cli import main

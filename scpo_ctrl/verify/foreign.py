@@ -4,7 +4,8 @@ No backup, no gate: the plant file's dynamics with ``u = A_out N(A_in x + b_in) 
 ``controller`` maps, identity where absent). Checks, each with its claim, verdict, evidence and numbers:
 
 1. ``closed_loop_safety``: Monte Carlo from low-discrepancy plus seeded i.i.d. uniform initial states of the
-   box; with no violation among the uniform ones, the scenario bound ``epsilon = ln(1/beta) / N``.
+   box; with no violation among the uniform ones, the scenario bound ``epsilon = ln(1/beta) / N``. The worst
+   violation is replayed as the falsification's is: FALSIFIED only when it replays, else UNKNOWN.
 2. ``falsification``: a seeded search (corners, the Monte Carlo's worst states, then shrinking random
    perturbations around the best) for the initial state with the largest margin of any row; a violation is
    replayed in the float64 loop and, where onnxruntime can run the file, with onnxruntime evaluating the
@@ -116,6 +117,22 @@ def _onnxruntime_controller(loop: ForeignLoop):
     return control, ""
 
 
+def _replay(loop: ForeignLoop, found: dict) -> tuple:
+    """Replay the violation ``found`` (from :func:`_worst`) with onnxruntime evaluating the file itself.
+
+    Returns ``(replays, confirmed, why)``: the row's worst margin per evaluator (``onnxruntime`` None when it
+    cannot run the file, ``why`` then says why), and whether every evaluator that ran shows the violation."""
+    x0 = np.asarray(found["x0"], dtype=float)
+    ort_control, why = _onnxruntime_controller(loop)
+    replays = {"float64_reader": found["value"], "onnxruntime": None}
+    if ort_control is not None:
+        X, U = loop.rollout(x0[None], control=ort_control)
+        row = [r.name for r in loop.rows].index(found["row"])
+        replays["onnxruntime"] = float(loop.margins(X, U)[0, :, row].max())
+    confirmed = all(v is None or v > 0 for v in replays.values())
+    return replays, confirmed, why
+
+
 def _worst(loop: ForeignLoop, margins: np.ndarray, k: int, x0: np.ndarray) -> dict:
     row = int(np.argmax(margins[k].max(axis=0)))
     step = int(np.argmax(margins[k, :, row]))
@@ -142,18 +159,28 @@ def _monte_carlo(loop: ForeignLoop, box: np.ndarray, request: ForeignVerifyReque
                     "statement": f"no violation in {request.samples} i.i.d. uniform initial states: the probability "
                                  f"that a uniformly drawn initial state of the box violates a row is at most "
                                  f"{epsilon:.3g}, with confidence {1 - request.beta:g}"}
-    counterexample = _worst(loop, margins, int(np.argmax(score)), X0[int(np.argmax(score))]) \
-        if violating.any() else None
+    details = {"initial_states": len(X0), "low_discrepancy": request.halton, "uniform_iid": request.samples,
+               "seed": request.seed, "violating_trajectories": int(violating.sum()), "rows": per_row,
+               "scenario_bound": scenario}
+    counterexample, verdict = None, VERIFIED
+    if violating.any():  # found with the reader's float64 network: FALSIFIED only if onnxruntime replays it
+        counterexample = _worst(loop, margins, int(np.argmax(score)), X0[int(np.argmax(score))])
+        replays, confirmed, why = _replay(loop, counterexample)
+        counterexample["replayed"] = replays
+        if why:
+            details["onnxruntime"] = why
+        verdict = FALSIFIED if confirmed else UNKNOWN
+        if not confirmed:
+            details["reason"] = (f"the worst sampled violation ({counterexample['row']} by "
+                                 f"{counterexample['value']:.3g} in float64) does not replay with onnxruntime on "
+                                 f"the file (margin {replays['onnxruntime']:.3g}): the network's rounding decides it")
     check = Check(
         name="closed_loop_safety",
         claim=f"from each of the {len(X0)} sampled initial states, the closed loop of the network alone satisfies "
-              f"every row at the sampling instants where it applies, over {loop.horizon} steps",
-        verdict=FALSIFIED if violating.any() else VERIFIED, evidence=f"sampled ({len(X0)} closed loops)",
-        seconds=time.perf_counter() - start,
-        details={"initial_states": len(X0), "low_discrepancy": request.halton, "uniform_iid": request.samples,
-                 "seed": request.seed, "violating_trajectories": int(violating.sum()), "rows": per_row,
-                 "scenario_bound": scenario},
-        counterexample=counterexample)
+              f"every row at the sampling instants where it applies, over {loop.horizon} steps (a violation is "
+              f"replayed with onnxruntime from the file)",
+        verdict=verdict, evidence=f"sampled ({len(X0)} closed loops)", seconds=time.perf_counter() - start,
+        details=details, counterexample=counterexample)
     order = np.argsort(-score)[:8]
     return check, X0[order]
 
@@ -193,16 +220,9 @@ def _falsify(loop: ForeignLoop, box: np.ndarray, starts: np.ndarray, request: Fo
     counterexample = None
     verdict = UNKNOWN
     if found["value"] > 0:
-        ort_control, why = _onnxruntime_controller(loop)
-        replays = {"float64_reader": found["value"]}
-        if ort_control is not None:
-            X, U = loop.rollout(x0[None], control=ort_control)
-            replays["onnxruntime"] = float(loop.margins(X, U)[0, :, [r.name for r in loop.rows].index(found["row"])]
-                                           .max())
-        else:
-            replays["onnxruntime"] = None
+        replays, confirmed, why = _replay(loop, found)
+        if why:
             details["onnxruntime"] = why
-        confirmed = all(v is None or v > 0 for v in replays.values())
         counterexample = dict(found, replayed=replays,
                               trajectory=[[float(v) for v in x] for x in loop.rollout(x0[None])[0][0]])
         verdict = FALSIFIED if confirmed else UNKNOWN
@@ -215,7 +235,8 @@ def _falsify(loop: ForeignLoop, box: np.ndarray, starts: np.ndarray, request: Fo
 
 def _reachability(loop: ForeignLoop, box: np.ndarray, request: ForeignVerifyRequest) -> Check:
     claim = (f"for every initial state of the box, every row holds at the sampling instants where it applies over "
-             f"{loop.horizon} steps, for the plant file's discrete map with this network in exact arithmetic")
+             f"{loop.horizon} steps, for the plant file's discrete map with this network in real arithmetic on its "
+             f"stored weights")
     if not request.reach:
         return Check("reachability", claim, UNKNOWN, "not run", 0.0, {"reason": "not run (--no-reach)"})
     settings = ForeignReachSettings(request.cells_per_axis, request.max_depth, request.max_cells)

@@ -4,17 +4,20 @@ Each cell of the initial box is a zonotope ``x = c + G xi``. Per step, the comma
 same ``xi`` (:mod:`.affine_bounds`): the input map exactly, each affine layer exactly, each activation by its
 per-neuron linear relaxation (tanh, sigmoid: min-slope or chord; ReLU: the chord over a crossing range, the
 triangle relaxation, exact where a neuron's range does not cross 0), the output map exactly. The plant step is
-:func:`.reach.zonotope_step`: exact for affine dynamics, else the first-order model of the discrete map (the
-plant file's integrator with its substeps) with an interval-Jacobian remainder.
+:func:`.reach.zonotope_step`: the exact image for affine dynamics, else the first-order model of the discrete
+map (the plant file's integrator with its substeps) with an interval-Jacobian remainder.
 
 At every step each row active there must hold on the zonotope: state limits and affine rows by the support
-function (exact), other rows by interval evaluation over the zonotope's box, input limits on the command's
-range, the goal set at step H by the box's inclusion, an unsafe box by the box's disjointness. A cell for which
-all hold at every step 0..H is proven; a failing cell is halved along its widest side (relative to the initial
-box) up to ``max_depth`` times and within ``max_cells``; what still fails stays UNKNOWN (never guessed).
+function (exact up to the widened rounding), other rows by interval evaluation over the zonotope's box, input
+limits on the command's range (a non-finite range fails), the goal set at step H by the box's inclusion, an
+unsafe box by the box's disjointness. A cell for which all hold at every step 0..H is proven; a failing cell is
+halved along its widest side (relative to the initial box) up to ``max_depth`` times and within ``max_cells``;
+what still fails stays UNKNOWN (never guessed).
 
-The network is analysed in exact arithmetic on its stored weights (float64 of the file's values): the verdict
-is about that function, not about a float32 runtime's rounding.
+The verdict is about the network in real arithmetic on its stored weights (float64 of the file's values), not
+about a float32 runtime's rounding. The analysis's own float64 rounding is covered: every affine map, the
+plant's step, the sets' extents and the rows' bounds are widened by :data:`ROUND_OFF_WIDENING` times the
+magnitudes involved.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ class _Analysis:
         """Per zonotope, the first row that may fail at step t ('' where all hold); the command's range
         ``[u_lo, u_hi] (M, nu)``."""
         extent = np.abs(G).sum(axis=2)
+        extent = extent + ROUND_OFF_WIDENING * (1.0 + np.abs(centre) + extent)  # the rounding of the sums
         lo, hi = centre - extent, centre + extent
         names = np.full(len(centre), "", dtype=object)
 
@@ -179,6 +183,8 @@ class _Analysis:
                 mark(~disjoint, row.name)
         finite = np.all(np.isfinite(lo) & np.isfinite(hi), axis=1)
         mark(~finite, "non-finite set")
+        finite = np.all(np.isfinite(u_lo) & np.isfinite(u_hi), axis=1)  # NaN > u_max is False: fail it here
+        mark(~finite, "non-finite command")
         return names
 
     def propagate(self, lo: np.ndarray, hi: np.ndarray, records: list | None = None) -> tuple:
@@ -297,7 +303,7 @@ def analyse_foreign(loop: ForeignLoop, box: np.ndarray,
         lo, hi = np.concatenate([lo_f, lo_right]), np.concatenate([hi_left, hi_f])
     affine = analysis.map is None
     argument = ("zonotopes; the network as affine forms with per-neuron linear relaxations; the plant's map "
-                + ("exactly (affine dynamics)" if affine else
+                + ("exactly up to float64 rounding, widened (affine dynamics)" if affine else
                    "by its first-order model with an interval-Jacobian remainder (the plant file's integrator "
                    "and substeps, not the ODE)"))
     reason = "affine dynamics" if affine else "nonlinear dynamics: the plant's discrete map"

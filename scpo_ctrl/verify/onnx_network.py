@@ -3,14 +3,15 @@
 Only graphs that are a chain (every node consumes the previous node's output, plus constants) are read.
 Supported operations, as PyTorch, Keras/tf2onnx and MATLAB's converter write them:
 
-* ``Gemm`` (``transA = 0``), ``MatMul`` with a constant right operand, ``Conv`` whose kernel covers the whole
-  spatial extent of its input (MATLAB's fully connected layers: a ``1 x n`` kernel on a ``1 x n`` input, then
-  ``1 x 1`` kernels; no padding, group 1), ``Add``/``Sub`` with a constant (either side), ``Mul`` by a
-  constant and ``Div`` by a constant: all folded into affine layers ``y = W x + b`` (consecutive ones
-  multiplied out);
+* ``Gemm`` (``transA = 0``; a bias C of shape (), (1,), (n_out,) or (1, n_out)), ``MatMul`` with a constant
+  right operand, ``Conv`` whose kernel covers the whole spatial extent of its input (MATLAB's fully connected
+  layers: a ``1 x n`` kernel on a ``1 x n`` input, then ``1 x 1`` kernels; no padding, ``auto_pad`` NOTSET or
+  VALID, group 1), ``Add``/``Sub`` with a constant (either side), ``Mul`` by a constant and ``Div`` by a
+  constant: all folded into affine layers ``y = W x + b`` (consecutive ones multiplied out);
 * ``Relu``, ``Tanh``, ``Sigmoid``: elementwise activations;
-* ``Identity``, ``Dropout`` (inference), ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``: no change
-  of the values (tensors are carried flattened in C order, the batch dimension apart).
+* ``Identity``, ``Dropout`` (inference: no mask output, ``training_mode`` absent or a constant false),
+  ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``: no change of the values (tensors are carried flattened
+  in C order, the batch dimension apart).
 
 Anything else raises :class:`OnnxReadError` naming the operation and the node. So do NaN or infinite weights
 and a graph with more than one input or output.
@@ -230,6 +231,11 @@ def _read_node(builder: _Builder, node, constants: dict, current: str) -> None:
     elif op in _SHAPE_OPS:
         if op == "Dropout" and len(node.output) > 1 and node.output[1]:
             raise builder.error(node, "a Dropout with a mask output is not supported")
+        if op == "Dropout" and len(node.input) > 2 and node.input[2]:
+            training = constants.get(node.input[2])
+            if training is None or np.asarray(training).any():
+                raise builder.error(node, "training_mode other than a constant false is not supported "
+                                          "(a training Dropout is random)")
         builder.shape = (n,) if op != "Identity" and op != "Dropout" else builder.shape
     elif op in ("Add", "Sub"):
         position = list(node.input).index(current)
@@ -266,7 +272,11 @@ def _read_node(builder: _Builder, node, constants: dict, current: str) -> None:
         alpha, beta = float(attributes.get("alpha", 1.0)), float(attributes.get("beta", 1.0))
         b = np.zeros(W.shape[0])
         if len(node.input) > 2 and node.input[2]:
-            b = beta * np.broadcast_to(np.asarray(constants[node.input[2]], dtype=float).reshape(-1), (W.shape[0],))
+            C = np.asarray(constants[node.input[2]], dtype=float)
+            if C.shape not in ((), (1,), (W.shape[0],), (1, W.shape[0])):
+                raise builder.error(node, f"bias C of shape {C.shape} is not supported (supported: (), (1,), "
+                                          f"({W.shape[0]},), (1, {W.shape[0]}))")
+            b = beta * np.broadcast_to(C.reshape(-1), (W.shape[0],))
         builder.affine(alpha * W, b, (W.shape[0],))
     elif op == "Conv":
         _conv(builder, node, constants, attributes)
@@ -282,6 +292,10 @@ def _conv(builder: _Builder, node, constants: dict, attributes: dict) -> None:
     shape = tuple(builder.shape)
     if kernel.ndim < 3 or len(shape) != kernel.ndim - 1:
         raise builder.error(node, f"kernel {kernel.shape} on tensor {shape}: only fully connected Conv is supported")
+    auto_pad = attributes.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad not in ("NOTSET", "VALID"):
+        raise builder.error(node, f"auto_pad {auto_pad} is not supported (only NOTSET or VALID: no padding)")
     if (attributes.get("group", 1) != 1 or any(attributes.get("pads", [0]))
             or any(d != 1 for d in attributes.get("dilations", [1]))):
         raise builder.error(node, "groups, padding and dilation are not supported")

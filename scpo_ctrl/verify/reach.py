@@ -552,7 +552,8 @@ class _Analysis:
              w_radius: np.ndarray) -> tuple:
         """One step of the plant from ``x = centre + G xi`` with ``u = u_centre + U xi + w``, ``|w| <= w_radius``.
 
-        Affine plant: ``x+ = A x + B u + e`` exactly, ``w`` as new generators ``B diag(w_radius)``.
+        Affine plant: ``x+ = A x + B u + e``, ``w`` as new generators ``B diag(w_radius)``, the float64
+        rounding as ``nx`` axis-aligned ones (:func:`zonotope_step`).
         Nonlinear plant: the first-order model of the discrete map around ``(centre, u_centre)`` over the
         box of ``(x, u)`` (:meth:`.discrete_map.DiscreteMap.first_order`): ``x+ = f(c) + (J_x G + J_u U) xi
         + J_u w + rho``, the remainder ``rho`` as new axis-aligned generators.
@@ -567,7 +568,7 @@ class _Analysis:
 
         Returns
         -------
-        (centre (M, nx), G (M, nx, m + nu [+ nx])) of the next zonotope, before order reduction.
+        (centre (M, nx), G (M, nx, m + nu + nx)) of the next zonotope, before order reduction.
         """
         return zonotope_step(self.A, self.B, self.e, self.map, centre, G, u_centre, U, w_radius)
 
@@ -605,10 +606,13 @@ def zonotope_step(A: np.ndarray, B: np.ndarray, e: np.ndarray, dmap: DiscreteMap
                   G: np.ndarray, u_centre: np.ndarray, U: np.ndarray, w_radius: np.ndarray) -> tuple:
     """One step of the plant from ``x = centre + G xi`` with ``u = u_centre + U xi + w``, ``|w| <= w_radius``.
 
-    Affine plant (``dmap`` None): ``x+ = A x + B u + e`` exactly, ``w`` as new generators ``B diag(w_radius)``.
+    Affine plant (``dmap`` None): ``x+ = A x + B u + e``, ``w`` as new generators ``B diag(w_radius)``, and the
+    float64 rounding of the product as ``nx`` axis-aligned generators (:data:`ROUND_OFF_WIDENING` times the
+    magnitudes summed): the new zonotope holds the exact image.
     Nonlinear plant: the first-order model of the discrete map ``dmap`` around ``(centre, u_centre)`` over the
     box of ``(x, u)`` (:meth:`.discrete_map.DiscreteMap.first_order`): ``x+ = f(c) + (J_x G + J_u U) xi
-    + J_u w + rho``, the remainder ``rho`` as new axis-aligned generators.
+    + J_u w + rho``, the remainder ``rho`` (widened for the rounding of the products) as new axis-aligned
+    generators.
 
     Parameters
     ----------
@@ -621,14 +625,19 @@ def zonotope_step(A: np.ndarray, B: np.ndarray, e: np.ndarray, dmap: DiscreteMap
 
     Returns
     -------
-    (centre (M, nx), G (M, nx, m + nu [+ nx])) of the next zonotope, before order reduction.
+    (centre (M, nx), G (M, nx, m + nu + nx)) of the next zonotope, before order reduction.
     """
+    nx = centre.shape[1]
     if dmap is None:
         new_c = centre @ A.T + u_centre @ B.T + e
         new_g = np.matmul(A, G) + np.matmul(B, U)
         noise = B[None, :, :] * w_radius[:, None, :]  # (M, nx, nu)
-        return new_c, np.concatenate([new_g, noise], axis=2)
-    nx = centre.shape[1]
+        # the float64 rounding of the above, per row at most a few ulps of the sums of magnitudes involved
+        size = ((np.abs(centre) + np.abs(G).sum(axis=2)) @ np.abs(A).T
+                + (np.abs(u_centre) + np.abs(U).sum(axis=2) + w_radius) @ np.abs(B).T + np.abs(e))
+        rounding = np.zeros((len(centre), nx, nx))
+        rounding[:, np.arange(nx), np.arange(nx)] = ROUND_OFF_WIDENING * (1.0 + size + np.abs(new_c))
+        return new_c, np.concatenate([new_g, noise, rounding], axis=2)
     x_radius = np.abs(G).sum(axis=2)
     u_radius = np.abs(U).sum(axis=2) + w_radius
     model = dmap.first_order(np.concatenate([centre, u_centre], axis=1),
@@ -637,7 +646,10 @@ def zonotope_step(A: np.ndarray, B: np.ndarray, e: np.ndarray, dmap: DiscreteMap
     new_g = np.matmul(J_x, G) + np.matmul(J_u, U)
     noise = J_u * w_radius[:, None, :]
     remainder = np.zeros((len(centre), nx, nx))
-    remainder[:, np.arange(nx), np.arange(nx)] = model.remainder * (1 + ROUND_OFF_WIDENING)
+    # the remainder, and the float64 rounding of the products above (relative to the magnitudes summed)
+    rounding = ROUND_OFF_WIDENING * (1.0 + np.einsum("kij,kj->ki", np.abs(J_x), x_radius)
+                                     + np.einsum("kij,kj->ki", np.abs(J_u), u_radius))
+    remainder[:, np.arange(nx), np.arange(nx)] = model.remainder * (1 + ROUND_OFF_WIDENING) + rounding
     return model.value, np.concatenate([new_g, noise, remainder], axis=2)
 
 
