@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .backup.kinds import backup_for
 from .config.plant_spec import PlantSpec, load_plant_spec
 from .errors import SpecError, UsageError
 from .files import atomic_write, atomic_write_text, json_safe
@@ -41,7 +42,6 @@ from .verification_loop import LoopSettings, reach_cells_per_axis, run_round
 log = logging.getLogger(__name__)
 
 STALL_PATIENCE = 40
-LOOP_SAMPLES_MPC = 256  # Monte Carlo states per verification round with an MPC backup (a solve per step)
 OVERRIDABLE = {
     "scpo.iterations": int, "scpo.step_size": float, "scpo.trust_radius": float, "scpo.seed": int,
     "scpo.probe_norm": float, "scpo.gradient_pieces": int, "scpo.random_pairs": int,
@@ -143,7 +143,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
     config = _resolved_config(spec, settings, hidden, patience, request.verify_loop)
-    if spec.backup.type == "mpc" and settings.method in ("penalty", "lagrangian"):
+    if not backup_for(spec.backup.type, spec.backup.solver).in_closed_form and settings.method in ("penalty",
+                                                                                                   "lagrangian"):
         raise UsageError(f"--method {settings.method} needs gradients of the safety rows through the rollout, which "
                          "an MPC backup does not provide; use scpo or unconstrained")
     _check_directory(run_dir, request, config)
@@ -154,8 +155,7 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
                         f"the backup itself is unsafe from the validation set ({safety}); SCPO cannot start feasible")
     policy = residual_policy(problem, hidden, spec.policy.activation)
     adaptation = ControlAdaptation(problem, policy)
-    # the MPC's solver name carries a hash of its whole formulation: export checks it adapts the same MPC
-    backup_marks = {} if problem.mpc is None else {"mpc_solver": problem.mpc.files.solver_name}
+    backup_marks = problem.backup_kind.policy_marks(problem.mpc)
 
     jsonl = run_dir / "training.jsonl"
     if not request.resume:
@@ -180,8 +180,9 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     loss0, best, stall, validation_states, rounds = _progress_marks(run_dir)
     if validation_states.shape[0] != adaptation.n_states:
         adaptation.set_states(validation_states)
+    samples = problem.backup_kind.loop_samples
     loop = LoopSettings(reach_cells_per_axis=reach_cells_per_axis(spec.nx),
-                        **({"samples": LOOP_SAMPLES_MPC} if problem.mpc is not None else {}))
+                        **({} if samples is None else {"samples": samples}))
     looping = request.verify_loop and settings.method == "scpo"
     round_records = [r["verification_round"] for r in records if "verification_round" in r]
 

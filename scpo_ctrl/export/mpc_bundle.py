@@ -30,6 +30,7 @@ import numpy as np
 
 from ..backup.acados_env import c_output_to_log, find_acados, load_acados
 from ..backup.embedded_mpc_codegen import C_FLAGS, DATA_HEADER, PLAN_HEADER, SOLVER_HEADER
+from ..backup.kinds import backup_recorded
 from ..backup.mpc import MpcFormulation, MpcSolverFiles
 from ..errors import UsageError
 from ..resources import resource_dir
@@ -149,28 +150,10 @@ def build_controller(directory: Path, solver: str, host_dir: Path, name: str) ->
     return artefacts
 
 
-#: the acados runtime libraries the controller loads from the installation (outside the export)
-RUNTIME_LIBRARIES = ("libacados.so", "libhpipm.so", "libblasfeo.so", "libqpOASES_e.so.3.1")
-
-
-def acados_runtime_hashes() -> dict:
-    """sha256 of each acados runtime library of the installation (``{file name: hex digest}``); the manifest
-    records them, since the exported controller runs with them but they are not copied into the export."""
-    import hashlib
-
-    directory = find_acados().lib_dir
-    hashes = {}
-    for name in RUNTIME_LIBRARIES:
-        path = directory / name
-        if path.is_file():
-            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashes
-
-
 def artefacts_of(export_dir: Path, manifest: dict) -> MpcArtefacts:
     """The MPC artefacts an export's manifest records."""
     backup = manifest.get("backup", {})
-    if backup.get("type") != "mpc":
+    if backup_recorded(backup).in_closed_form:
         raise UsageError(f"{export_dir}: the export has no MPC backup")
     return MpcArtefacts(Path(export_dir) / "mpc", backup["solver"], Path(export_dir) / backup["controller_library"])
 
@@ -272,19 +255,9 @@ class MpcController:
 
 
 def campaign_backup_inputs(law: DeployedLaw, X: np.ndarray, controller: MpcController, seed: int) -> np.ndarray:
-    """Backup inputs ``(N, nu)`` for an equivalence campaign on ``X (N, nx)``: the MPC's cold solution at the
-    finite states inside the monitor region; elsewhere (where the MPC's input only feeds the fallback, and
-    acados may not even be defined) seeded draws over ``u_eq +- 3 u_scale``. One in ten of the drawn inputs and
-    one in twenty of the solved ones is NaN (a failed solve: the law must fall back on ``u_eq``)."""
-    rng = np.random.default_rng(seed)
-    with np.errstate(invalid="ignore"):
-        solvable = np.all(np.isfinite(X), axis=1) & np.all((X >= law.region_min) & (X <= law.region_max), axis=1)
-    U = law.u_eq + law.u_scale * rng.uniform(-3.0, 3.0, size=(len(X), law.nu))
-    U[rng.random(len(X)) < 0.1] = np.nan
-    if solvable.any():
-        U[solvable] = controller.cold(X[solvable]).u
-    U[solvable & (rng.random(len(X)) < 0.05)] = np.nan
-    return U
+    """Backup inputs ``(N, nu)`` for an equivalence campaign on ``X (N, nx)``, the exported ``controller``
+    solving from cold starts (see :meth:`scpo_ctrl.backup.kinds.AcadosMpc.campaign_inputs`)."""
+    return law.backup_kind.campaign_inputs(X, law, lambda states: controller.cold(states).u, seed)
 
 
 class MpcLawInTheLoop:

@@ -40,7 +40,7 @@ from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..export.host_library import HostLaw
 from ..export.law import law_from_run
-from ..export.mpc_bundle import acados_runtime_hashes
+from ..backup.acados_env import runtime_hashes
 from ..export.run import inputs_hash, sha256_file
 from ..files import atomic_write
 from ..plant.model import build_plant
@@ -145,13 +145,13 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
         # never execute artefacts that are not the ones the manifest describes (a modified shared
         # library could do anything when loaded)
         names = ("equivalence", "closed_loop_safety", "closed_loop_reach", "falsification", "reachability")
-        if law.backup_is_input:
+        if not law.backup_kind.in_closed_form:
             names = ("mpc_solver",) + names
         for name in names:
             checks.append(Check(name=name, claim="not checked", verdict=UNKNOWN, evidence="not run",
                                 seconds=0.0, details={"reason": "integrity failed: the artefacts are not the "
                                                                 "exported ones"}))
-    elif law.backup_is_input:
+    elif not law.backup_kind.in_closed_form:
         checks += verify_mpc.checks(law, run_dir, manifest.to_json(), spec, model, box, horizon, request, precision,
                                     campaign)
     else:
@@ -216,7 +216,7 @@ def _integrity(run_dir: Path, manifest: ExportManifest, law, precision: str) -> 
             problems.append(f"export/{relative}: sha256 differs from the manifest")
     runtime = manifest.backup.get("acados_runtime_sha256", {})
     if runtime:
-        current_runtime = acados_runtime_hashes()
+        current_runtime = runtime_hashes()
         for library, digest in sorted(runtime.items()):
             if current_runtime.get(library) != digest:
                 problems.append(f"acados runtime {library}: differs from the one the export was built against "
