@@ -143,8 +143,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
     config = _resolved_config(spec, settings, hidden, patience, request.verify_loop)
-    if not backup_for(spec.backup.type, spec.backup.solver).in_closed_form and settings.method in ("penalty",
-                                                                                                   "lagrangian"):
+    backup = backup_for(spec.backup.type, spec.backup.solver)
+    if not backup.in_closed_form and settings.method in ("penalty", "lagrangian"):
         raise UsageError(f"--method {settings.method} needs gradients of the safety rows through the rollout, which "
                          "an MPC backup does not provide; use scpo or unconstrained")
     _check_directory(run_dir, request, config)
