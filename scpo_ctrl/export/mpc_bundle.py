@@ -34,6 +34,7 @@ from ..backup.kinds import backup_recorded
 from ..backup.mpc import MpcFormulation, MpcSolverFiles
 from ..errors import UsageError
 from ..resources import resource_dir
+from ..sim.closed_loop import ClosedLoopBatch, simulate
 from . import build
 from .law import DeployedLaw
 
@@ -261,7 +262,7 @@ def campaign_backup_inputs(law: DeployedLaw, X: np.ndarray, controller: MpcContr
 
 
 class MpcLawInTheLoop:
-    """A batch controller ``X (B, nx) -> U (B, nu)`` for :func:`scpo_ctrl.verify.closed_loop.simulate`: one
+    """A batch controller ``X (B, nx) -> U (B, nu)`` for :func:`scpo_ctrl.sim.closed_loop.simulate`: one
     exported MPC controller per trajectory (cold at the trajectory's first step, warm-started after, as on
     the target), the law on top (the exported C law through ``host``, or the float64 reference).
 
@@ -319,3 +320,22 @@ class MpcLawInTheLoop:
         if self.host is not None:
             return self.host.evaluate(X32, U).u
         return evaluate(self.law, X, U).u
+
+
+#: trajectories simulated at once by :func:`simulate_with_mpc` (one acados solver each)
+CHUNK = 128
+
+
+def simulate_with_mpc(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
+    """:func:`scpo_ctrl.sim.closed_loop.simulate` with the exported MPC in the loop (``library``: ``lib<name>_mpc.so``) and
+    the exported C law ``host`` on its input (None: the float64 reference law), ``CHUNK`` trajectories at a
+    time (one acados solver each)."""
+    parts = []
+    for begin in range(0, len(X0), CHUNK):
+        chunk = X0[begin:begin + CHUNK]
+        controller = MpcLawInTheLoop(library, law, len(chunk), host)
+        parts.append(simulate(model, controller, chunk, horizon, law.P, law.c, law.x_eq))
+    first = parts[0]
+    return ClosedLoopBatch(**{name: np.concatenate([getattr(p, name) for p in parts])
+                              for name in ("x", "u", "g", "g_input", "level")},
+                           row_names=first.row_names, input_row_names=first.input_row_names)

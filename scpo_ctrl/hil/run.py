@@ -23,13 +23,12 @@ from ..errors import UsageError
 from ..export.equivalence import SWITCHING_BAND
 from ..export.error_bound import float_error_bound
 from ..export.law import BRANCHES, DeployedLaw, deployed_input_limits, evaluate, law_from_run, lqr_fallback
-from ..export.mpc_bundle import MpcController, artefacts_of
+from ..export.mpc_bundle import MpcController, artefacts_of, simulate_with_mpc
 from ..plant.model import build_plant, evaluate_rows
 from ..run_files import (ExportManifest, HilEquivalence, HilIndex, HilReport, HilSafety, HilVerdict, Latency,
                          RunFileError)
+from ..sim.closed_loop import simulate
 from ..sim.initial_states import initial_box, validation_states
-from ..verify.closed_loop import simulate
-from ..verify.mpc import simulate_with_mpc
 from .deviation import propagated_bound
 from .faults import FaultInjector, parse_faults
 from .harness import Session

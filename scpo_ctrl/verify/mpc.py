@@ -29,15 +29,11 @@ from ..backup.kinds import backup_recorded
 from ..backup.mpc import ipopt_reference
 from ..config.campaign import Campaign, MpcSolverCampaign
 from ..export.law import evaluate, lqr_fallback
-from ..export.mpc_bundle import (MpcController, MpcLawInTheLoop, adapted_solver, artefacts_of, campaign_backup_inputs,
-                                 problem_mpc)
+from ..export.mpc_bundle import (MpcController, adapted_solver, artefacts_of, campaign_backup_inputs, problem_mpc,
+                                 simulate_with_mpc)
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
-from .closed_loop import ClosedLoopBatch, simulate
+from ..sim.closed_loop import ClosedLoopBatch, simulate
 from .sampled import equivalence_check, host_builds, monte_carlo_checks, monte_carlo_states
-
-#: trajectories simulated at once in the Monte Carlo (one acados solver each)
-CHUNK = 128
-
 
 def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, horizon: int, request,
            precision: str, campaign: Campaign) -> list:
@@ -186,18 +182,3 @@ SOLVERS = {
     "admm": (_embedded_solver_check, "the exported embedded MPC ({solver}: float32 ADMM, the C the Cortex-M4 build "
                                      "runs)"),
 }
-
-
-def simulate_with_mpc(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
-    """:func:`.closed_loop.simulate` with the exported MPC in the loop (``library``: ``lib<name>_mpc.so``) and
-    the exported C law ``host`` on its input (None: the float64 reference law), ``CHUNK`` trajectories at a
-    time (one acados solver each)."""
-    parts = []
-    for begin in range(0, len(X0), CHUNK):
-        chunk = X0[begin:begin + CHUNK]
-        controller = MpcLawInTheLoop(library, law, len(chunk), host)
-        parts.append(simulate(model, controller, chunk, horizon, law.P, law.c, law.x_eq))
-    first = parts[0]
-    return ClosedLoopBatch(**{name: np.concatenate([getattr(p, name) for p in parts])
-                              for name in ("x", "u", "g", "g_input", "level")},
-                           row_names=first.row_names, input_row_names=first.input_row_names)

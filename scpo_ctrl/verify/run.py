@@ -49,7 +49,7 @@ from ..sim.initial_states import initial_box
 from . import falsify, mpc as verify_mpc, reach
 from ..run_files import ExportManifest
 from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Certificate, CertificateSummary, Check
-from .closed_loop import simulate
+from ..sim.closed_loop import simulate
 from .sampled import equivalence_check, host_builds, monte_carlo_checks
 
 log = logging.getLogger(__name__)

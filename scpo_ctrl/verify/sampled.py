@@ -28,7 +28,7 @@ from ..export.run import build_host_law, run_onnx
 from ..run_files import ExportManifest
 from . import falsify
 from .certificate import FALSIFIED, VERIFIED, Check
-from .closed_loop import simulate
+from ..sim.closed_loop import simulate
 def host_builds(law, run_dir: Path, precision: str, directory: Path) -> tuple:
     """The exported host library and its twin in the other precision and the export's code profile (built into
     ``directory``)."""
