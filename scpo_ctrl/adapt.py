@@ -89,12 +89,12 @@ class AdaptResult:
 
 
 def resolve_settings(spec: PlantSpec, request: AdaptRequest) -> tuple[OptimizerSettings, tuple, int]:
-    """Optimizer settings, hidden widths and stall patience: file defaults, then --set, then flags."""
-    values = {
-        "scpo.iterations": spec.scpo.iterations, "scpo.step_size": spec.scpo.step_size,
-        "scpo.trust_radius": spec.scpo.trust_radius, "scpo.seed": spec.scpo.seed,
-        "scpo.patience": STALL_PATIENCE, "policy.hidden": ",".join(str(h) for h in spec.policy.hidden),
-    }
+    """Optimizer settings, hidden widths and stall patience: the optimizer's defaults, then the file's values,
+    then --set, then flags."""
+    values = {f"scpo.{f.name}": getattr(spec.scpo, f.name) for f in fields(spec.scpo)
+              if getattr(spec.scpo, f.name) is not None}
+    values.update({"scpo.patience": STALL_PATIENCE,
+                   "policy.hidden": ",".join(str(h) for h in spec.policy.hidden)})
     for item in request.overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
