@@ -69,8 +69,6 @@ class Backup(Protocol):
         ``backup.solver`` when that picks another implementation (``admm``).
     type : str
         ``lqr`` or ``mpc``: what the deployed law, the policy file and the manifest record.
-    name_for_users : str
-        How messages name it.
     deployed_law_description : str
         What a HIL report calls the exported law running on it.
     in_closed_form : bool
@@ -98,7 +96,6 @@ class Backup(Protocol):
 
     name: str
     type: str
-    name_for_users: str
     deployed_law_description: str
     in_closed_form: bool
     cortex_m4_carries_certified_law: bool
@@ -134,7 +131,6 @@ class Lqr:
 
     name: str = "lqr"
     type: str = "lqr"
-    name_for_users: str = "LQR"
     deployed_law_description: str = "the exported law"
     in_closed_form: bool = True
     cortex_m4_carries_certified_law: bool = True
@@ -165,7 +161,6 @@ class AcadosMpc:
 
     name: str = "mpc"
     type: str = "mpc"
-    name_for_users: str = "MPC (acados)"
     deployed_law_description: str = "the exported law on the exported acados MPC (the law SCPO certified)"
     in_closed_form: bool = False
     cortex_m4_carries_certified_law: bool = False
@@ -220,7 +215,6 @@ class EmbeddedMpc(AcadosMpc):
     """The embedded float32 ADMM MPC (:mod:`.embedded_mpc`): the same C on the host and the Cortex-M4F."""
 
     name: str = "admm"
-    name_for_users: str = "embedded MPC (float32 ADMM)"
     deployed_law_description: str = ("the certified law: the exported law on the embedded MPC, the same float32 C "
                                       "SCPO ran")
     cortex_m4_carries_certified_law: bool = True
