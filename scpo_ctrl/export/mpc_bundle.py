@@ -327,9 +327,9 @@ CHUNK = 128
 
 
 def simulate_with_mpc(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
-    """:func:`scpo_ctrl.sim.closed_loop.simulate` with the exported MPC in the loop (``library``: ``lib<name>_mpc.so``) and
-    the exported C law ``host`` on its input (None: the float64 reference law), ``CHUNK`` trajectories at a
-    time (one acados solver each)."""
+    """:func:`scpo_ctrl.sim.closed_loop.simulate` with the exported MPC in the loop (``library``:
+    ``lib<name>_mpc.so``) and the exported C law ``host`` on its input (None: the float64 reference law),
+    ``CHUNK`` trajectories at a time (one acados solver each); verify's Monte Carlo and hil's reference."""
     parts = []
     for begin in range(0, len(X0), CHUNK):
         chunk = X0[begin:begin + CHUNK]
