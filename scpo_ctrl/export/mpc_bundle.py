@@ -129,19 +129,22 @@ def build_controller(directory: Path, solver: str, host_dir: Path, name: str) ->
     """
     library = f"lib{name}_mpc.so"
     artefacts = MpcArtefacts(directory, solver, host_dir / library)
+    # the compiler runs in host_dir: paths relative to the caller's directory (a relative run directory)
+    # would not be found from there
+    source_dir = Path(directory).resolve()
     if is_embedded(directory):
         build.run_tool([build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", *C_FLAGS,
-                        f'-DPLAN_HEADER="{PLAN_HEADER}"', f'-DEMPC_DATA="{DATA_HEADER}"', f"-I{directory}",
-                        str(directory / "mpc_controller.c"), "-o", library], host_dir)
+                        f'-DPLAN_HEADER="{PLAN_HEADER}"', f'-DEMPC_DATA="{DATA_HEADER}"', f"-I{source_dir}",
+                        str(source_dir / "mpc_controller.c"), "-o", library], host_dir)
         return artefacts
     installation = find_acados()
     include = installation.include_dir
     relative = Path("..") / directory.name / solver
     command = [
         build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", f"-DMODEL={solver}",
-        f'-DSOLVER_HEADER="acados_solver_{solver}.h"', f"-I{artefacts.solver_dir}", f"-I{include}",
+        f'-DSOLVER_HEADER="acados_solver_{solver}.h"', f"-I{source_dir / solver}", f"-I{include}",
         f"-I{include / 'acados'}", f"-I{include / 'blasfeo' / 'include'}", f"-I{include / 'hpipm' / 'include'}",
-        str(directory / "mpc_controller.c"), "-o", library, f"-L{artefacts.solver_dir}",
+        str(source_dir / "mpc_controller.c"), "-o", library, f"-L{source_dir / solver}",
         f"-lacados_ocp_solver_{solver}", f"-L{installation.lib_dir}", "-Wl,--no-as-needed", "-lacados", "-lhpipm",
         "-lblasfeo", "-l:libqpOASES_e.so.3.1", "-lm",
         f"-Wl,-rpath,$ORIGIN/{relative}", f"-Wl,-rpath,{installation.lib_dir}",
