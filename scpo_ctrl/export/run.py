@@ -226,10 +226,15 @@ def _embedded_policy_object(directory: Path, name: str, flags: tuple) -> build.O
 
     arm = directory / "cortex-m4"
     write_binding(arm, name, mpc_u_init=np.zeros(0))
-    report = build.compile_object(build.ARM_COMPILER, str(resource_dir("hil") / "firmware" / EMBEDDED_POLICY), arm,
-                         "empc_policy.o", (*build.CORTEX_M4_FLAGS, *C_FLAGS, f'-DEMPC_DATA="{DATA_HEADER}"',
-                                           f"-I{directory / 'mpc'}", f"-I{directory}", f"-I{arm}"), flags)
-    (arm / "policy_binding.h").unlink()
+    # compiled from a copy beside the object with relative include paths: the stack-usage file names the
+    # sources as the compiler was given them, and absolute paths (the staging directory's random name, the
+    # installation's) made two exports of the same run differ
+    shutil.copyfile(resource_dir("hil") / "firmware" / EMBEDDED_POLICY, arm / EMBEDDED_POLICY)
+    report = build.compile_object(build.ARM_COMPILER, EMBEDDED_POLICY, arm, "empc_policy.o",
+                                  (*build.CORTEX_M4_FLAGS, *C_FLAGS, f'-DEMPC_DATA="{DATA_HEADER}"', "-I../mpc",
+                                   "-I..", "-I."), flags)
+    for helper in ("policy_binding.h", EMBEDDED_POLICY):
+        (arm / helper).unlink()
     return report
 
 
