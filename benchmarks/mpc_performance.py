@@ -393,14 +393,14 @@ def scpo_benchmark(mpc_name: str, lqr_name: str, count: int, gradient_pieces: bo
             engine = (default_engine if default_engine.threads == threads
                       else problem.engine(adaptation.pi, jit=adaptation.jit, threads=threads))
             adaptation.engine = engine
-            if not adaptation.mpc:
+            if adaptation.closed_form:
                 adaptation.constraints(thetas)  # builds and compiles the batched maps
-            seconds, cpu, calls = timed(lambda: adaptation.constraints(thetas), 0.0 if adaptation.mpc else 1.0)
+            seconds, cpu, calls = timed(lambda: adaptation.constraints(thetas), 1.0 if adaptation.closed_form else 0.0)
             steps = count * N * H
             rates[name, threads] = steps / seconds
-            backup = "MPC (acados, C)" if adaptation.mpc else "LQR (CasADi JIT)"
+            backup = "LQR (CasADi JIT)" if adaptation.closed_form else "MPC (acados, C)"
             reference = rates.get((lqr_name, threads))
-            ratio = f"{reference / rates[name, threads]:.0f}x" if adaptation.mpc and reference else ""
+            ratio = f"{reference / rates[name, threads]:.0f}x" if not adaptation.closed_form and reference else ""
             throughput.add(
                 f"| {name} | {backup} | {threads} | {count} x {N} x {H} | {calls} | {seconds:.3f} | {cpu / seconds:.2f} | "
                 f"{rates[name, threads]:,.0f} | {8 * N * H / rates[name, threads]:.2f} | {ratio} | {build:.1f} |"
@@ -414,14 +414,14 @@ def scpo_benchmark(mpc_name: str, lqr_name: str, count: int, gradient_pieces: bo
             calls.append(("gradient_pieces(4)", lambda: adaptation.gradient_pieces(theta, 4)))
         S, nx = adaptation.cost_starts.shape[0], problem.spec.nx
         for label, call in calls:
-            if not adaptation.mpc:
+            if adaptation.closed_form:
                 call()  # first call builds the maps
-            seconds, cpu, repeats = timed(call, 0.0 if adaptation.mpc else 1.0)
+            seconds, cpu, repeats = timed(call, 1.0 if adaptation.closed_form else 0.0)
             solves = ""
-            if adaptation.mpc:
+            if not adaptation.closed_form:
                 per_step = 1 if label == "loss" else 1 + nx
                 solves = f"{S} x {H + 1} x {per_step} = {S * (H + 1) * per_step:,}"
-            gradient_rows.append((name, label, default_engine.threads, seconds, cpu, repeats, solves, adaptation.mpc))
+            gradient_rows.append((name, label, default_engine.threads, seconds, cpu, repeats, solves, not adaptation.closed_form))
     lqr_seconds = {row[1]: row[3] for row in gradient_rows if not row[-1]}
     for name, label, threads, seconds, cpu, repeats, solves, mpc in gradient_rows:
         ratio = f"{seconds / lqr_seconds[label]:.0f}x" if mpc and label in lqr_seconds else ""

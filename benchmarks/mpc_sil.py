@@ -68,7 +68,7 @@ def measure(name: str, directory: Path, episodes: int, steps: int) -> dict:
     # the states the firmware solved at: replay them from the Python closed loop of the same law and MPC
     from scpo_ctrl.export.mpc_bundle import MpcLawInTheLoop
     from scpo_ctrl.plant.model import build_plant
-    from scpo_ctrl.verify.closed_loop import simulate
+    from scpo_ctrl.sim.closed_loop import simulate
 
     model = build_plant(load_plant_spec(run / "plant.yaml"))
     library = run / "export" / "host" / f"lib{law.name}_mpc.so"

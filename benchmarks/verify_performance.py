@@ -30,7 +30,7 @@ from scpo_ctrl.export.host_library import HostLaw  # noqa: E402
 from scpo_ctrl.export.law import evaluate, law_from_run  # noqa: E402
 from scpo_ctrl.plant.model import build_plant  # noqa: E402
 from scpo_ctrl.verify import reach  # noqa: E402
-from scpo_ctrl.verify.closed_loop import simulate  # noqa: E402
+from scpo_ctrl.sim.closed_loop import simulate  # noqa: E402
 
 
 def backup_only(law):

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .backup.kinds import backup_for
 from .config.plant_spec import PlantSpec, load_plant_spec, require_backup
 from .errors import SpecError, UsageError
 from .execution import Executor, executor_for
@@ -44,7 +45,6 @@ from .verification_loop import LoopSettings, reach_cells_per_axis, run_round
 log = logging.getLogger(__name__)
 
 STALL_PATIENCE = 40
-LOOP_SAMPLES_MPC = 256  # Monte Carlo states per verification round with an MPC backup (a solve per step)
 OVERRIDABLE = {
     "scpo.iterations": int, "scpo.step_size": float, "scpo.trust_radius": float, "scpo.seed": int,
     "scpo.probe_norm": float, "scpo.gradient_pieces": int, "scpo.random_pairs": int,
@@ -93,12 +93,12 @@ class AdaptResult:
 
 
 def resolve_settings(spec: PlantSpec, request: AdaptRequest) -> tuple[OptimizerSettings, tuple, int]:
-    """Optimizer settings, hidden widths and stall patience: file defaults, then --set, then flags."""
-    values = {
-        "scpo.iterations": spec.scpo.iterations, "scpo.step_size": spec.scpo.step_size,
-        "scpo.trust_radius": spec.scpo.trust_radius, "scpo.seed": spec.scpo.seed,
-        "scpo.patience": STALL_PATIENCE, "policy.hidden": ",".join(str(h) for h in spec.policy.hidden),
-    }
+    """Optimizer settings, hidden widths and stall patience: the optimizer's defaults, then the file's values,
+    then --set, then flags."""
+    values = {f"scpo.{f.name}": getattr(spec.scpo, f.name) for f in fields(spec.scpo)
+              if getattr(spec.scpo, f.name) is not None}
+    values.update({"scpo.patience": STALL_PATIENCE,
+                   "policy.hidden": ",".join(str(h) for h in spec.policy.hidden)})
     for item in request.overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -148,7 +148,8 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
     settings, hidden, patience = resolve_settings(spec, request)
     run_dir = Path(request.out) if request.out else Path("runs") / spec.name
     config = _resolved_config(spec, settings, hidden, patience, request.verify_loop)
-    if spec.backup.type == "mpc" and settings.method in ("penalty", "lagrangian"):
+    backup = backup_for(spec.backup.type, spec.backup.solver)
+    if not backup.in_closed_form and settings.method in ("penalty", "lagrangian"):
         raise UsageError(f"--method {settings.method} needs gradients of the safety rows through the rollout, which "
                          "an MPC backup does not provide; use scpo or unconstrained")
     _check_directory(run_dir, request, config)
@@ -176,8 +177,7 @@ def _adapt(request: AdaptRequest, spec: PlantSpec, settings: OptimizerSettings, 
     if bank is not None:
         check_workers_rebuild(adaptation.engine, bank, problem.x0[:4], adaptation.dimension)
     config = {**config, "execution": executor.description}
-    # the MPC's solver name carries a hash of its whole formulation: export checks it adapts the same MPC
-    backup_marks = {} if problem.mpc is None else {"mpc_solver": problem.mpc.files.solver_name}
+    backup_marks = problem.backup_kind.policy_marks(problem.mpc)
 
     jsonl = run_dir / "training.jsonl"
     if not request.resume:
@@ -203,8 +203,9 @@ def _adapt(request: AdaptRequest, spec: PlantSpec, settings: OptimizerSettings, 
     loss0, best, stall, validation_states, rounds = _progress_marks(run_dir)
     if validation_states.shape[0] != adaptation.n_states:
         adaptation.set_states(validation_states)
+    samples = problem.backup_kind.loop_samples
     loop = LoopSettings(reach_cells_per_axis=reach_cells_per_axis(spec.nx),
-                        **({"samples": LOOP_SAMPLES_MPC} if problem.mpc is not None else {}))
+                        **({} if samples is None else {"samples": samples}))
     looping = request.verify_loop and settings.method == "scpo"
     round_records = [r["verification_round"] for r in records if "verification_round" in r]
 

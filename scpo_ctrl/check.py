@@ -13,11 +13,6 @@ from .problem import ControlProblem, build_problem
 from .sim.initial_states import initial_box, search_corners
 from .sim.rollout import REACH_ROW, SafetyEvaluation, safety_metrics
 
-#: Halton states of the initial box on which the backup's closed loop is simulated (besides the validation set)
-BOX_SAMPLES = 4096
-#: the same for an MPC backup, whose closed loops cost a solve per step
-BOX_SAMPLES_MPC = 48
-
 
 @dataclass(frozen=True)
 class RowMargin:
@@ -110,10 +105,10 @@ class BackupOnBox:
 
 
 def backup_on_box(problem: ControlProblem, samples: int | None = None, seed: int = 0) -> BackupOnBox:
-    """Simulate the backup from the initial box's corners and ``samples`` scrambled Halton points of it."""
-    mpc = problem.mpc is not None
+    """Simulate the backup from the initial box's corners and ``samples`` scrambled Halton points of it (None:
+    the backup's :attr:`~scpo_ctrl.backup.kinds.Backup.box_check_samples`)."""
     if samples is None:
-        samples = BOX_SAMPLES_MPC if mpc else BOX_SAMPLES
+        samples = problem.backup_kind.box_check_samples
     box = initial_box(problem.spec.safety.initial_states)
     nx = box.shape[0]
     corners = search_corners(box, samples)
@@ -135,9 +130,6 @@ def backup_on_box(problem: ControlProblem, samples: int | None = None, seed: int
 
 def _backup_evaluation(problem: ControlProblem, X0: np.ndarray) -> SafetyEvaluation:
     """The backup's safety metrics from ``X0 (N, nx)`` over the safety horizon."""
-    if problem.mpc is not None:
-        result = problem.engine(problem.backup_law()).rollout(X0)
-        return safety_metrics(problem.model, result.rollouts, problem.target.c, problem.target.P, problem.target.x_eq)
     return problem.engine(problem.backup_law(), jit=False).evaluate(X0, problem.target.c, problem.target.P,
                                                                     problem.target.x_eq)[1]
 
@@ -147,7 +139,7 @@ def run_check(plant: str | PlantSpec) -> CheckReport:
     spec = plant if isinstance(plant, PlantSpec) else load_plant_spec(plant)
     problem = build_problem(spec)
     mpc = None
-    if problem.mpc is not None:
+    if not problem.backup_kind.in_closed_form:  # the solver's statistics come with the rollouts
         engine = problem.engine(problem.backup_law())
         result = engine.rollout(problem.x0)
         backup_eval = safety_metrics(problem.model, result.rollouts, problem.target.c, problem.target.P,

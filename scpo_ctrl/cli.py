@@ -412,6 +412,8 @@ def _bounds(variable: dict) -> str:
 
 
 def _format_check(report) -> str:
+    from .backup.kinds import backup_for
+
     lines = [
         f"plant {report.plant} ({report.source})",
         f"  dimensions    nx={report.nx} nu={report.nu} dt={report.dt:g} s, dynamics: {report.dynamics}"
@@ -435,10 +437,11 @@ def _format_check(report) -> str:
         else:
             shown = "any c"
         lines.append(f"    {level['name']:<22} allows {shown:<18} ({level['method']})")
-    if report.mpc is not None:
+    backup = backup_for(report.backup_type, (report.mpc or {}).get("solver"))
+    if not backup.in_closed_form:
         m = report.mpc
         lines[5] = "  LQR gain K (terminal ingredients of the MPC; u = u_eq - K (x - x_eq)):"
-        kind = ("embedded linear MPC, float32 C, fixed ADMM" if m["solver"] == "admm"
+        kind = (f"embedded linear MPC, float32 C, fixed {backup.algorithm}" if backup.fixed_work
                 else f"acados {m['solver'].upper()}")
         lines.append(
             f"  backup        MPC ({kind}), horizon {m['horizon']} steps, terminal cost P, "
@@ -448,8 +451,8 @@ def _format_check(report) -> str:
         lines.append(
             f"    {m['solves']} solves in the validation closed loops: median {m['solve_us_median']:.0f} us, "
             f"p99 {m['solve_us_p99']:.0f} us, median {m['iterations_median']:.0f} "
-            f"{'ADMM' if m['solver'] == 'admm' else 'SQP'} iterations, "
-            + ("fixed work" if m["solver"] == "admm" else f"{m['not_converged']} not converged")
+            f"{backup.algorithm} iterations, "
+            + ("fixed work" if backup.fixed_work else f"{m['not_converged']} not converged")
         )
     lines.append(
         f"  validation    {report.validation_states} initial states, horizon {report.horizon} steps;"

@@ -7,35 +7,14 @@ from dataclasses import dataclass
 import casadi as ca
 import numpy as np
 
-from .backup.embedded_mpc import EmbeddedMpcFormulation, embedded_formulation_for
-from .backup.embedded_mpc_codegen import EmbeddedSolverFiles, build_embedded_solver
+from .backup.kinds import Backup, MpcBackup, backup_for
 from .backup.lqr import LqrBackup, design_lqr
-from .backup.mpc import MpcFormulation, MpcSolverFiles, build_solver, formulation_for
 from .backup.target_set import TargetSet, compute_target_set
 from .config.plant_spec import PlantSpec
 from .errors import SpecError
 from .plant.model import PlantModel, build_plant
 from .sim.initial_states import validation_states
 from .sim.rollout import Rollouts, RolloutEngine, SafetyEvaluation
-
-BACKUPS = ("lqr", "mpc")
-
-
-@dataclass(frozen=True)
-class MpcBackup:
-    """The MPC backup: its formulation and the compiled acados solver (see :mod:`scpo_ctrl.backup.mpc`), or,
-    with ``solver: admm``, the embedded linear MPC and its generated float32 C (:mod:`scpo_ctrl.backup.embedded_mpc`).
-
-    The LQR designed beside it supplies the terminal cost and set.
-    """
-
-    formulation: MpcFormulation | EmbeddedMpcFormulation
-    files: MpcSolverFiles | EmbeddedSolverFiles
-
-    @property
-    def embedded(self) -> bool:
-        """True for the embedded MPC (the same C on the host and the Cortex-M4F)."""
-        return isinstance(self.files, EmbeddedSolverFiles)
 
 
 @dataclass(frozen=True)
@@ -62,10 +41,15 @@ class ControlProblem:
     x0: np.ndarray
     mpc: MpcBackup | None = None
 
+    @property
+    def backup_kind(self) -> Backup:
+        """Which backup the plant file asks for (see :mod:`scpo_ctrl.backup.kinds`)."""
+        return backup_for(self.spec.backup.type, self.spec.backup.solver)
+
     def backup_law(self) -> ca.Function:
         """The backup alone as a law: ``(x, theta (0,)) -> u`` for the LQR, ``(x, theta (0,), u_backup) -> u_backup``
         for the MPC (a law with a third input runs on top of the MPC, see :meth:`engine`)."""
-        if self.mpc is None:
+        if self.backup_kind.in_closed_form:
             return self.backup.function()
         x, theta, u_backup = ca.SX.sym("x", self.spec.nx), ca.SX.sym("theta", 0), ca.SX.sym("u_backup", self.spec.nu)
         return ca.Function("backup", [x, theta, u_backup], [u_backup], ["x", "theta", "u_backup"], ["u"])
@@ -76,7 +60,7 @@ class ControlProblem:
         for ``(x, theta, u_backup) -> u`` (needs the MPC backup)."""
         horizon = self.spec.safety.horizon if horizon is None else horizon
         if law.n_in() == 3:
-            if self.mpc is None:
+            if self.backup_kind.in_closed_form:
                 raise ValueError(f"law {law.name()} runs on top of an MPC backup, and {self.spec.name} has none")
             from .sim.mpc_rollout import MpcRolloutEngine
 
@@ -96,21 +80,11 @@ class ControlProblem:
 def build_problem(spec: PlantSpec) -> ControlProblem:
     """Build the model, design the backup and its target set, draw the validation set."""
     model = build_plant(spec)
-    if spec.backup.type not in BACKUPS:
-        raise SpecError(spec.source, "backup.type",
-                        f"backup type {spec.backup.type!r} is not available (available: {', '.join(BACKUPS)})")
+    try:
+        kind = backup_for(spec.backup.type, spec.backup.solver)
+    except ValueError as exc:
+        raise SpecError(spec.source, "backup.type", str(exc)) from None
     backup = design_lqr(model)
     target = compute_target_set(model, backup, seed=spec.safety.initial_states.seed)
-    mpc = None
-    if spec.backup.type == "mpc" and spec.backup.solver == "admm":
-        extra = [row.name for row in model.rows if row.kind == "extra"]
-        if extra:
-            raise SpecError(spec.source, "backup.solver",
-                            f"the admm solver plans with the state and input limits only, and this file has extra "
-                            f"constraints ({', '.join(extra)}): use solver sqp (acados), or drop the constraints")
-        embedded = embedded_formulation_for(model, backup, target.c)
-        mpc = MpcBackup(embedded, build_embedded_solver(embedded))
-    elif spec.backup.type == "mpc":
-        formulation = formulation_for(model, backup, target.c)
-        mpc = MpcBackup(formulation, build_solver(formulation, model))
+    mpc = kind.solver(model, backup, target.c)
     return ControlProblem(spec, model, backup, target, validation_states(spec.safety.initial_states), mpc)

@@ -254,11 +254,11 @@ def _search(adaptation: ControlAdaptation, theta: np.ndarray, iteration: int, ro
     cell_states = np.zeros((0, nx))
 
     falsified = False
-    if not adaptation.mpc:
+    if adaptation.closed_form:
         candidates["falsification"], falsified = _falsify(adaptation, theta, box, candidates["monte_carlo"],
                                                           plant_worst, settings, seed + round_index)
     proven_fraction, unproven_cells = None, None
-    if adaptation.problem.model.dynamics_affine and not adaptation.mpc:
+    if adaptation.problem.model.dynamics_affine and adaptation.closed_form:
         cell_states, proven_fraction, unproven_cells = _unproven_cells(adaptation, theta, box, settings)
         candidates["reachability"] = cell_states
 

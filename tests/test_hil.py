@@ -371,7 +371,7 @@ def test_propagated_bound_catches_a_wrong_command(hil_run):
     from scpo_ctrl.hil.deviation import propagated_bound
     from scpo_ctrl.hil.run import initial_states
     from scpo_ctrl.plant.model import build_plant
-    from scpo_ctrl.verify.closed_loop import simulate
+    from scpo_ctrl.sim.closed_loop import simulate
 
     law, spec = law_from_run(hil_run), load_plant_spec(hil_run / "plant.yaml")
     model = build_plant(spec)

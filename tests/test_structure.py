@@ -123,3 +123,86 @@ def test_no_import_cycle():
 def test_no_private_name_is_imported_across_modules():
     _, private = _imports(_modules())
     assert private == []
+
+
+# -- the backup is asked, not identified -----------------------------------------------------------
+#: names a branch on which backup is running would test: the attributes, keys and variables that hold a
+#: backup's name (compared with one), and the flags that told the MPC variants apart
+_NAME_HOLDERS = {"backup", "type", "backup_type", "solver", "kind"}
+_VARIANT_FLAGS = {"backup_is_input", "embedded"}
+
+
+def _backup_names() -> set:
+    from scpo_ctrl.backup.kinds import BACKUPS
+    from scpo_ctrl.config.plant_spec import BACKUP_TYPES, MPC_SOLVERS
+
+    return set(BACKUPS) | set(BACKUP_TYPES) | set(MPC_SOLVERS) | {backup.type for backup in BACKUPS.values()}
+
+
+def _held_name(node) -> str | None:
+    """The name an expression reads a value by: ``x.name``, ``x["name"]``, ``x.get("name")`` or ``name``."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return node.slice.value if isinstance(node.slice.value, str) else None
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+            and node.args and isinstance(node.args[0], ast.Constant)):
+        return node.args[0].value if isinstance(node.args[0].value, str) else None
+    return None
+
+
+def backup_branches(source: str, names: set) -> list:
+    """``(line, text)`` of each place in ``source`` that tells backups apart by what they are rather than by
+    asking them (:class:`scpo_ctrl.backup.kinds.Backup`): a comparison of a backup's name with one of
+    ``names``, ``mpc is None`` / ``is not None``, and any read of the old variant flags."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            literals = [o for o in operands if isinstance(o, (ast.Constant, ast.Tuple, ast.List, ast.Set))]
+            constants = {c.value for o in literals for c in ([o] if isinstance(o, ast.Constant) else o.elts)
+                         if isinstance(c, ast.Constant)}
+            held = {_held_name(o) for o in operands if o not in literals}
+            if constants & names and held & _NAME_HOLDERS:
+                found.append((node.lineno, ast.unparse(node)))
+            elif (None in constants and "mpc" in held
+                  and all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)):
+                found.append((node.lineno, ast.unparse(node)))
+        elif _held_name(node) in _VARIANT_FLAGS and not isinstance(node, ast.Name):
+            found.append((node.lineno, ast.unparse(node)))
+    return sorted(found)
+
+
+def test_the_backup_branch_check_finds_branches():
+    names = _backup_names()
+    source = "\n".join([
+        "if law.backup_is_input: pass",
+        "if problem.mpc is None: pass",
+        "x = 1 if problem.mpc is not None else 2",
+        "if spec.backup.type == 'mpc' and spec.backup.solver == 'admm': pass",
+        "if m['solver'] != 'admm': pass",
+        "if manifest.backup.get('type') in ('mpc',): pass",
+        "embedded = bool(manifest.backup.get('embedded'))",
+        "if files.embedded: pass",
+    ])
+    assert [line for line, _ in backup_branches(source, names)] == [1, 2, 3, 4, 4, 5, 6, 7, 8]
+    asked = "\n".join([
+        "if law.backup_kind.in_closed_form: pass",
+        "if not backup.cortex_m4_carries_certified_law and target == 'cortex-m4': pass",
+        "if policy.backup != spec.backup.type: pass",
+        "if request.target == 'host': pass",
+    ])
+    assert backup_branches(asked, names) == []
+
+
+def test_no_module_outside_the_backups_tells_them_apart():
+    """Outside ``scpo_ctrl/backup/`` (the implementations) and ``scpo_ctrl/config/`` (the plant file's reader,
+    where the names are defined, one layer below the backups) code asks the backup, never tests which it is."""
+    names = _backup_names()
+    exempt = (PACKAGE / "backup", PACKAGE / "config")
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}: {text}"
+             for path in sorted(PACKAGE.rglob("*.py")) if not any(d in path.parents for d in exempt)
+             for line, text in backup_branches(path.read_text(), names)]
+    assert found == []

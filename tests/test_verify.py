@@ -18,7 +18,7 @@ from scpo_ctrl.export.law import evaluate, law_from_run
 from scpo_ctrl.export.run import ExportRequest, run_export
 from scpo_ctrl.plant.model import build_plant
 from scpo_ctrl.verify import reach
-from scpo_ctrl.verify.closed_loop import simulate
+from scpo_ctrl.sim.closed_loop import simulate
 from scpo_ctrl.verify.run import VerifyRequest, run_verify
 
 from .conftest import MODELS

@@ -158,3 +158,21 @@ def c_output_to_log(logger):
             text = capture.read(65536).decode(errors="replace").strip()
             if text:
                 logger.debug("solver output: %s", text[:2000])
+
+
+#: the acados runtime libraries an exported controller loads from the installation (outside the export)
+RUNTIME_LIBRARIES = ("libacados.so", "libhpipm.so", "libblasfeo.so", "libqpOASES_e.so.3.1")
+
+
+def runtime_hashes() -> dict:
+    """sha256 of each acados runtime library of the installation (``{file name: hex digest}``); an export's
+    manifest records them, since its controller runs with them but they are not copied into the export."""
+    import hashlib
+
+    directory = find_acados().lib_dir
+    hashes = {}
+    for name in RUNTIME_LIBRARIES:
+        path = directory / name
+        if path.is_file():
+            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes

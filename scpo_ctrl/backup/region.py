@@ -151,7 +151,7 @@ def backup_region(problem, x0: np.ndarray, level: float, P: np.ndarray, x_eq: np
     """Roll the backup of ``problem`` (a :class:`~scpo_ctrl.problem.ControlProblem`) alone out from ``x0 (N, nx)``
     over the safety horizon, and judge each trajectory with the rows of ``problem.model`` and ``V(x_H) <= level``."""
     engine = problem.engine(problem.backup_law(), threads=threads)
-    return engine_region(engine, "lqr" if problem.mpc is None else "mpc", x0, level, P, x_eq)
+    return engine_region(engine, problem.backup_kind.type, x0, level, P, x_eq)
 
 
 def engine_region(engine, backup: str, x0: np.ndarray, level: float, P: np.ndarray, x_eq: np.ndarray) -> SafeRegion:

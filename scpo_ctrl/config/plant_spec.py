@@ -235,12 +235,13 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class ScpoSettings:
-    """Optimizer defaults from the file (the command line may override them)."""
+    """The optimizer settings the file gives (the command line may override them); None where it gives none:
+    the optimizer's own default (:class:`scpo_ctrl.scpo.optimizer.OptimizerSettings`, the one place they live)."""
 
-    iterations: int
-    step_size: float
-    trust_radius: float
-    seed: int
+    iterations: int | None = None
+    step_size: float | None = None
+    trust_radius: float | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -791,8 +792,8 @@ def _scpo(field: Field) -> ScpoSettings:
         field = Field({}, field.path, field.document)
     field.mapping(("iterations", "step_size", "trust_radius", "seed"))
     return ScpoSettings(
-        iterations=field.child("iterations").integer(minimum=0, maximum=1_000_000, default=200),
-        step_size=field.child("step_size").number(positive=True, default=0.05),
-        trust_radius=field.child("trust_radius").number(positive=True, default=0.5),
-        seed=field.child("seed").integer(minimum=0, default=0),
+        iterations=field.child("iterations").integer(minimum=0, maximum=1_000_000, default=None),
+        step_size=field.child("step_size").number(positive=True, default=None),
+        trust_radius=field.child("trust_radius").number(positive=True, default=None),
+        seed=field.child("seed").integer(minimum=0, default=None),
     )

@@ -267,7 +267,7 @@ def _context(law: DeployedLaw, precision: str, input_hash: str, profile: str = D
         "clamp_squared": literal(early.threshold, precision),
         "speed_network": speed_network(layers, precision == "float32") if profile == "speed" else "",
         "theta_length": sum(W.size + b.size for W, b in zip(law.weights, law.biases)),
-        "backup_input": law.backup_is_input, "backup_name": "MPC" if law.backup_is_input else "LQR",
+        "backup_input": not law.backup_kind.in_closed_form, "backup_name": law.backup_kind.type.upper(),
     }
 
 

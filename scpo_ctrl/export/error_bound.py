@@ -163,12 +163,12 @@ def _law_errors(ar: _Arithmetic, law: DeployedLaw, X: np.ndarray, precision: str
     x = ar.exact(X)
     dx = ar.add(x, ar.constant(np.broadcast_to(law.x_eq, X.shape)), sign=-1.0)
     dot = _dot_any_order if any_order else _dot
-    if law.backup_is_input:
-        # the backup's input arrives rounded to the evaluation's precision
-        u_backup = ar.constant(backup_inputs(law, X, U_backup))
-    else:
+    if law.backup_kind.in_closed_form:
         backup_sum = dot(ar, dx, law.K, bias=None)
         u_backup = ar.add(ar.constant(np.broadcast_to(law.u_eq, (N, law.nu))), backup_sum, sign=-1.0)
+    else:
+        # the backup's input arrives rounded to the evaluation's precision
+        u_backup = ar.constant(backup_inputs(law, X, U_backup))
     Pdx = dot(ar, dx, law.P, bias=None)
     products = ar.mul(dx, Pdx)
     V = _sum_any_order(ar, products) if any_order else _sum(ar, products)
@@ -288,8 +288,9 @@ def float_error_bound_box(law: DeployedLaw, lo: np.ndarray, hi: np.ndarray, prec
     -------
     ndarray, shape (M, nu)
     """
-    if law.backup_is_input:
-        raise ValueError("a box bound needs the backup in closed form; an MPC backup's input is not")
+    if not law.backup_kind.in_closed_form:
+        raise ValueError(f"a box bound needs the backup in closed form; an {law.backup_kind.type.upper()} backup's "
+                         "input is not")
     lo, hi = np.atleast_2d(lo), np.atleast_2d(hi)
 
     def adjust(s: Tracked, gate: Tracked) -> Tracked:

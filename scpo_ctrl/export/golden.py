@@ -73,7 +73,7 @@ def golden_states(law: DeployedLaw, seed: int = 0) -> tuple:
     X = equivalence_campaign(law, seed=seed, mix=mix).X
     special = np.vstack([law.x_eq, np.full(law.nx, np.nan), np.full(law.nx, np.inf)])
     X = np.vstack([X, special]).astype(np.float32).astype(float)
-    if not law.backup_is_input:
+    if law.backup_kind.in_closed_form:
         return X, None
     rng = np.random.default_rng(seed + 1)
     low = np.where(np.isfinite(law.u_min), law.u_min, law.u_eq - law.u_scale)
@@ -158,7 +158,7 @@ def from_json(data: dict) -> Golden:
         raise ValueError("the law rebuilt from the file does not have the file's law_sha256")
     entries = data["vectors"]
     X = np.array([_floats(e["x"]) for e in entries])
-    U = np.array([_floats(e["u_backup"]) for e in entries]) if law.backup_is_input else None
+    U = None if law.backup_kind.in_closed_form else np.array([_floats(e["u_backup"]) for e in entries])
     bits = np.array([[int(text, 16) for text in e["u_float32_bits"]] for e in entries], dtype=np.uint32)
     branch = np.array([BRANCHES.index(e["branch"]) for e in entries])
     reason = np.array([REASONS.index(e["reason"]) for e in entries])

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backup.kinds import Backup, backup_for
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..policy.residual import ResidualPolicy
@@ -109,9 +110,9 @@ class DeployedLaw:
     backup: str = "lqr"
 
     @property
-    def backup_is_input(self) -> bool:
-        """True for an MPC backup: ``u_b`` is an input of the law, not ``u_eq - K dx``."""
-        return self.backup != "lqr"
+    def backup_kind(self) -> Backup:
+        """The backup, as far as the law knows it (its type; see :func:`scpo_ctrl.backup.kinds.backup_for`)."""
+        return backup_for(self.backup)
 
     @property
     def nx(self) -> int:
@@ -224,9 +225,8 @@ def lqr_fallback(law: DeployedLaw) -> DeployedLaw:
 def law_digest(law: DeployedLaw) -> str:
     """sha256 over every number and name of the law (the export's input hash, with the plant file)."""
     digest = hashlib.sha256()
-    texts = (law.name, law.activation, *law.state_names, *law.input_names, *law.state_units, *law.input_units)
-    if law.backup_is_input:  # LQR digests stay as they were before MPC backups existed
-        texts = texts + (f"backup={law.backup}",)
+    texts = (law.name, law.activation, *law.state_names, *law.input_names, *law.state_units, *law.input_units,
+             *law.backup_kind.digest_texts)
     for text in texts:
         digest.update(text.encode() + b"\0")
     arrays = [np.array([law.dt, law.c, law.gate_ratio]), *law.weights, *law.biases, law.x_eq, law.u_eq, law.K, law.P,
@@ -240,7 +240,7 @@ def law_digest(law: DeployedLaw) -> str:
 
 def backup_inputs(law: DeployedLaw, X: np.ndarray, U_backup: np.ndarray | None) -> np.ndarray:
     """The backup's unsaturated input at ``X (N, nx)``: ``u_eq - K dx`` (LQR) or ``U_backup (N, nu)`` (MPC)."""
-    if not law.backup_is_input:
+    if law.backup_kind.in_closed_form:
         if U_backup is not None:
             raise ValueError("an LQR-backed law computes its backup itself; U_backup must not be given")
         with np.errstate(invalid="ignore", over="ignore"):

@@ -30,9 +30,11 @@ import numpy as np
 
 from ..backup.acados_env import c_output_to_log, find_acados, load_acados
 from ..backup.embedded_mpc_codegen import C_FLAGS, DATA_HEADER, PLAN_HEADER, SOLVER_HEADER
+from ..backup.kinds import backup_recorded
 from ..backup.mpc import MpcFormulation, MpcSolverFiles
 from ..errors import UsageError
 from ..resources import resource_dir
+from ..sim.closed_loop import ClosedLoopBatch, simulate
 from . import build
 from .law import DeployedLaw
 
@@ -127,19 +129,22 @@ def build_controller(directory: Path, solver: str, host_dir: Path, name: str) ->
     """
     library = f"lib{name}_mpc.so"
     artefacts = MpcArtefacts(directory, solver, host_dir / library)
+    # the compiler runs in host_dir: paths relative to the caller's directory (a relative run directory)
+    # would not be found from there
+    source_dir = Path(directory).resolve()
     if is_embedded(directory):
         build.run_tool([build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", *C_FLAGS,
-                        f'-DPLAN_HEADER="{PLAN_HEADER}"', f'-DEMPC_DATA="{DATA_HEADER}"', f"-I{directory}",
-                        str(directory / "mpc_controller.c"), "-o", library], host_dir)
+                        f'-DPLAN_HEADER="{PLAN_HEADER}"', f'-DEMPC_DATA="{DATA_HEADER}"', f"-I{source_dir}",
+                        str(source_dir / "mpc_controller.c"), "-o", library], host_dir)
         return artefacts
     installation = find_acados()
     include = installation.include_dir
     relative = Path("..") / directory.name / solver
     command = [
         build.HOST_COMPILER, "-O2", "-fPIC", "-shared", "-std=gnu99", "-w", f"-DMODEL={solver}",
-        f'-DSOLVER_HEADER="acados_solver_{solver}.h"', f"-I{artefacts.solver_dir}", f"-I{include}",
+        f'-DSOLVER_HEADER="acados_solver_{solver}.h"', f"-I{source_dir / solver}", f"-I{include}",
         f"-I{include / 'acados'}", f"-I{include / 'blasfeo' / 'include'}", f"-I{include / 'hpipm' / 'include'}",
-        str(directory / "mpc_controller.c"), "-o", library, f"-L{artefacts.solver_dir}",
+        str(source_dir / "mpc_controller.c"), "-o", library, f"-L{source_dir / solver}",
         f"-lacados_ocp_solver_{solver}", f"-L{installation.lib_dir}", "-Wl,--no-as-needed", "-lacados", "-lhpipm",
         "-lblasfeo", "-l:libqpOASES_e.so.3.1", "-lm",
         f"-Wl,-rpath,$ORIGIN/{relative}", f"-Wl,-rpath,{installation.lib_dir}",
@@ -149,28 +154,10 @@ def build_controller(directory: Path, solver: str, host_dir: Path, name: str) ->
     return artefacts
 
 
-#: the acados runtime libraries the controller loads from the installation (outside the export)
-RUNTIME_LIBRARIES = ("libacados.so", "libhpipm.so", "libblasfeo.so", "libqpOASES_e.so.3.1")
-
-
-def acados_runtime_hashes() -> dict:
-    """sha256 of each acados runtime library of the installation (``{file name: hex digest}``); the manifest
-    records them, since the exported controller runs with them but they are not copied into the export."""
-    import hashlib
-
-    directory = find_acados().lib_dir
-    hashes = {}
-    for name in RUNTIME_LIBRARIES:
-        path = directory / name
-        if path.is_file():
-            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashes
-
-
 def artefacts_of(export_dir: Path, manifest: dict) -> MpcArtefacts:
     """The MPC artefacts an export's manifest records."""
     backup = manifest.get("backup", {})
-    if backup.get("type") != "mpc":
+    if backup_recorded(backup).in_closed_form:
         raise UsageError(f"{export_dir}: the export has no MPC backup")
     return MpcArtefacts(Path(export_dir) / "mpc", backup["solver"], Path(export_dir) / backup["controller_library"])
 
@@ -272,23 +259,13 @@ class MpcController:
 
 
 def campaign_backup_inputs(law: DeployedLaw, X: np.ndarray, controller: MpcController, seed: int) -> np.ndarray:
-    """Backup inputs ``(N, nu)`` for an equivalence campaign on ``X (N, nx)``: the MPC's cold solution at the
-    finite states inside the monitor region; elsewhere (where the MPC's input only feeds the fallback, and
-    acados may not even be defined) seeded draws over ``u_eq +- 3 u_scale``. One in ten of the drawn inputs and
-    one in twenty of the solved ones is NaN (a failed solve: the law must fall back on ``u_eq``)."""
-    rng = np.random.default_rng(seed)
-    with np.errstate(invalid="ignore"):
-        solvable = np.all(np.isfinite(X), axis=1) & np.all((X >= law.region_min) & (X <= law.region_max), axis=1)
-    U = law.u_eq + law.u_scale * rng.uniform(-3.0, 3.0, size=(len(X), law.nu))
-    U[rng.random(len(X)) < 0.1] = np.nan
-    if solvable.any():
-        U[solvable] = controller.cold(X[solvable]).u
-    U[solvable & (rng.random(len(X)) < 0.05)] = np.nan
-    return U
+    """Backup inputs ``(N, nu)`` for an equivalence campaign on ``X (N, nx)``, the exported ``controller``
+    solving from cold starts (see :meth:`scpo_ctrl.backup.kinds.AcadosMpc.campaign_inputs`)."""
+    return law.backup_kind.campaign_inputs(X, law, lambda states: controller.cold(states).u, seed)
 
 
 class MpcLawInTheLoop:
-    """A batch controller ``X (B, nx) -> U (B, nu)`` for :func:`scpo_ctrl.verify.closed_loop.simulate`: one
+    """A batch controller ``X (B, nx) -> U (B, nu)`` for :func:`scpo_ctrl.sim.closed_loop.simulate`: one
     exported MPC controller per trajectory (cold at the trajectory's first step, warm-started after, as on
     the target), the law on top (the exported C law through ``host``, or the float64 reference).
 
@@ -346,3 +323,22 @@ class MpcLawInTheLoop:
         if self.host is not None:
             return self.host.evaluate(X32, U).u
         return evaluate(self.law, X, U).u
+
+
+#: trajectories simulated at once by :func:`simulate_with_mpc` (one acados solver each)
+CHUNK = 128
+
+
+def simulate_with_mpc(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
+    """:func:`scpo_ctrl.sim.closed_loop.simulate` with the exported MPC in the loop (``library``:
+    ``lib<name>_mpc.so``) and the exported C law ``host`` on its input (None: the float64 reference law),
+    ``CHUNK`` trajectories at a time (one acados solver each); verify's Monte Carlo and hil's reference."""
+    parts = []
+    for begin in range(0, len(X0), CHUNK):
+        chunk = X0[begin:begin + CHUNK]
+        controller = MpcLawInTheLoop(library, law, len(chunk), host)
+        parts.append(simulate(model, controller, chunk, horizon, law.P, law.c, law.x_eq))
+    first = parts[0]
+    return ClosedLoopBatch(**{name: np.concatenate([getattr(p, name) for p in parts])
+                              for name in ("x", "u", "g", "g_input", "level")},
+                           row_names=first.row_names, input_row_names=first.input_row_names)

@@ -68,7 +68,8 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
     outside = g.any_row(outside_elements, law.nx)
 
     # backup, level and gate
-    if law.backup_is_input:  # an MPC backup: its input is an input of the graph
+    given = not law.backup_kind.in_closed_form  # an MPC backup: its input is an input of the graph
+    if given:
         u_backup = "u_backup"
     else:
         u_backup = g.op("Sub", [u_eq, g.op("MatMul", [dx, g.const("K_T", law.K.T)])], "u_backup")
@@ -122,7 +123,7 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
     graph = helper.make_graph(
         g.nodes, f"{law.name}_policy",
         [helper.make_tensor_value_info("x", element, ["N", law.nx])]
-        + ([helper.make_tensor_value_info("u_backup", element, ["N", law.nu])] if law.backup_is_input else []),
+        + ([helper.make_tensor_value_info("u_backup", element, ["N", law.nu])] if given else []),
         [helper.make_tensor_value_info("u", element, ["N", law.nu]),
          helper.make_tensor_value_info("branch", TensorProto.INT32, ["N"]),
          helper.make_tensor_value_info("reason", TensorProto.INT32, ["N"]),
@@ -134,7 +135,7 @@ def build_model(law: DeployedLaw, precision: str, metadata: dict) -> onnx.ModelP
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     backup = ("the MPC backup's input u_backup (solved outside this graph by the exported acados solver)"
-              if law.backup_is_input else "LQR backup")
+              if given else "LQR backup")
     model.doc_string = (f"Certified control law of plant {law.name}: residual {'-'.join(map(str, law.sizes))} "
                         f"{law.activation} network, gate, {backup}, saturation, runtime monitor ({precision}).")
     for key, value in sorted(metadata.items()):

@@ -42,28 +42,18 @@ from ..run_files import BuildInfo, EquivalenceRecord, ExportManifest, NetworkInf
 from . import build
 from .c_bundle import DEFAULT_PROFILE, PRECISIONS, PROFILES, render_bundle, render_host_batch
 from ..backup.embedded_mpc_codegen import C_FLAGS, DATA_HEADER
+from ..backup.kinds import Backup, backup_for
 from .campaign import equivalence_campaign
 from .equivalence import compare
 from .error_bound import ONNX_ACTIVATION_ULPS
 from .host_library import HostLaw
 from .law import DeployedLaw, LawOutput, law_digest, law_from_run, lqr_fallback
-from .mpc_bundle import (MpcController, acados_runtime_hashes, adapted_solver, build_controller,
-                         campaign_backup_inputs, copy_solver, is_embedded, problem_mpc)
+from .mpc_bundle import MpcController, adapted_solver, build_controller, copy_solver, problem_mpc
 from .onnx_model import IR_VERSION, OPSET, build_model
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "scpo-export/1"
-#: what the manifest says of the Cortex-M4 build of an MPC-backed run
-CORTEX_M4_LQR_FALLBACK = (
-    "built with the LQR fallback: the bundled acados libraries are x86-64 only, so cortex-m4/ holds this run's "
-    "network, gate and monitor on top of the LQR u_eq - K (x - x_eq) instead of the MPC. This is NOT the law "
-    "SCPO certified (SCPO adapted and validated the network on the MPC); verify's cortex_m4_lqr_fallback check "
-    "says how its closed loop fares")
-#: what the manifest says of the Cortex-M4 build of a run on the embedded MPC
-CORTEX_M4_CERTIFIED = (
-    "the certified law: cortex-m4/ holds this run's network, gate and monitor on top of the embedded MPC, whose "
-    "float32 solver (mpc/empc_solver.h with mpc/empc_data.h) is the C SCPO's rollouts ran")
 #: the Cortex-M4 policy of a law on the embedded MPC (in hil/firmware)
 EMBEDDED_POLICY = "empc_policy.c"
 
@@ -120,9 +110,9 @@ def run_export(request: ExportRequest) -> ExportResult:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
     law = law_from_run(run_dir)
-    mpc_files = None
-    if law.backup_is_input:
-        mpc_files = problem_mpc(load_plant_spec(run_dir / "plant.yaml"), law, adapted_solver(run_dir)).mpc.files
+    spec = load_plant_spec(run_dir / "plant.yaml")
+    backup = backup_for(spec.backup.type, spec.backup.solver)
+    mpc_files = None if backup.in_closed_form else problem_mpc(spec, law, adapted_solver(run_dir)).mpc.files
     if request.target == "cortex-m4" and not build.tool_available(build.ARM_COMPILER):
         raise UsageError(f"--target cortex-m4 needs {build.ARM_COMPILER} (run scripts/install-debian-packages.sh)")
     plant_bytes = (run_dir / "plant.yaml").read_bytes()
@@ -131,7 +121,7 @@ def run_export(request: ExportRequest) -> ExportResult:
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=run_dir))
     staging.chmod(0o755)
     try:
-        manifest = _assemble(staging, law, request, digest, plant_bytes, mpc_files)
+        manifest = _assemble(staging, law, backup, request, digest, plant_bytes, mpc_files)
         target = run_dir / "export"
         _swap_in(staging, target)
     except BaseException:
@@ -141,8 +131,8 @@ def run_export(request: ExportRequest) -> ExportResult:
     return ExportResult(export_dir=target, manifest=manifest, equivalent=equivalent)
 
 
-def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest: str, plant_bytes: bytes,
-              mpc_files=None) -> ExportManifest:
+def _assemble(directory: Path, law: DeployedLaw, backup: Backup, request: ExportRequest, digest: str,
+              plant_bytes: bytes, mpc_files=None) -> ExportManifest:
     precision, name, profile = request.precision, law.name, request.profile
     flags = build.PROFILE_OPTIMISATION[profile]
     metadata = {
@@ -173,59 +163,42 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
     for source in bundle:
         (host / source.name).unlink()
     builds = {"host": _object_summary(host_object, build.HOST_COMPILER, flags=flags)}
-    backup = {"type": "lqr"}
-    embedded = False
+    solver_name = controller_library = None
     if mpc_files is not None:
         (directory / "mpc").mkdir()
         copy_solver(mpc_files, directory / "mpc")
         artefacts = build_controller(directory / "mpc", mpc_files.solver_name, host, name)
-        embedded = is_embedded(directory / "mpc")
-    if embedded:
-        backup = {"type": "mpc", "solver": artefacts.solver_name, "embedded": True,
-                  "controller_library": str(artefacts.controller_library.relative_to(directory)),
-                  "sources": "mpc/ (the embedded MPC's generated constants, its float32 ADMM solver, the controller's C)",
-                  "cortex_m4": ("built: " + CORTEX_M4_CERTIFIED) if request.target == "cortex-m4" else
-                               "not built (export with --target cortex-m4: the embedded MPC runs there)"}
-    elif mpc_files is not None:
-        backup = {"type": "mpc", "solver": artefacts.solver_name,
-                  "controller_library": str(artefacts.controller_library.relative_to(directory)),
-                  "sources": "mpc/ (acados-generated solver and the controller's C)",
-                  "acados_runtime_sha256": acados_runtime_hashes(),
-                  "cortex_m4": "not built (export with --target cortex-m4 for the LQR-fallback build): the "
-                               "bundled acados libraries are x86-64 only, so the MPC-backed law runs on the host "
-                               "(SIL) only"}
+        solver_name = artefacts.solver_name
+        controller_library = str(artefacts.controller_library.relative_to(directory))
+    record = backup.manifest_record(request.target, solver_name, controller_library)
 
     if request.target == "cortex-m4":
         arm = directory / "cortex-m4"
         arm.mkdir()
-        # an MPC-backed law has no Cortex-M4 build (x86-64 acados): the target gets the LQR fallback, whose
-        # own bundle stays in cortex-m4/ (it differs from the host's)
-        fallback = law.backup_is_input and not embedded
-        arm_law = lqr_fallback(law) if fallback else law
-        arm_bundle = render_bundle(arm_law, precision, digest, profile) if fallback else bundle
+        # a law on the acados MPC has no Cortex-M4 build (x86-64 acados): the target gets the LQR fallback,
+        # whose own bundle stays in cortex-m4/ (it differs from the host's)
+        fallback = not backup.cortex_m4_carries_certified_law
+        arm_bundle = render_bundle(lqr_fallback(law), precision, digest, profile) if fallback else bundle
         for source in arm_bundle:
             atomic_write_text(arm / source.name, source.text)
         arm_object = build.compile_object(build.ARM_COMPILER, f"{name}_policy.c", arm, f"{name}_policy.o",
                                           build.CORTEX_M4_FLAGS, flags)
-        mpc_object = _embedded_policy_object(directory, name, flags) if embedded else None
-        objects = [arm_object.path] + ([mpc_object.path] if embedded else [])
+        mpc_object = _embedded_policy_object(directory, name, flags) if backup.solver_runs_on_cortex_m4 else None
+        objects = [arm_object.path] + ([mpc_object.path] if mpc_object is not None else [])
         build.archive(objects, arm, f"lib{name}_policy.a", arm=True)
         builds["cortex-m4"] = _object_summary(arm_object, build.ARM_COMPILER, build.CORTEX_M4_FLAGS, flags)
-        if embedded:
+        if mpc_object is not None:
             builds["cortex-m4"]["backup"] = "mpc (embedded, the certified law)"
             builds["cortex-m4"]["mpc_object"] = _object_summary(mpc_object, build.ARM_COMPILER,
                                                                 (*build.CORTEX_M4_FLAGS, *C_FLAGS), flags)
-            for source in bundle:
-                (arm / source.name).unlink()
-        elif law.backup_is_input:
+        elif fallback:
             builds["cortex-m4"]["backup"] = "lqr"
-            backup["cortex_m4"] = CORTEX_M4_LQR_FALLBACK
-        else:
+        if not fallback:
             for source in bundle:
                 (arm / source.name).unlink()
 
     checks = self_check(law, directory, precision)
-    if request.target == "cortex-m4" and law.backup_is_input and not embedded:
+    if request.target == "cortex-m4" and not backup.cortex_m4_carries_certified_law:
         checks.append(_check_lqr_fallback_source(law, directory, precision, profile))
     artefacts = {
         str(path.relative_to(directory)): sha256_file(path)
@@ -238,7 +211,7 @@ def _assemble(directory: Path, law: DeployedLaw, request: ExportRequest, digest:
         network=NetworkInfo(sizes=tuple(law.sizes), activation=law.activation,
                             multiply_accumulates=law.multiply_accumulates),
         onnx=OnnxInfo(file="policy.onnx", opset=OPSET, ir_version=IR_VERSION, onnxruntime=onnxruntime.__version__),
-        backup=backup, builds={target: from_json(BuildInfo, json_safe(info)) for target, info in builds.items()},
+        backup=record, builds={target: from_json(BuildInfo, json_safe(info)) for target, info in builds.items()},
         self_check=tuple(EquivalenceRecord(**check) for check in checks), artefacts=artefacts,
     )
     manifest.write(directory / "manifest.json")
@@ -253,10 +226,15 @@ def _embedded_policy_object(directory: Path, name: str, flags: tuple) -> build.O
 
     arm = directory / "cortex-m4"
     write_binding(arm, name, mpc_u_init=np.zeros(0))
-    report = build.compile_object(build.ARM_COMPILER, str(resource_dir("hil") / "firmware" / EMBEDDED_POLICY), arm,
-                         "empc_policy.o", (*build.CORTEX_M4_FLAGS, *C_FLAGS, f'-DEMPC_DATA="{DATA_HEADER}"',
-                                           f"-I{directory / 'mpc'}", f"-I{directory}", f"-I{arm}"), flags)
-    (arm / "policy_binding.h").unlink()
+    # compiled from a copy beside the object with relative include paths: the stack-usage file names the
+    # sources as the compiler was given them, and absolute paths (the staging directory's random name, the
+    # installation's) made two exports of the same run differ
+    shutil.copyfile(resource_dir("hil") / "firmware" / EMBEDDED_POLICY, arm / EMBEDDED_POLICY)
+    report = build.compile_object(build.ARM_COMPILER, EMBEDDED_POLICY, arm, "empc_policy.o",
+                                  (*build.CORTEX_M4_FLAGS, *C_FLAGS, f'-DEMPC_DATA="{DATA_HEADER}"', "-I../mpc",
+                                   "-I..", "-I."), flags)
+    for helper in ("policy_binding.h", EMBEDDED_POLICY):
+        (arm / helper).unlink()
     return report
 
 
@@ -274,12 +252,14 @@ def self_check(law: DeployedLaw, directory: Path, precision: str) -> list:
     ``verification/campaign.yaml``: 2,000 states by default; the full campaign is `verify`'s)."""
     campaign = equivalence_campaign(law, seed=0, scale=_self_check_scale())
     X = campaign.X
-    U = None
-    if law.backup_is_input:
-        controller = MpcController(directory / "host" / f"lib{law.name}_mpc.so", law.nx, law.nu, law.u_eq)
-        U = campaign_backup_inputs(law, X, controller, seed=0)
+    backup = law.backup_kind
+
+    def solve(states: np.ndarray) -> np.ndarray:  # the exported MPC from cold starts (never for the LQR)
+        return MpcController(directory / "host" / f"lib{law.name}_mpc.so", law.nx, law.nu, law.u_eq).cold(states).u
+
+    U = backup.campaign_inputs(X, law, solve, seed=0)
     host = HostLaw(directory / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision,
-                   law.backup_is_input)
+                   not backup.in_closed_form)
     results = [compare(law, f"c-host-{precision}", precision, X, host.evaluate(X, U), U_backup=U)]
     results.append(compare(law, f"onnxruntime-{precision}", precision, X,
                            run_onnx(directory / "policy.onnx", X, precision, U),
@@ -347,4 +327,4 @@ def build_host_law(law: DeployedLaw, precision: str, directory: Path, input_hash
     library = f"lib{law.name}_policy_{precision}_{profile}.so"
     build.shared_library([s.name for s in sources if s.name.endswith(".c")], directory, library,
                          build.PROFILE_OPTIMISATION[profile])
-    return HostLaw(directory / library, law.name, law.nx, law.nu, precision, law.backup_is_input)
+    return HostLaw(directory / library, law.name, law.nx, law.nu, precision, not law.backup_kind.in_closed_form)

@@ -53,7 +53,7 @@ def _traces(path: Path, law, traces: list, python, report: HilReport) -> Path:
                 labels.append(lab)
     axes[0].legend(handles, labels, loc="best", fontsize=8)
     faults = ", ".join(f"{k}={v}" for k, v in report.faults.items() if v) or "no faults"
-    backup = "; MPC backup (acados)" if law.backup_is_input else ""
+    backup = "" if law.backup_kind.in_closed_form else f"; {law.backup_kind.type.upper()} backup"
     fig.suptitle(f"{law.name}: HIL ({report.target}; {faults}{backup}) vs Python closed loop\n"
                  f"first {min(len(traces), MAX_EPISODES_PLOTTED)} episodes; colours = episodes", fontsize=10)
     fig.tight_layout()

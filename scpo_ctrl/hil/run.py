@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backup.kinds import backup_recorded
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
 from ..export.equivalence import SWITCHING_BAND
 from ..export.error_bound import float_error_bound
 from ..export.law import BRANCHES, DeployedLaw, deployed_input_limits, evaluate, law_from_run, lqr_fallback
-from ..export.mpc_bundle import MpcController, artefacts_of
+from ..export.mpc_bundle import MpcController, artefacts_of, simulate_with_mpc
 from ..plant.model import build_plant, evaluate_rows
 from ..run_files import (ExportManifest, HilEquivalence, HilIndex, HilReport, HilSafety, HilVerdict, Latency,
                          RunFileError)
+from ..sim.closed_loop import simulate
 from ..sim.initial_states import initial_box, validation_states
-from ..verify.closed_loop import simulate
-from ..verify.mpc import simulate_with_mpc
 from .deviation import propagated_bound
 from .faults import FaultInjector, parse_faults
 from .harness import Session
@@ -174,9 +174,8 @@ def run_hil(request: HilRequest) -> HilResult:
     manifest = ExportManifest.read(manifest_path)
     if manifest.precision != "float32":
         raise UsageError("hil needs a float32 export (the frames carry float32)")
-    mpc_export = manifest.backup_type == "mpc"
-    embedded = bool(manifest.backup.get("embedded"))
-    if mpc_export and not embedded and target.kind != "sil" and manifest.target != "cortex-m4":
+    exported = backup_recorded(manifest.backup)
+    if not exported.cortex_m4_carries_certified_law and target.kind != "sil" and manifest.target != "cortex-m4":
         raise UsageError(f"--target {request.target}: {run_dir}'s policy runs on an MPC backup, whose acados "
                          "solver exists for the host only (x86-64 libraries): use --target sil, or export with "
                          "--target cortex-m4 for the LQR-fallback build (not the law SCPO certified)")
@@ -187,20 +186,18 @@ def run_hil(request: HilRequest) -> HilResult:
     law = law_from_run(run_dir)
     spec = load_plant_spec(run_dir / "plant.yaml")
     model = build_plant(spec)
+    if law.backup != exported.type:
+        raise UsageError(f"{export_dir}: the export has an {exported.type.upper()} backup but the policy runs on an "
+                         f"{law.backup.upper()} backup: export again")
     controller = None
-    law_note = "the exported law"
-    if law.backup_is_input:
-        if not mpc_export:
-            raise UsageError(f"{export_dir}: the export has no MPC backup but the policy runs on one: export again")
-        if target.kind == "sil" or embedded:
-            controller = MpcController(artefacts_of(export_dir, manifest.to_json()).controller_library, law.nx,
-                                       law.nu, law.u_eq)
-            law_note = ("the certified law: the exported law on the embedded MPC, the same float32 C SCPO ran"
-                        if embedded else "the exported law on the exported acados MPC (the law SCPO certified)")
-        else:
-            law = lqr_fallback(law)
-            law_note = ("the Cortex-M4 build's LQR fallback of an MPC-backed run: the network on the LQR instead "
-                        "of the MPC, NOT the law SCPO certified")
+    law_note = exported.deployed_law_description
+    if target.kind != "sil" and not exported.cortex_m4_carries_certified_law:
+        law = lqr_fallback(law)
+        law_note = ("the Cortex-M4 build's LQR fallback of an MPC-backed run: the network on the LQR instead "
+                    "of the MPC, NOT the law SCPO certified")
+    elif not exported.in_closed_form:
+        controller = MpcController(artefacts_of(export_dir, manifest.to_json()).controller_library, law.nx,
+                                   law.nu, law.u_eq)
     steps = request.steps or spec.safety.horizon
     watchdog_s = (request.watchdog_ms / 1e3) if request.watchdog_ms else law.dt / 2
     if not 0 < watchdog_s < 10:
@@ -384,7 +381,7 @@ def _report(setup: RunSetup, traces: list, python, link: dict, wire: dict, secon
     trajectory = {"max_abs_state_deviation": deviation.max(axis=(0, 1)).tolist(),
                   "note": "HIL (float32 C, faults, noise) vs the float64 Python closed loop of the same law "
                   "from the same x0, no noise, no faults"}
-    if law.backup_is_input:
+    if not law.backup_kind.in_closed_form:
         trajectory["propagated_bound"] = ("not computed for an MPC backup (the first-order propagation needs the "
                                           "backup's Jacobian in closed form)")
     elif not faults.any and not np.any(status != 0):

@@ -21,6 +21,7 @@ from pathlib import Path
 import casadi as ca
 import numpy as np
 
+from ..backup.kinds import backup_for
 from ..files import atomic_write
 from .mlp import MlpLayout
 
@@ -97,7 +98,7 @@ class ResidualPolicy:
         return self.gate(x) * ca.DM(self.u_scale) * self.layout.forward(z, theta)
 
     def control(self, x, theta):
-        if self.backup != "lqr":
+        if not backup_for(self.backup).in_closed_form:
             raise ValueError(f"the {self.backup} backup is not a CasADi expression: use control_on_backup")
         u = ca.DM(self.u_eq) - ca.mtimes(ca.DM(self.K), x - ca.DM(self.x_eq)) + self.residual(x, theta)
         return ca.fmin(ca.fmax(u, ca.DM(self.u_min)), ca.DM(self.u_max))
@@ -114,7 +115,7 @@ class ResidualPolicy:
         unsaturated ``u_eq - K (x - x_eq)`` when omitted).
         """
         M = X.shape[1]
-        if U_backup is None and self.backup != "lqr":
+        if U_backup is None and not backup_for(self.backup).in_closed_form:
             raise ValueError(f"the {self.backup} backup's inputs must be given")
         dX = X - ca.repmat(ca.DM(self.x_eq), 1, M)
         V = ca.sum1(dX * ca.mtimes(ca.DM(self.P), dX))
@@ -151,7 +152,7 @@ class ResidualPolicy:
     def law(self, symbolic=ca.SX) -> ca.Function:
         """The law in the form the problem's rollout engines take: :meth:`function` for the LQR backup,
         :meth:`function_on_backup` otherwise."""
-        return self.function(symbolic) if self.backup == "lqr" else self.function_on_backup(symbolic)
+        return self.function(symbolic) if backup_for(self.backup).in_closed_form else self.function_on_backup(symbolic)
 
     def initial_theta(self, seed: int) -> np.ndarray:
         """Glorot hidden layers, zero last layer: the policy equals the backup exactly."""

@@ -104,10 +104,10 @@ def residual_policy(problem: ControlProblem, hidden: tuple, activation: str = "t
 
 
 def closed_loop_law(problem: ControlProblem, policy: ResidualPolicy) -> ca.Function:
-    """The policy as the rollout engine takes it: scalar (SX) code of ``(x, theta, u_backup) -> u`` around an MPC
-    (the closed loop runs in C), else the matrix (MX) form of ``(x, theta) -> u`` (the compiled rollouts stay small
-    and build in about a second at any width)."""
-    return policy.law(ca.SX) if problem.mpc is not None else policy.function(ca.MX)
+    """The policy as the rollout engine takes it: the matrix (MX) form of ``(x, theta) -> u`` for a backup in closed
+    form (the compiled rollouts stay small and build in about a second at any width), else scalar (SX) code of
+    ``(x, theta, u_backup) -> u`` (the closed loop runs in C around the backup's solver)."""
+    return policy.function(ca.MX) if problem.backup_kind.in_closed_form else policy.law(ca.SX)
 
 
 def training_starts(problem: ControlProblem, count: int) -> np.ndarray:
@@ -138,7 +138,9 @@ class ControlAdaptation:
         self.dimension = policy.n_theta
         jit = compiler_available() if jit is None else jit
         self.jit = jit
-        self.mpc = problem.mpc is not None
+        #: whether the backup is in closed form (see :class:`~scpo_ctrl.backup.kinds.Backup`): the closed loop is
+        #: then a CasADi graph with gradients; else it runs in C around the backup's solver
+        self.closed_form = problem.backup_kind.in_closed_form
         self.pi = closed_loop_law(problem, policy)
         self.engine = problem.engine(self.pi, jit=jit)
         #: where the bank's closed loops run (``metrics_batch``): the engine, or a distributed bank
@@ -284,7 +286,7 @@ class ControlAdaptation:
 
     def weighted_constraint_gradient(self, theta: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
         """``sum_i w_i g_i`` and its gradient through the rollout (baselines only; SCPO never calls it)."""
-        if self.mpc:
+        if not self.closed_form:
             raise ScpoError("the gradient-based baselines need gradients of the safety rows through the rollout; "
                             "they are not available with an MPC backup (SCPO itself does not need them)")
         N, steps = self.n_states, self.problem.spec.safety.horizon + 1
@@ -346,7 +348,7 @@ class ControlAdaptation:
         M = states.shape[0]
         theta = ca.MX.sym("theta", self.dimension)
         U_backup = None
-        if self.mpc:
+        if not self.closed_form:
             # the MPC's inputs at the loss states do not depend on theta: solved once (cold starts)
             u_backup, _ = self.engine.solve(states)
             U_backup = ca.DM(u_backup.T)
@@ -362,7 +364,7 @@ class ControlAdaptation:
         Q, R = np.array(spec.task.Q), np.array(spec.task.R)
         starts = training_starts(self.problem, COST_STARTS)
         self.cost_starts = starts
-        if self.mpc:
+        if not self.closed_form:
             self._mpc_cost = MpcClosedLoopCost(self.engine, self.policy, Q, R, starts, self.jit)
             return
         x0, theta, X, U, _ = self.engine.symbolic()
@@ -399,7 +401,7 @@ class ControlAdaptation:
                 )
             value, jacobian = self._imitation_pieces[count](theta, W[:, :count])
             return np.array(value).ravel(), np.array(jacobian)
-        if self.mpc:
+        if not self.closed_form:
             value, gradient = self._mpc_cost.weighted(theta, W)
         else:
             value, gradient = self._weighted_cost(self.cost_starts.T, W.T, theta)
@@ -408,7 +410,7 @@ class ControlAdaptation:
     def loss(self, theta: np.ndarray) -> float:
         if self.task == "imitation":
             return float(self._imitation_loss(theta))
-        if self.mpc:
+        if not self.closed_form:
             return self._mpc_cost.value(theta)
         return float(self._cost_only(self.cost_starts.T, theta)) / self.cost_starts.shape[0]
 

@@ -26,7 +26,7 @@ from ..execution import Executor, Progress, Recipe
 from ..export.host_library import HostLaw
 from ..export.law import evaluate, law_from_run
 from ..plant.model import build_plant
-from .closed_loop import ClosedLoopBatch, simulate
+from ..sim.closed_loop import ClosedLoopBatch, simulate
 
 #: initial states per task
 STATES_PER_TASK = 2_000

@@ -25,18 +25,15 @@ from scipy.stats import qmc
 
 from ..backup.embedded_mpc import input_scale
 from ..backup.embedded_qp import ExactQpError, exact_inputs
+from ..backup.kinds import backup_recorded
 from ..backup.mpc import ipopt_reference
 from ..config.campaign import Campaign, MpcSolverCampaign
 from ..export.law import evaluate, lqr_fallback
-from ..export.mpc_bundle import (MpcController, MpcLawInTheLoop, adapted_solver, artefacts_of, campaign_backup_inputs,
-                                 problem_mpc)
+from ..export.mpc_bundle import (MpcController, adapted_solver, artefacts_of, campaign_backup_inputs, problem_mpc,
+                                 simulate_with_mpc)
 from .certificate import FALSIFIED, UNKNOWN, VERIFIED, Check
-from .closed_loop import ClosedLoopBatch, simulate
+from ..sim.closed_loop import ClosedLoopBatch, simulate
 from .sampled import equivalence_check, host_builds, monte_carlo_checks, monte_carlo_states
-
-#: trajectories simulated at once in the Monte Carlo (one acados solver each)
-CHUNK = 128
-
 
 def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, horizon: int, request,
            precision: str, campaign: Campaign) -> list:
@@ -47,8 +44,8 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
     library = artefacts.controller_library
     controller = MpcController(library, law.nx, law.nu, law.u_eq)
     problem = problem_mpc(spec, law, adapted_solver(run_dir))
-    embedded = bool(manifest.get("backup", {}).get("embedded"))
-    check_solver = _embedded_solver_check if embedded else _solver_check
+    exported = backup_recorded(manifest.get("backup", {}))
+    check_solver, in_the_loop = SOLVERS[exported.name]
     result = [check_solver(controller, problem, box, request.seed, campaign.mpc_solver)]
     with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
         host, twin = host_builds(law, run_dir, precision, Path(temporary))
@@ -59,15 +56,12 @@ def checks(law, run_dir: Path, manifest: dict, spec, model, box: np.ndarray, hor
             return simulate_with_mpc(model, law, library, host if exported else None, X0, horizon)
 
         safety, reach_check, _ = monte_carlo_checks(law, model, host, box, horizon, request, precision, closed_loop)
-    mpc_in_the_loop = (f"the exported embedded MPC ({artefacts.solver_name}: float32 ADMM, the C the Cortex-M4 "
-                       "build runs)" if embedded else
-                       f"the exported acados MPC ({artefacts.solver_name}, one solver per trajectory: cold first "
-                       "step, then warm starts from the shifted plan)")
+    mpc_in_the_loop = in_the_loop.format(solver=artefacts.solver_name)
     for check in (safety, reach_check):
         check.details["in_the_loop"] = (f"{mpc_in_the_loop} and the exported {precision} C law on its input; the "
                                         "float64 reference run has the same MPC and the Python law")
     result += [safety, reach_check]
-    if manifest.get("target") == "cortex-m4" and not embedded:
+    if manifest.get("target") == "cortex-m4" and not exported.cortex_m4_carries_certified_law:
         result.append(_lqr_fallback_check(law, model, box, horizon, request))
     for name, claim, reason in (
         ("falsification", "a local search over the initial box finds no violating initial state",
@@ -180,16 +174,11 @@ def _embedded_solver_check(controller: MpcController, problem, box: np.ndarray, 
     )
 
 
-def simulate_with_mpc(model, law, library: Path, host, X0: np.ndarray, horizon: int) -> ClosedLoopBatch:
-    """:func:`.closed_loop.simulate` with the exported MPC in the loop (``library``: ``lib<name>_mpc.so``) and
-    the exported C law ``host`` on its input (None: the float64 reference law), ``CHUNK`` trajectories at a
-    time (one acados solver each)."""
-    parts = []
-    for begin in range(0, len(X0), CHUNK):
-        chunk = X0[begin:begin + CHUNK]
-        controller = MpcLawInTheLoop(library, law, len(chunk), host)
-        parts.append(simulate(model, controller, chunk, horizon, law.P, law.c, law.x_eq))
-    first = parts[0]
-    return ClosedLoopBatch(**{name: np.concatenate([getattr(p, name) for p in parts])
-                              for name in ("x", "u", "g", "g_input", "level")},
-                           row_names=first.row_names, input_row_names=first.input_row_names)
+#: per backup with a solver (:data:`scpo_ctrl.backup.kinds.BACKUPS`): the ``mpc_solver`` check, and how the
+#: Monte Carlo's details name the exported MPC in the loop
+SOLVERS = {
+    "mpc": (_solver_check, "the exported acados MPC ({solver}, one solver per trajectory: cold first step, then "
+                           "warm starts from the shifted plan)"),
+    "admm": (_embedded_solver_check, "the exported embedded MPC ({solver}: float32 ADMM, the C the Cortex-M4 build "
+                                     "runs)"),
+}

@@ -42,7 +42,7 @@ from ..errors import UsageError
 from ..execution import executor_for
 from ..export.host_library import HostLaw
 from ..export.law import law_from_run
-from ..export.mpc_bundle import acados_runtime_hashes
+from ..backup.acados_env import runtime_hashes
 from ..export.run import inputs_hash, sha256_file
 from ..files import atomic_write
 from ..plant.model import build_plant
@@ -51,7 +51,7 @@ from ..sim.initial_states import initial_box
 from . import falsify, mpc as verify_mpc, reach
 from ..run_files import ExportManifest
 from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Certificate, CertificateSummary, Check
-from .closed_loop import simulate
+from ..sim.closed_loop import simulate
 from .distributed import distributed_closed_loop, monte_carlo_recipe
 from .sampled import equivalence_check, host_builds, monte_carlo_checks
 
@@ -151,13 +151,13 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
         # never execute artefacts that are not the ones the manifest describes (a modified shared
         # library could do anything when loaded)
         names = ("equivalence", "closed_loop_safety", "closed_loop_reach", "falsification", "reachability")
-        if law.backup_is_input:
+        if not law.backup_kind.in_closed_form:
             names = ("mpc_solver",) + names
         for name in names:
             checks.append(Check(name=name, claim="not checked", verdict=UNKNOWN, evidence="not run",
                                 seconds=0.0, details={"reason": "integrity failed: the artefacts are not the "
                                                                 "exported ones"}))
-    elif law.backup_is_input:
+    elif not law.backup_kind.in_closed_form:
         if request.ray is not None:
             log.warning("--ray: an MPC-backed run's closed loops run in this process (not on Ray yet)")
         checks += verify_mpc.checks(law, run_dir, manifest.to_json(), spec, model, box, horizon, request, precision,
@@ -245,7 +245,7 @@ def _integrity(run_dir: Path, manifest: ExportManifest, law, precision: str) -> 
             problems.append(f"export/{relative}: sha256 differs from the manifest")
     runtime = manifest.backup.get("acados_runtime_sha256", {})
     if runtime:
-        current_runtime = acados_runtime_hashes()
+        current_runtime = runtime_hashes()
         for library, digest in sorted(runtime.items()):
             if current_runtime.get(library) != digest:
                 problems.append(f"acados runtime {library}: differs from the one the export was built against "

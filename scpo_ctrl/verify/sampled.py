@@ -28,12 +28,12 @@ from ..export.run import build_host_law, run_onnx
 from ..run_files import ExportManifest
 from . import falsify
 from .certificate import FALSIFIED, VERIFIED, Check
-from .closed_loop import simulate
+from ..sim.closed_loop import simulate
 def host_builds(law, run_dir: Path, precision: str, directory: Path) -> tuple:
     """The exported host library and its twin in the other precision and the export's code profile (built into
     ``directory``)."""
     host = HostLaw(run_dir / "export" / "host" / f"lib{law.name}_policy.so", law.name, law.nx, law.nu, precision,
-                   law.backup_is_input)
+                   not law.backup_kind.in_closed_form)
     profile = ExportManifest.read(run_dir / ExportManifest.RELATIVE_PATH).code_profile
     twin = build_host_law(law, "float64" if precision == "float32" else "float32", directory, profile=profile)
     return host, twin
