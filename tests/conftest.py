@@ -94,6 +94,27 @@ def default_double_integrator_run(default_runs) -> tuple:
     return default_runs["double_integrator"]
 
 
+@pytest.fixture(scope="session")
+def mpc_pendulum_run(tmp_path_factory) -> Path:
+    """The pendulum on its acados MPC backup (16 validation states, 60 steps), adapted 2 iterations (the
+    verification loop on, as by default) and exported for the host: one run for the MPC adapt test and the
+    MPC export, verify and HIL tests (once per session; copy it before changing it)."""
+    from scpo_ctrl.adapt import AdaptRequest, run_adapt
+    from scpo_ctrl.export.run import ExportRequest, run_export
+
+    directory = tmp_path_factory.mktemp("mpc_pendulum")
+    data = model_dict("pendulum_mpc")
+    data["safety"]["initial_states"]["count"] = 16
+    data["safety"]["horizon"] = 60
+    plant = write_yaml(directory / "pendulum_mpc.yaml", data)
+    run = directory / "run"
+    result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
+    assert result.summary.feasible_every_iteration
+    export = run_export(ExportRequest(run_dir=str(run)))
+    assert export.equivalent
+    return run
+
+
 #: the HIL of :func:`complete_run`
 HIL_STEPS, HIL_EPISODES = 20, 2
 
