@@ -94,6 +94,27 @@ def default_double_integrator_run(default_runs) -> tuple:
     return default_runs["double_integrator"]
 
 
+@pytest.fixture(scope="session")
+def mpc_pendulum_run(tmp_path_factory) -> Path:
+    """The pendulum on its acados MPC backup (16 validation states, 60 steps), adapted 2 iterations (the
+    verification loop on, as by default) and exported for the host: one run for the MPC adapt test and the
+    MPC export, verify and HIL tests (once per session; copy it before changing it)."""
+    from scpo_ctrl.adapt import AdaptRequest, run_adapt
+    from scpo_ctrl.export.run import ExportRequest, run_export
+
+    directory = tmp_path_factory.mktemp("mpc_pendulum")
+    data = model_dict("pendulum_mpc")
+    data["safety"]["initial_states"]["count"] = 16
+    data["safety"]["horizon"] = 60
+    plant = write_yaml(directory / "pendulum_mpc.yaml", data)
+    run = directory / "run"
+    result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
+    assert result.summary.feasible_every_iteration
+    export = run_export(ExportRequest(run_dir=str(run)))
+    assert export.equivalent
+    return run
+
+
 #: the HIL of :func:`complete_run`
 HIL_STEPS, HIL_EPISODES = 20, 2
 
@@ -114,3 +135,80 @@ def complete_run(adapted_runs, tmp_path_factory) -> Path:
     code = main(["hil", str(run), "--target", "sil", "--steps", str(HIL_STEPS), "--episodes", str(HIL_EPISODES)])
     assert code == 0
     return run
+
+
+class CompiledDiscreteMap:
+    """A plant's discrete map ``x+ = f(x, u)`` for a batch of states, compiled once to C with a loop over
+    the batch (CasADi's own C of ``model.f``, built with ``gcc -O2 -ffp-contract=off``).
+
+    The soundness tests simulate 100,000 closed loops; CasADi's virtual machine spends about 7 us per state
+    and step on them (``model.f.map(N)``), which made those simulations most of the tests' time. The
+    generated C performs the same double operations in the same order, and :meth:`__init__` checks it
+    against ``model.f`` on random states before anything uses it.
+    """
+
+    def __init__(self, model, directory: Path):
+        import ctypes
+        import subprocess
+
+        import casadi as ca
+        import numpy as np
+
+        self.nx, self.nu = model.nx, model.nu
+        directory.mkdir(parents=True, exist_ok=True)
+        f = model.f
+        generator = ca.CodeGenerator("plant_map.c", {"with_header": False, "casadi_int": "long long int"})
+        generator.add(f)
+        generator.generate(str(directory) + "/")
+        batch = f"""
+#include <stddef.h>
+int {f.name()}(const double** arg, double** res, long long int* iw, double* w, int mem);
+void plant_map_batch(const double* x, const double* u, double* x_next, long n) {{
+    const double* arg[{max(f.sz_arg(), 2)}] = {{0}};
+    double* res[{max(f.sz_res(), 1)}] = {{0}};
+    long long int iw[{max(f.sz_iw(), 1)}];
+    double w[{max(f.sz_w(), 1)}];
+    for (long i = 0; i < n; ++i) {{
+        arg[0] = x + i * {self.nx}; arg[1] = u + i * {self.nu}; res[0] = x_next + i * {self.nx};
+        {f.name()}(arg, res, iw, w, 0);
+    }}
+}}
+"""
+        (directory / "plant_map_batch.c").write_text(batch)
+        library = directory / "libplant_map.so"
+        subprocess.run(["gcc", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-o", str(library),
+                        str(directory / "plant_map.c"), str(directory / "plant_map_batch.c"), "-lm"],
+                       check=True, capture_output=True)
+        self._library = ctypes.CDLL(str(library))
+        pointer = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
+        self._library.plant_map_batch.argtypes = [pointer, pointer, pointer, ctypes.c_long]
+        self._library.plant_map_batch.restype = None
+        # the same numbers as CasADi's own evaluation, on states spread well beyond any initial box
+        rng = np.random.default_rng(0)
+        X = rng.uniform(-3.0, 3.0, size=(500, self.nx))
+        U = rng.uniform(-3.0, 3.0, size=(500, self.nu))
+        reference = np.array(f.map(len(X))(X.T, U.T)).T
+        np.testing.assert_allclose(self(X, U), reference, rtol=1e-13, atol=1e-13)
+
+    def __call__(self, X, U):
+        """``x+`` of every row: ``X (N, nx)``, ``U (N, nu)`` -> ``(N, nx)``."""
+        import numpy as np
+
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        U = np.ascontiguousarray(U, dtype=np.float64)
+        out = np.empty_like(X)
+        self._library.plant_map_batch(X, U, out, len(X))
+        return out
+
+    def closed_loop(self, controller, X0, horizon: int, P, c: float, x_eq):
+        """``(x (N, H+1, nx), level (N, H+1))`` of ``x+ = f(x, controller(x))`` from every row of ``X0``, with
+        ``level = (x - x_eq)' P (x - x_eq) / c`` (inf where not finite), as the verifier's own simulation."""
+        import numpy as np
+
+        X = np.empty((horizon + 1, len(X0), self.nx))  # time-major: each step writes one contiguous block
+        X[0] = X0
+        for t in range(horizon):
+            X[t + 1] = self(X[t], controller(X[t]))
+        d = X - x_eq
+        level = ((d @ P) * d).sum(axis=2) / c
+        return X.transpose(1, 0, 2), np.where(np.isfinite(level), level, np.inf).T

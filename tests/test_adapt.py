@@ -80,15 +80,24 @@ def _run(args, **kwargs):
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+INTERRUPT_ITERATIONS = "24"
+INTERRUPT_SETTINGS = ["--iterations", INTERRUPT_ITERATIONS, "--quiet", "--set", "scpo.patience=0"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory) -> Path:
+    """The run every interrupted-and-resumed run must end at, bit for bit (one for both signals: the
+    reference does not depend on the signal the other run gets)."""
+    reference = tmp_path_factory.mktemp("uninterrupted") / "reference"
+    done = _run(["adapt", DI, "--out", str(reference), *INTERRUPT_SETTINGS])
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+    return reference
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_leaves_a_safe_policy_and_resume_matches(tmp_path, signum):
-    iterations = "24"
-    common = ["--iterations", iterations, "--quiet", "--set", "scpo.patience=0"]
-    reference = tmp_path / "reference"
-    done = _run(["adapt", DI, "--out", str(reference), *common])
-    assert done.wait(timeout=600) == 0, done.stderr.read()
-
+def test_interrupt_leaves_a_safe_policy_and_resume_matches(uninterrupted_run, tmp_path, signum):
+    iterations, common, reference = INTERRUPT_ITERATIONS, INTERRUPT_SETTINGS, uninterrupted_run
     run = tmp_path / "interrupted"
     process = _run(["adapt", DI, "--out", str(run), *common])
     deadline = time.time() + 300
@@ -125,12 +134,17 @@ def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, name):
     With the plant file's own settings, plain gradient descent on the task's
     loss breaks a constraint on the validation set within a few iterations,
     while SCPO keeps every iterate safe and still lowers the loss.
+
+    The SCPO step is what is on trial, so the verification loop (whose closing round after the last
+    iteration, a Monte Carlo, falsification and reachability search, took most of this test's time) is
+    off; the loop has its own tests in test_verification_loop.py, and every run of the ``adapted_runs``
+    and ``default_runs`` fixtures has it on.
     """
     plant = str(MODELS / f"{name}.yaml")
     runs = {}
     for method in ("scpo", "unconstrained"):
         result = run_adapt(AdaptRequest(plant=plant, out=str(tmp_path / method), iterations=SHORT_RUN,
-                                        method=method, progress=False))
+                                        method=method, progress=False, verify_loop=False))
         runs[method] = (result.summary, _lines(result.run_dir))
 
     summary, records = runs["scpo"]

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from scpo_ctrl.adapt import AdaptRequest, run_adapt
 from scpo_ctrl.backup.acados_env import AcadosUnavailable, find_acados
 from scpo_ctrl.cli import main
 from scpo_ctrl.config.plant_spec import load_plant_spec
@@ -24,8 +23,6 @@ from scpo_ctrl.problem import build_problem
 from scpo_ctrl.verify.certificate import FALSIFIED, UNKNOWN, VERIFIED
 from scpo_ctrl.verify.run import VerifyRequest, run_verify
 
-from .conftest import model_dict, write_yaml
-
 try:
     find_acados()
 except AcadosUnavailable as exc:  # pragma: no cover - a checkout without scripts/install-acados.sh
@@ -35,19 +32,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mpc_run(tmp_path_factory):
-    """The pendulum on its MPC backup (16 validation states, 60 steps), adapted 2 iterations, exported."""
-    directory = tmp_path_factory.mktemp("mpc_export")
-    data = model_dict("pendulum_mpc")
-    data["safety"]["initial_states"]["count"] = 16
-    data["safety"]["horizon"] = 60
-    plant = write_yaml(directory / "pendulum_mpc.yaml", data)
-    run = directory / "run"
-    result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
-    assert result.summary.feasible_every_iteration
-    export = run_export(ExportRequest(run_dir=str(run)))
-    assert export.equivalent
-    return run
+def mpc_run(mpc_pendulum_run):
+    """The pendulum on its MPC backup (16 validation states, 60 steps), adapted 2 iterations, exported
+    (conftest's session run, shared with test_mpc_adapt.py)."""
+    return mpc_pendulum_run
 
 
 def _controller(run) -> MpcController:

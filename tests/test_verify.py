@@ -21,7 +21,7 @@ from scpo_ctrl.verify import reach
 from scpo_ctrl.sim.closed_loop import simulate
 from scpo_ctrl.verify.run import VerifyRequest, run_verify
 
-from .conftest import MODELS
+from .conftest import MODELS, CompiledDiscreteMap
 
 FAST = dict(samples=1000, halton=256, cells_per_axis=4, max_depth=0, falsify_starts=1)
 
@@ -200,10 +200,11 @@ def test_affine_constraints_are_checked_by_their_exact_support(adapted_runs):
 
 
 def _assert_closed_loops_inside_sets(result, model, law, controller, box: np.ndarray, horizon: int, samples: int,
-                                     seed: int = 42) -> None:
+                                     directory: Path, seed: int = 42) -> None:
     """``samples`` random closed loops with ``controller`` from the whole box (plus every cell's corners and
     centre) lie in their cell's computed box at every step while the cell's set is tracked, and in T once
-    a verified cell's set entered T."""
+    a verified cell's set entered T. The loops run on the plant's discrete map compiled to C in
+    ``directory`` (:class:`CompiledDiscreteMap`, checked against the model's own function)."""
     lo = np.array([c.lo for c in result.cells])
     hi = np.array([c.hi for c in result.cells])
     rng = np.random.default_rng(seed)
@@ -214,7 +215,8 @@ def _assert_closed_loops_inside_sets(result, model, law, controller, box: np.nda
         inside = np.all((X0 >= lo[j]) & (X0 <= hi[j]), axis=1) & (cell < 0)
         cell[inside] = j
     assert np.all(cell >= 0)
-    loop = simulate(model, controller, X0, horizon, law.P, law.c, law.x_eq, rows=False)
+    loop_x, loop_level = CompiledDiscreteMap(model, directory).closed_loop(controller, X0, horizon, law.P, law.c,
+                                                                          law.x_eq)
     pieces = result.pieces
     checked = 0
     for t in range(horizon + 1):
@@ -224,7 +226,7 @@ def _assert_closed_loops_inside_sets(result, model, law, controller, box: np.nda
         p_lo, p_hi = pieces["lo"][at_t][order], pieces["hi"][at_t][order]
         first = np.searchsorted(origins, cell, side="left")
         last = np.searchsorted(origins, cell, side="right")
-        x = loop.x[:, t]
+        x = loop_x[:, t]
         slack = 1e-9 * (1 + np.abs(x))
         covered = np.zeros(len(X0), dtype=bool)
         for k in range(int((last - first).max(initial=0))):
@@ -235,7 +237,7 @@ def _assert_closed_loops_inside_sets(result, model, law, controller, box: np.nda
         # while its cell's set is tracked, a state lies in it; once a verified cell's set is inside T,
         # the state is in T (robust invariance); after a cell failed nothing is claimed
         assert np.all(covered[tracked]), (t, np.flatnonzero(tracked & ~covered)[:5])
-        in_target = loop.level[:, t] <= 1.0 + 1e-9
+        in_target = loop_level[:, t] <= 1.0 + 1e-9
         done = ~tracked & np.array([result.cells[j].entered_step is not None for j in cell])
         assert np.all(in_target[done]), t
         checked += int(tracked.sum())
@@ -261,18 +263,17 @@ def test_reachable_sets_contain_100000_c_closed_loops(adapted_runs, tmp_path, wh
     H = spec.safety.horizon
     depth = 3 if which == "backup" else 1  # the backup is proven on the whole box at depth 3
     result = reach.analyse(law, model, box[:, 0], box[:, 1], H, reach.ReachSettings(cells_per_axis=8, max_depth=depth))
-    _assert_closed_loops_inside_sets(result, model, law, lambda X: host.evaluate(X).u, box, H, 100_000)
+    _assert_closed_loops_inside_sets(result, model, law, lambda X: host.evaluate(X).u, box, H, 100_000,
+                                     tmp_path / "map")
     if which == "backup":
         assert result.verified
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("precision", ["float64-law", "float32-c"])
-def test_reachable_sets_of_the_default_run_contain_100000_closed_loops(default_double_integrator_run, tmp_path,
-                                                                       precision):
-    """Soundness where the network acts: the default double integrator run (a full adapt), affine residual
-    bounds at verify's default grid, 100,000 random closed loops with the float64 law (the exact maths) and
-    with the exported float32 C (inside too: the sets include the float32 deviation bound)."""
+@pytest.fixture(scope="module")
+def default_run_reach(default_double_integrator_run) -> tuple:
+    """``(run, model, law, box, horizon, result)``: the reachability analysis of the default double integrator
+    run at verify's default grid, once for both precisions of the soundness test (it does not depend on
+    which controller the closed loops are then simulated with)."""
     source, code = default_double_integrator_run
     assert code == 0
     spec = load_plant_spec(source / "plant.yaml")
@@ -280,6 +281,16 @@ def test_reachable_sets_of_the_default_run_contain_100000_closed_loops(default_d
     box = np.asarray(spec.safety.initial_states.box)
     H = spec.safety.horizon
     result = reach.analyse(law, model, box[:, 0], box[:, 1], H, reach.ReachSettings(cells_per_axis=16, max_depth=2))
+    return source, model, law, box, H, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float64-law", "float32-c"])
+def test_reachable_sets_of_the_default_run_contain_100000_closed_loops(default_run_reach, tmp_path, precision):
+    """Soundness where the network acts: the default double integrator run (a full adapt), affine residual
+    bounds at verify's default grid, 100,000 random closed loops with the float64 law (the exact maths) and
+    with the exported float32 C (inside too: the sets include the float32 deviation bound)."""
+    source, model, law, box, H, result = default_run_reach
     proven = sum(np.prod(c.hi - c.lo) for c in result.cells if c.verified) / np.prod(box[:, 1] - box[:, 0])
     assert proven > 0.5  # the affine bounds prove most of the box (interval ones: about a third)
     if precision == "float64-law":
@@ -287,7 +298,7 @@ def test_reachable_sets_of_the_default_run_contain_100000_closed_loops(default_d
     else:
         host = _host(_exported_copy(source, tmp_path / "run"))
         controller = lambda X: host.evaluate(X).u  # noqa: E731
-    _assert_closed_loops_inside_sets(result, model, law, controller, box, H, 100_000)
+    _assert_closed_loops_inside_sets(result, model, law, controller, box, H, 100_000, tmp_path / "map")
 
 
 #: reachability settings of the soundness test per nonlinear plant (verify's default grid for the dimension)
@@ -313,7 +324,8 @@ def test_reachable_sets_of_nonlinear_plants_contain_100000_c_closed_loops(defaul
     result = reach.analyse(law, model, box[:, 0], box[:, 1], H, NONLINEAR_SETTINGS[name])
     assert result.argument == reach.FIRST_ORDER and result.target_invariant
     assert _proven_fraction(result, box) > 0
-    _assert_closed_loops_inside_sets(result, model, law, lambda X: host.evaluate(X).u, box, H, 100_000)
+    _assert_closed_loops_inside_sets(result, model, law, lambda X: host.evaluate(X).u, box, H, 100_000,
+                                     tmp_path / "map")
 
 
 @pytest.mark.slow
