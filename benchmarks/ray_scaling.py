@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -184,6 +185,7 @@ def main(argv=None) -> int:
         t = 200 * (rest + np.ceil(tasks_p / p) * (bank_part / tasks_p + overhead))
         lines.append(f"| {p} | {tasks_p} | {t / 3600:.2f} h ({t:.0f} s) | {base / t:.1f}x |")
     lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}."]
+    shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / "ray_scaling.md").write_text(text)
