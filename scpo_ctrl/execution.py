@@ -214,7 +214,10 @@ class RayExecutor:
                         try:
                             results[index] = ray.get(ref)
                         except ray.exceptions.RayActorError as exc:
-                            # the worker died (or is restarting): its block goes back in the queue
+                            # the worker died (or is restarting): its block goes back in the queue, unless the
+                            # whole cluster is gone (then Ray would end this process once its wait runs out)
+                            if not _cluster_alive(ray):
+                                raise _ClusterGone() from None
                             resubmitted[index] += 1
                             if resubmitted[index] > MAX_RESUBMISSIONS:
                                 raise ExecutionError(
