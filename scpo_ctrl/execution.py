@@ -178,10 +178,6 @@ class RayExecutor:
         """Process ids of the worker actors (for fault-injection tests)."""
         return self._ray.get([actor.pid.remote() for actor in self._actors])
 
-    def kill_worker(self, index: int) -> None:
-        """Kill a worker actor's process as a crash would; Ray restarts it and retries its task."""
-        self._ray.kill(self._actors[index], no_restart=False)
-
     def map(self, recipe: Recipe, tasks: Sequence[Any], progress: Progress | None = None) -> list:
         if self.lost:
             return self._local.map(recipe, tasks, progress)

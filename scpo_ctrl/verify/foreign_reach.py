@@ -34,7 +34,7 @@ from . import affine_bounds as ab
 from .discrete_map import DiscreteMap, UnsupportedOperation
 from .foreign_loop import ForeignLoop
 from .onnx_network import AffineLayer
-from .reach import reduce_order, zonotope_step
+from .reach import affine_in_state, reduce_order, zonotope_step
 
 ROUND_OFF_WIDENING = 1e-12
 _FUNCTIONS = {"relu": ab.RELU, "tanh": ab.TANH, "sigmoid": ab.SIGMOID}
@@ -104,7 +104,7 @@ class _Analysis:
         self.names = spec.state_names
         self.input_names = spec.input_names
         self.constraint_rows = {c.name: c.expression for c in spec.constraints}
-        self.affine_rows = {c.name: _affine_in_state(spec, c.expression) for c in spec.constraints}
+        self.affine_rows = {c.name: affine_in_state(spec, c.expression) for c in spec.constraints}
         self.x_min = np.array([-np.inf if v.min is None else v.min for v in spec.states])
         self.x_max = np.array([np.inf if v.max is None else v.max for v in spec.states])
         self.u_min = np.array([-np.inf if v.min is None else v.min for v in spec.inputs])
@@ -242,19 +242,6 @@ def _interval_affine(lo: np.ndarray, hi: np.ndarray, W: np.ndarray, b: np.ndarra
     c, r = centre @ W.T + b, radius @ np.abs(W).T
     slack = ROUND_OFF_WIDENING * (1.0 + np.abs(centre) @ np.abs(W).T + r + np.abs(b))
     return c - r - slack, c + r + slack
-
-
-def _affine_in_state(spec, expression) -> tuple | None:
-    """``(a (nx,), b)`` with ``expression = a x + b`` when affine in the state and free of the inputs."""
-    x, u = ca.SX.sym("x", spec.nx), ca.SX.sym("u", spec.nu)
-    symbols = {name: x[i] for i, name in enumerate(spec.state_names)}
-    symbols.update({name: u[j] for j, name in enumerate(spec.input_names)})
-    h = expression.to_casadi(symbols)
-    gradient = ca.jacobian(h, x)
-    if ca.depends_on(h, u) or ca.depends_on(gradient, ca.vertcat(x, u)):
-        return None
-    a, b = ca.Function("affine", [x], [gradient, h])(np.zeros(spec.nx))
-    return np.array(a, dtype=float).ravel(), float(b)
 
 
 def analyse_foreign(loop: ForeignLoop, box: np.ndarray,

@@ -188,7 +188,7 @@ class _Analysis:
         self.x_min = np.array([-np.inf if v.min is None else v.min for v in spec.states])
         self.x_max = np.array([np.inf if v.max is None else v.max for v in spec.states])
         self.extra = [(c.name, c.expression) for c in spec.constraints]
-        self.extra_affine = [_affine_in_state(spec, expression) for _, expression in self.extra]
+        self.extra_affine = [affine_in_state(spec, expression) for _, expression in self.extra]
         self.map = None if model.dynamics_affine else DiscreteMap.of(model)
         self.argument = AFFINE_EXACT if self.map is None else FIRST_ORDER
         self.target_level = law.c  # c_T, lowered by target_facts for a nonlinear plant
@@ -550,26 +550,8 @@ class _Analysis:
 
     def step(self, centre: np.ndarray, G: np.ndarray, u_centre: np.ndarray, U: np.ndarray,
              w_radius: np.ndarray) -> tuple:
-        """One step of the plant from ``x = centre + G xi`` with ``u = u_centre + U xi + w``, ``|w| <= w_radius``.
-
-        Affine plant: ``x+ = A x + B u + e``, ``w`` as new generators ``B diag(w_radius)``, the float64
-        rounding as ``nx`` axis-aligned ones (:func:`zonotope_step`).
-        Nonlinear plant: the first-order model of the discrete map around ``(centre, u_centre)`` over the
-        box of ``(x, u)`` (:meth:`.discrete_map.DiscreteMap.first_order`): ``x+ = f(c) + (J_x G + J_u U) xi
-        + J_u w + rho``, the remainder ``rho`` as new axis-aligned generators.
-
-        Parameters
-        ----------
-        centre : ndarray, shape (M, nx)
-        G : ndarray, shape (M, nx, m)
-        u_centre : ndarray, shape (M, nu)
-        U : ndarray, shape (M, nu, m)
-        w_radius : ndarray, shape (M, nu)
-
-        Returns
-        -------
-        (centre (M, nx), G (M, nx, m + nu + nx)) of the next zonotope, before order reduction.
-        """
+        """One step of the plant from ``x = centre + G xi`` with ``u = u_centre + U xi + w``, ``|w| <= w_radius``:
+        :func:`zonotope_step` with this analysis's ``A, B, e`` (affine plant) or discrete map (nonlinear)."""
         return zonotope_step(self.A, self.B, self.e, self.map, centre, G, u_centre, U, w_radius)
 
     def sensitivity(self, G: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -676,7 +658,7 @@ def _widened(upper):
     return upper + ROUND_OFF_WIDENING * (np.abs(upper) + 1.0)
 
 
-def _affine_in_state(spec, expression) -> tuple | None:
+def affine_in_state(spec, expression) -> tuple | None:
     """``(a (nx,), b)`` with ``expression = a x + b`` when the plant file's expression is affine in the
     state and free of the inputs (found symbolically, so exactly); None otherwise."""
     x = ca.SX.sym("x", spec.nx)
