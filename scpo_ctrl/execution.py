@@ -31,7 +31,8 @@ from .errors import ScpoError, UsageError
 LOG = logging.getLogger(__name__)
 
 #: the functions a recipe may name (``module:function``): a recipe names one of these, it never carries code
-BUILDERS = frozenset({"scpo_ctrl.scpo.bank:rollout_worker", "scpo_ctrl.verify.distributed:closed_loop_worker"})
+BUILDERS = frozenset({"scpo_ctrl.scpo.bank:rollout_worker", "scpo_ctrl.verify.distributed:closed_loop_worker",
+                      "scpo_ctrl.verify.distributed:reach_worker"})
 #: Ray's own retries of a block whose worker died, then this module's resubmissions (after a pause that grows
 #: by BACKOFF each time, while a restarted worker rebuilds), then the batch fails with one clear line
 MAX_RETRIES = 1
@@ -91,12 +92,17 @@ class _Built:
     capacity: int = 4
     items: dict = field(default_factory=dict)
 
-    def get(self, recipe: Recipe) -> Callable[[Any], Any]:
+    def get(self, recipe: Recipe, where: str) -> Callable[[Any], Any]:
+        """The built recipe; :class:`ExecutionError` (one line naming ``where`` and the builder) if it cannot be
+        built (a library that does not load, a missing compiler, content whose sha256 differs)."""
         key = recipe.key
         if key not in self.items:
             if len(self.items) >= self.capacity:
                 self.items.pop(next(iter(self.items)))
-            self.items[key] = recipe.build()
+            try:
+                self.items[key] = recipe.build()
+            except Exception as exc:  # noqa: BLE001 - whatever the builder raised, reported in one line
+                raise ExecutionError(f"{where} could not build {recipe.builder}: {_one_line(exc)}") from None
         return self.items[key]
 
 
@@ -110,7 +116,7 @@ class LocalExecutor:
         self._built = _Built()
 
     def map(self, recipe: Recipe, tasks: Sequence[Any], progress: Progress | None = None) -> list:
-        run = self._built.get(recipe)
+        run = self._built.get(recipe, "this process")
         results = []
         for index, task in enumerate(tasks):
             results.append(run(task))
@@ -126,10 +132,17 @@ class _Worker:
     """A Ray actor's state: the recipes it has built (rebuilt from content after a restart)."""
 
     def __init__(self):
+        import os
+
+        import ray
+
         self._built = _Built()
+        context = ray.get_runtime_context()
+        self._where = (f"the Ray worker (pid {os.getpid()}) on node {ray.util.get_node_ip_address()} "
+                       f"({socket.gethostname()}, node id {context.get_node_id()[:12]})")
 
     def run(self, recipe: Recipe, task: Any) -> Any:
-        return self._built.get(recipe)(task)
+        return self._built.get(recipe, self._where)(task)
 
     def pid(self) -> int:
         import os
@@ -223,6 +236,10 @@ class RayExecutor:
                             time.sleep(BACKOFF * resubmitted[index])
                             queue.append(index)
                             continue
+                        except ray.exceptions.RayTaskError as exc:
+                            if isinstance(exc.cause, ExecutionError):  # the worker could not build the recipe
+                                raise ExecutionError(str(exc.cause)) from None
+                            raise
                         done[index] = True
                         finished += 1
                         if progress is not None:
@@ -256,7 +273,15 @@ class _ClusterGone(Exception):
 
 
 class ExecutionError(ScpoError):
-    """A block of a distributed batch failed on every retry (its worker crashed each time)."""
+    """A block of a distributed batch failed on every retry (its worker crashed each time), or a worker could not
+    build the batch's recipe (one line naming the worker and what failed)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (a compiler's multi-line output shortened to its first line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = type(exc).__name__ + (f": {lines[0]}" if lines else "")
+    return text + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
 
 
 def _connect(ray, address: str) -> bool:

@@ -238,3 +238,82 @@ def test_when_the_cluster_goes_away_the_run_stops_cleanly_and_resumes_here(tmp_p
                    "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _assert_same(_results(local), _results(run))
+
+
+def _reach_sets(run: Path) -> dict:
+    with np.load(run / "verify" / "reach_sets.npz") as sets:
+        return {name: sets[name] for name in sets.files}
+
+
+def test_verify_with_its_reachability_cells_on_two_nodes_writes_the_local_certificate_and_sets(
+        cluster, complete_run, tmp_path, monkeypatch, caplog):
+    """Every bisection pass's cells in blocks of 2 or 3 (more blocks than workers) on the workers, which rebuild
+    the law from the run's plant file and policy: the reachability check and its sets npz are the in-process
+    ones, bit for bit (and so are the blocks' counts, sizes and merged order: the pass's bisections are the
+    in-process ones)."""
+    import logging
+    import re
+
+    from scpo_ctrl.verify import reach
+
+    run = tmp_path / "run"
+    shutil.copytree(complete_run, run)
+    settings = dict(samples=1, halton=0, cells_per_axis=2, max_depth=2, falsify_starts=1)
+    monkeypatch.setattr(reach, "CELLS_PER_BLOCK", 2)  # in this process as on Ray
+    local = run_verify(VerifyRequest(run_dir=str(run), **settings)).certificate.to_json()
+    local_sets = _reach_sets(run)
+    (run / "verify" / "reach_sets.npz").unlink()
+    with caplog.at_level(logging.INFO, logger="scpo_ctrl.verify.run"):
+        remote = run_verify(VerifyRequest(run_dir=str(run), ray="auto", **settings)).certificate.to_json()
+    remote_sets = _reach_sets(run)
+    local_reach, remote_reach = ({c["name"]: c for c in certificate["checks"]}["reachability"]
+                                 for certificate in (local, remote))
+    widths = np.unique(np.round(local_sets["hi"] - local_sets["lo"], 12), axis=0)
+    assert len(widths) > 1 and local_reach["details"]["cells"] > 3  # cells from more than one depth
+    assert _without_timing(local_reach) == _without_timing(remote_reach)
+    assert local_sets.keys() == remote_sets.keys() and len(local_sets["piece_origin"]) > 0
+    for name in local_sets:
+        assert local_sets[name].dtype == remote_sets[name].dtype, name
+        assert np.array_equal(local_sets[name], remote_sets[name]), name
+    reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reachability cells on Ray at ")]
+    passes = [report for report in reports if re.search(r" (\d+)/\1 tasks$", report)]  # each pass's last
+    assert reports[0].endswith(" 1/2 tasks") and passes[0].endswith(" 2/2 tasks") and len(passes) > 1  # 4 cells
+
+
+def test_a_worker_that_cannot_build_its_recipe_ends_verify_with_one_line(cluster, complete_run, tmp_path,
+                                                                         monkeypatch, capsys):
+    """A host library whose sha256 is not the one the worker was told: the worker refuses to load it, and the
+    command line says so in one line naming the worker and its node (exit 2, no Ray traceback)."""
+    from scpo_ctrl.cli import main
+    from scpo_ctrl.verify import run as verify_run
+
+    run = tmp_path / "run"
+    shutil.copytree(complete_run, run)
+    real = verify_run.monte_carlo_recipe
+
+    def wrong_sha256(run_dir, library, library_sha256, *rest):
+        return real(run_dir, library, "0" * 64, *rest)
+
+    monkeypatch.setattr(verify_run, "monte_carlo_recipe", wrong_sha256)
+    code = main(["verify", str(run), "--samples", "1", "--halton", "0", "--cells", "2", "--depth", "0", "--ray"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: the Ray worker (pid ") and " on node " in err
+    assert "could not build scpo_ctrl.verify.distributed:closed_loop_worker: ValueError: the host library" in err
+    assert "sha256 differs" in err
+
+
+def test_a_law_a_worker_rebuilds_differently_is_refused_in_one_line(complete_run):
+    """The reachability worker checks that the law it rebuilt from the run's files is the driver's (by digest)."""
+    from scpo_ctrl.execution import ExecutionError
+    from scpo_ctrl.export.law import law_from_run
+    from scpo_ctrl.verify.distributed import reach_recipe
+    from scpo_ctrl.verify.reach import ReachSettings
+
+    recipe = reach_recipe(complete_run, law_from_run(complete_run), 10, ReachSettings())
+    content = {**json.loads(recipe.content), "law_sha256": "0" * 64}
+    with pytest.raises(ExecutionError, match=r"^this process could not build scpo_ctrl\.verify\.distributed:"
+                                            r"reach_worker: ValueError: the law rebuilt from the run's plant\.yaml "
+                                            r"and policy\.npz is not the driver's \(digest differs\)$"):
+        LocalExecutor().map(Recipe(recipe.builder, json.dumps(content).encode()), [None])

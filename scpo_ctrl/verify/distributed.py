@@ -1,10 +1,16 @@
-"""verify's Monte Carlo closed loops on an executor (Ray), in blocks of initial states.
+"""verify's Monte Carlo closed loops and reachability cells on an executor (Ray), in blocks.
 
-A worker rebuilds the closed loop from content: the run's plant file (and the data files it names), its
-``policy.npz`` (the float64 reference law) and the exported host library's bytes, whose sha256 it checks against
-the export manifest before loading it, so every worker runs the certified artefact and nothing else. Blocks are
-concatenated in order: the batch is bit-identical to the in-process one (each closed loop depends on its
-initial state alone).
+Monte Carlo: a worker rebuilds the closed loop from content: the run's plant file (and the data files it names),
+its ``policy.npz`` (the float64 reference law) and the exported host library's bytes, whose sha256 it checks
+against the export manifest before loading it, so every worker runs the certified artefact and nothing else.
+Blocks of initial states are concatenated in order: the batch is bit-identical to the in-process one (each
+closed loop depends on its initial state alone).
+
+Reachability: a worker rebuilds the deployed law and the plant model from the same plant file and
+``policy.npz`` (checking the law's digest against the driver's) and runs blocks of a bisection pass's cells: the
+blocks the in-process analysis runs (:func:`~scpo_ctrl.verify.reach.cell_blocks`; numpy's rounding for a cell
+depends on how many cells share its batch, so the blocks are fixed by the cell count, not by the workers), merged
+as it merges them: the sets are the in-process ones, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import json
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +31,10 @@ from ..config.plant_content import plant_files, write_plant_files
 from ..config.plant_spec import load_plant_spec
 from ..execution import Executor, Progress, Recipe
 from ..export.host_library import HostLaw
-from ..export.law import evaluate, law_from_run
+from ..export.law import evaluate, law_digest, law_from_run
 from ..plant.model import build_plant
 from ..sim.closed_loop import ClosedLoopBatch, simulate
+from .reach import ReachSettings, cell_blocks, cell_propagation, merge_cell_blocks
 
 #: initial states per task
 STATES_PER_TASK = 2_000
@@ -91,3 +99,60 @@ def distributed_closed_loop(executor: Executor, recipe: Recipe, progress: Progre
             input_row_names=first.input_row_names)
 
     return closed_loop
+
+
+# -- reachability cells --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CellTask:
+    """A block of reachability cells ``[lo, hi]``, each ``(M, nx)``, and the target level ``c_T`` the driver's
+    analysis fixed."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    target_level: float
+
+
+def reach_recipe(run_dir: Path, law, horizon: int, settings: ReachSettings) -> Recipe:
+    """What a worker needs to run reachability cells: the run's plant file (and data files), ``policy.npz``, the
+    digest of the driver's law (the worker checks it rebuilt the same one), the horizon and the settings."""
+    run_dir = Path(run_dir)
+    spec = load_plant_spec(run_dir / "plant.yaml")
+    content = {"plant": plant_files(spec), "policy": base64.b64encode((run_dir / "policy.npz").read_bytes()).decode(),
+               "law_sha256": law_digest(law), "horizon": int(horizon), "settings": asdict(settings)}
+    return Recipe(f"{__name__}:reach_worker", json.dumps(content, sort_keys=True).encode())
+
+
+def reach_worker(content: bytes):
+    """Build what a :func:`reach_recipe` describes; returns ``task -> (entered, failed, because, records,
+    sensitivity)`` of :func:`~scpo_ctrl.verify.reach.cell_propagation` on the task's cells."""
+    recipe = json.loads(content)
+    work = Path(tempfile.mkdtemp(prefix="scpo-reach-worker-"))
+    try:
+        plant_path = write_plant_files(recipe["plant"], work)
+        (plant_path.parent / "policy.npz").write_bytes(base64.b64decode(recipe["policy"]))
+        law = law_from_run(plant_path.parent)
+        model = build_plant(load_plant_spec(plant_path))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if law_digest(law) != recipe["law_sha256"]:
+        raise ValueError("the law rebuilt from the run's plant.yaml and policy.npz is not the driver's (digest "
+                         "differs)")
+    propagate = cell_propagation(law, model, recipe["horizon"], ReachSettings(**recipe["settings"]))
+
+    def run(task: CellTask) -> tuple:
+        return propagate(task.lo, task.hi, task.target_level)
+
+    return run
+
+
+def distributed_propagate(executor: Executor, recipe: Recipe, progress: Progress | None = None) -> Callable:
+    """``propagate(lo, hi, target_level)`` for :func:`~scpo_ctrl.verify.reach.analyse`: the pass's blocks
+    (:func:`~scpo_ctrl.verify.reach.cell_blocks`, the ones the in-process pass runs) as tasks on ``executor``,
+    merged as in-process (:func:`~scpo_ctrl.verify.reach.merge_cell_blocks`)."""
+
+    def propagate(lo: np.ndarray, hi: np.ndarray, target_level: float) -> tuple:
+        blocks = cell_blocks(len(lo))
+        parts = executor.map(recipe, [CellTask(lo[i:j], hi[i:j], target_level) for i, j in blocks], progress)
+        return merge_cell_blocks(parts, [i for i, _ in blocks])
+
+    return propagate

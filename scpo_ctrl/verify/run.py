@@ -39,7 +39,7 @@ from ..version import __version__
 from ..config.campaign import Campaign, load_campaign
 from ..config.plant_spec import load_plant_spec
 from ..errors import UsageError
-from ..execution import executor_for
+from ..execution import Executor, Progress, executor_for
 from ..export.host_library import HostLaw
 from ..export.law import law_from_run
 from ..backup.acados_env import runtime_hashes
@@ -52,7 +52,7 @@ from . import falsify, mpc as verify_mpc, reach
 from ..run_files import ExportManifest
 from .certificate import CERTIFICATE_FORMAT, FALSIFIED, UNKNOWN, VERIFIED, Certificate, CertificateSummary, Check
 from ..sim.closed_loop import simulate
-from .distributed import distributed_closed_loop, monte_carlo_recipe
+from .distributed import distributed_closed_loop, distributed_propagate, monte_carlo_recipe, reach_recipe
 from .sampled import equivalence_check, host_builds, monte_carlo_checks
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class VerifyRequest:
     campaign : str or None
         The campaign file (None: ``$SCPO_CTRL_CAMPAIGN`` if set, else the shipped one).
     ray : str or None
-        Run the Monte Carlo closed loops on Ray (``auto`` or a cluster address); None: in this process.
+        Run the Monte Carlo closed loops and the reachability cells on Ray (``auto`` or a cluster address);
+        None: in this process.
     """
 
     run_dir: str
@@ -163,20 +164,21 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
         checks += verify_mpc.checks(law, run_dir, manifest.to_json(), spec, model, box, horizon, request, precision,
                                     campaign)
     else:
-        with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary:
+        with tempfile.TemporaryDirectory(prefix="scpo-verify-") as temporary, _executor(request) as executor:
             host, twin = host_builds(law, run_dir, precision, Path(temporary))
             checks.append(equivalence_check(law, run_dir, precision, host, twin, box, campaign.equivalence.mix))
-            with _monte_carlo_loops(request, run_dir, manifest, law.name, precision, horizon) as (closed_loop, where):
-                safety, reach_check, worst_starts = monte_carlo_checks(
-                    law, model, host, box, horizon, request, precision, closed_loop=closed_loop,
-                    worst_starts=campaign.falsification.worst_starts)
+            closed_loop, where = _monte_carlo_loops(executor, run_dir, manifest, law.name, precision, horizon)
+            safety, reach_check, worst_starts = monte_carlo_checks(
+                law, model, host, box, horizon, request, precision, closed_loop=closed_loop,
+                worst_starts=campaign.falsification.worst_starts)
             safety = replace(safety, details={**safety.details, "closed_loops_ran": where})
             checks += [safety, reach_check]
             checks.append(_falsification(law, model, policy, theta, host, box, horizon, worst_starts, request,
                                          campaign.falsification.max_iterations))
             checks = [with_backup_alone(check, law, model, horizon) if check.name in CLOSED_LOOP_CHECKS else check
                       for check in checks]
-            reach_result_check, sets = _reachability(law, model, box, horizon, request, precision, campaign)
+            reach_result_check, sets = _reachability(law, model, box, horizon, request, precision, campaign,
+                                                     executor, run_dir)
             checks.append(reach_result_check)
 
     if sets is not None:
@@ -207,21 +209,40 @@ def run_verify(request: VerifyRequest) -> VerifyResult:
 
 
 @contextmanager
-def _monte_carlo_loops(request: VerifyRequest, run_dir: Path, manifest: ExportManifest, name: str, precision: str,
-                       horizon: int):
-    """``(closed_loop, where they ran)``: on Ray when asked (workers load the exported library, checked by its
-    sha256 in the manifest); ``(None, "in-process")`` otherwise (the default closed loop)."""
+def _executor(request: VerifyRequest):
+    """The Ray executor ``request.ray`` asks for (closed when verify is done), or None: everything in this
+    process."""
     if request.ray is None:
-        yield None, "in-process"
+        yield None
         return
-    relative = f"host/lib{name}_policy.so"
-    library = run_dir / "export" / relative
     executor = executor_for(request.ray)
     try:
-        recipe = monte_carlo_recipe(run_dir, library, manifest.artefacts[relative], precision, horizon)
-        yield distributed_closed_loop(executor, recipe), executor.description
+        yield executor
     finally:
         executor.close()
+
+
+def _monte_carlo_loops(executor: Executor | None, run_dir: Path, manifest: ExportManifest, name: str,
+                       precision: str, horizon: int) -> tuple:
+    """``(closed_loop, where they ran)``: on ``executor`` when there is one (workers load the exported library,
+    checked by its sha256 in the manifest); ``(None, "in-process")`` otherwise (the default closed loop)."""
+    if executor is None:
+        return None, "in-process"
+    relative = f"host/lib{name}_policy.so"
+    library = run_dir / "export" / relative
+    recipe = monte_carlo_recipe(run_dir, library, manifest.artefacts[relative], precision, horizon)
+    progress = _logged_progress(f"Monte Carlo closed loops on {executor.description}")
+    return distributed_closed_loop(executor, recipe, progress), executor.description
+
+
+def _logged_progress(what: str) -> Progress:
+    """``progress(done, total)`` of a distributed batch, logged (INFO, ``-v``) at every tenth of its tasks."""
+
+    def report(done: int, total: int) -> None:
+        if done == total or 10 * done // total > 10 * (done - 1) // total:
+            log.info("%s: %d/%d tasks", what, done, total)
+
+    return report
 
 
 def with_campaign(request: VerifyRequest, campaign: Campaign) -> VerifyRequest:
@@ -333,13 +354,20 @@ def max_generators(nx: int) -> int:
     return load_campaign().reachability.budget(nx).max_generators
 
 
-def _reachability(law, model, box, horizon, request: VerifyRequest, precision: str, campaign: Campaign) -> tuple:
+def _reachability(law, model, box, horizon, request: VerifyRequest, precision: str, campaign: Campaign,
+                  executor: Executor | None = None, run_dir: Path | None = None) -> tuple:
+    """The reachability check and its sets; each bisection pass's cells on ``executor`` when given (workers
+    rebuild the law from ``run_dir``'s plant file and policy), else in this process."""
     budget = campaign.reachability.budget(law.nx)
     cells = request.cells_per_axis or budget.cells_per_axis
     max_cells = request.max_cells or budget.max_cells
     settings = reach.ReachSettings(cells_per_axis=cells, max_depth=request.max_depth, precision=precision,
                                    max_generators=budget.max_generators, max_cells=max_cells)
-    result = reach.analyse(law, model, box[:, 0], box[:, 1], horizon, settings)
+    propagate = None
+    if executor is not None:
+        propagate = distributed_propagate(executor, reach_recipe(run_dir, law, horizon, settings),
+                                          _logged_progress(f"reachability cells on {executor.description}"))
+    result = reach.analyse(law, model, box[:, 0], box[:, 1], horizon, settings, propagate)
     if not result.applicable:
         return Check(name="reachability", claim="for every initial state of the box: safe at every step and inside "
                      "the target set by the horizon", verdict=UNKNOWN, evidence="not applicable",
