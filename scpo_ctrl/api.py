@@ -172,8 +172,9 @@ def verify(run_dir: str | Path, *, samples: int | None = None, halton: int | Non
         Campaign file whose values the settings left at None take (default: ``$SCPO_CTRL_CAMPAIGN``, else
         ``verification/campaign.yaml``).
     ray : str, optional
-        Run the Monte Carlo closed loops on Ray: ``"auto"`` joins the Ray on this machine or starts one, else a
-        cluster address (LQR-backed runs; not with ``controller``). None (default): in this process.
+        Run the Monte Carlo closed loops and the reachability cells on Ray: ``"auto"`` joins the Ray on this
+        machine or starts one, else a cluster address (LQR-backed runs; not with ``controller``). None (default):
+        in this process.
 
     Returns
     -------

@@ -124,8 +124,9 @@ def _parser() -> argparse.ArgumentParser:
                         "else verification/campaign.yaml)")
     verify.add_argument("--json", action="store_true", help="print certificate.json on stdout")
     verify.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                        help="run the Monte Carlo closed loops on Ray: 'auto' (without a value) joins the Ray on this "
-                             "machine or starts one; ADDRESS joins that cluster (needs scpo-ctrl[ray])")
+                        help="run the Monte Carlo closed loops and the reachability cells on Ray: 'auto' (without a "
+                             "value) joins the Ray on this machine or starts one; ADDRESS joins that cluster (needs "
+                             "scpo-ctrl[ray])")
     # a foreign network: `verify PLANT.yaml --controller NET.onnx` (scpo_ctrl/verify/foreign.py)
     verify.add_argument("--controller", metavar="NET.onnx",
                         help="verify this ONNX network alone in the loop of the plant file given instead of RUN_DIR")
