@@ -37,7 +37,7 @@ from .files import atomic_write, atomic_write_text, json_safe
 from .jit import compiler_available
 from .problem import build_problem
 from .run_files import AdaptationSummary, VerificationLoop
-from .scpo.bank import DistributedBank, check_workers_rebuild, rollout_recipe
+from .scpo.bank import DistributedBank, DistributedCostLoops, check_workers_rebuild, cost_recipe, rollout_recipe
 from .scpo.control import ControlAdaptation, residual_policy
 from .scpo.optimizer import METHODS, OptimizerSettings, OptimizerState, initial_state, step
 from .verification_loop import LoopSettings, reach_cells_per_axis, run_round
@@ -170,10 +170,13 @@ def run_adapt(request: AdaptRequest) -> AdaptResult:
 def _adapt(request: AdaptRequest, spec: PlantSpec, settings: OptimizerSettings, hidden: tuple, patience: int,
            run_dir: Path, config: dict, problem, policy, executor: Executor, progress: _Progress) -> AdaptResult:
     jit = compiler_available()
-    bank = None
+    bank = cost_loops = None
     if request.ray is not None:
         bank = DistributedBank(executor, rollout_recipe(spec, hidden, spec.policy.activation, jit), progress.tasks)
-    adaptation = ControlAdaptation(problem, policy, jit=jit, bank=bank)
+        # the closed-loop cost's loops (loss, gradient, line search) when they are MPC closed loops
+        cost_loops = DistributedCostLoops(executor, cost_recipe(spec, hidden, spec.policy.activation, jit),
+                                          progress.tasks)
+    adaptation = ControlAdaptation(problem, policy, jit=jit, bank=bank, cost_loops=cost_loops)
     if bank is not None:
         check_workers_rebuild(adaptation.engine, bank, problem.x0[:4], adaptation.dimension)
     config = {**config, "execution": executor.description}

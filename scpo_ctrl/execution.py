@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 
 #: the functions a recipe may name (``module:function``): a recipe names one of these, it never carries code
 BUILDERS = frozenset({"scpo_ctrl.scpo.bank:rollout_worker", "scpo_ctrl.verify.distributed:closed_loop_worker",
-                      "scpo_ctrl.verify.distributed:reach_worker"})
+                      "scpo_ctrl.verify.distributed:reach_worker", "scpo_ctrl.scpo.bank:cost_worker"})
 #: Ray's own retries of a block whose worker died, then this module's resubmissions (after a pause that grows
 #: by BACKOFF each time, while a restarted worker rebuilds), then the batch fails with one clear line
 MAX_RETRIES = 1

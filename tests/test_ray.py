@@ -28,7 +28,7 @@ from scpo_ctrl.errors import UsageError
 from scpo_ctrl.execution import LocalExecutor, RayExecutor, Recipe
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.config.plant_spec import load_plant_spec
-from scpo_ctrl.scpo.bank import DistributedBank, rollout_recipe
+from scpo_ctrl.scpo.bank import DistributedBank, DistributedCostLoops, cost_recipe, rollout_recipe
 from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy
 from scpo_ctrl.verify.run import VerifyRequest, run_verify
 
@@ -58,11 +58,18 @@ def cluster():
     nodes.shutdown()
 
 
-def _small_pendulum(tmp_path: Path, name: str = "pendulum_empc") -> Path:
-    """The embedded-MPC pendulum with 12 validation states and a 40-step horizon (the bank stays small)."""
+def _small_pendulum(tmp_path: Path, name: str = "pendulum_empc", closed_loop_cost: bool = False,
+                   horizon: int = 40) -> Path:
+    """The embedded-MPC pendulum with 12 validation states and a 40-step horizon (the bank stays small); with
+    ``closed_loop_cost`` its task is a closed-loop cost the backup does not minimise (the loss, its gradient
+    and the line search then run MPC closed loops too, and SCPO's steps are accepted) and its policy one layer of
+    8 (the cost's gradient compiles in seconds)."""
     data = model_dict(name)
     data["safety"]["initial_states"]["count"] = 12
-    data["safety"]["horizon"] = 40
+    data["safety"]["horizon"] = horizon
+    if closed_loop_cost:
+        data["task"] = {"type": "closed_loop_cost", "closed_loop_cost": {"Q": [10.0, 0.1], "R": [0.1]}}
+        data["policy"]["hidden"] = [8]
     return write_yaml(tmp_path / f"{name}.yaml", data)
 
 
@@ -89,8 +96,19 @@ def _assert_same(a: tuple, b: tuple) -> None:
         assert np.array_equal(a[1][name], b[1][name]), name
 
 
-def test_adapt_with_an_mpc_backup_on_two_nodes_is_bit_identical_to_the_local_run(cluster, tmp_path):
-    plant = _small_pendulum(tmp_path)
+def test_adapt_with_an_mpc_backup_on_two_nodes_is_bit_identical_to_the_local_run(cluster, tmp_path, monkeypatch):
+    """The closed-loop cost task: the bank, the validation, the loss gradient and the line search all run MPC
+    closed loops, and all of them go to the workers (counted by the batches the executor was given)."""
+    plant = _small_pendulum(tmp_path, closed_loop_cost=True)
+    batches = []
+    ray_map = RayExecutor.map
+
+    def counted(executor, recipe, tasks, progress=None):
+        kinds = {getattr(task, "gradient", None) for task in tasks}
+        batches.append((recipe.builder.rpartition(":")[2], len(tasks), kinds))
+        return ray_map(executor, recipe, tasks, progress)
+
+    monkeypatch.setattr(RayExecutor, "map", counted)
     runs = {}
     for where in (None, "auto"):
         run = tmp_path / f"run-{where}"
@@ -98,6 +116,14 @@ def test_adapt_with_an_mpc_backup_on_two_nodes_is_bit_identical_to_the_local_run
         assert not result.interrupted and result.summary.violating_iterations == 0
         runs[where] = _results(run)
     _assert_same(runs[None], runs["auto"])
+    assert runs[None][0][-1]["accepted"]  # the line search and the validation ran
+    # 64 cost starts in blocks of 16 over the two workers: one gradient batch per iteration, and the loss at the
+    # start and in every line search
+    gradients = [b for b in batches if b[0] == "cost_worker" and b[2] == {True}]
+    losses = [b for b in batches if b[0] == "cost_worker" and b[2] == {False}]
+    assert len(gradients) == 3 and {b[1] for b in gradients} == {4}
+    assert len(losses) >= 1 + 3 and {b[1] for b in losses} == {4}
+    assert sum(b[0] == "rollout_worker" for b in batches) >= 1 + 3 + 3  # the backup, the bank, the validation
     config = (tmp_path / "run-auto" / "config.resolved.yaml").read_text()
     assert "execution: Ray at " in config and "(2 workers)" in config
     assert "execution: in-process" in (tmp_path / "run-None" / "config.resolved.yaml").read_text()
@@ -180,6 +206,32 @@ def test_the_in_process_executor_gives_the_engines_rows_and_recipes_name_package
     assert recipe.key == Recipe(recipe.builder, recipe.content).key != Recipe(recipe.builder, b"{}").key
     with pytest.raises(ValueError, match="is not one of"):
         Recipe("os:system", b"true").build()
+
+
+class _Workers(LocalExecutor):
+    """In this process, but splitting batches as for :attr:`workers` workers."""
+
+
+def test_the_cost_loops_in_blocks_of_starts_are_the_full_batch_bit_for_bit(tmp_path):
+    """The acados pendulum's closed-loop cost (a warm-started SQP solve at every step, its Jacobian from warm
+    re-solves): gradient pieces and loss through the distributed loops, split into blocks as for 1 and 3 workers
+    (blocks of 32 and of 10 starts), equal the in-process evaluation of all 64 starts at once."""
+    spec = load_plant_spec(_small_pendulum(tmp_path, "pendulum_mpc", closed_loop_cost=True, horizon=20))
+    problem = build_problem(spec)
+    policy = residual_policy(problem, spec.policy.hidden, spec.policy.activation)
+    here = ControlAdaptation(problem, policy)
+    theta = np.random.default_rng(2).normal(scale=0.05, size=here.dimension)
+    pieces, value = here.gradient_pieces(theta, 4), here.loss(theta)
+    executor, reports = _Workers(), []
+    loops = DistributedCostLoops(executor, cost_recipe(spec, spec.policy.hidden, spec.policy.activation, here.jit),
+                                 lambda *done: reports.append(done))
+    there = ControlAdaptation(problem, policy, cost_loops=loops)
+    for workers, blocks in ((1, 2), (3, 7)):
+        executor.workers = workers
+        assert np.array_equal(there.gradient_pieces(theta, 4), pieces)
+        assert reports[-1] == (blocks, blocks)
+        assert there.loss(theta) == value
+        assert reports[-1] == (blocks, blocks)
 
 
 def test_verify_with_its_monte_carlo_on_two_nodes_writes_the_local_certificate(cluster, complete_run, tmp_path):

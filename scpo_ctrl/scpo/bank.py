@@ -1,4 +1,4 @@
-"""SCPO's closed-loop bank on an executor: many parameter vectors from many initial states, in blocks.
+"""SCPO's closed loops on an executor, in blocks: the bank, and the closed-loop cost on an MPC backup.
 
 The bank evaluation (:meth:`RolloutEngine.metrics_batch` / :meth:`MpcRolloutEngine.metrics_batch`: every
 candidate parameter vector from every validation state over the safety horizon) is the cost of an SCPO
@@ -7,6 +7,11 @@ iteration; with an MPC backup it is thousands of solves. Its blocks are independ
 and the data files it names, the policy's widths, the JIT setting), so the engine it runs is the one SCPO built
 here, and every block's rows are bit-identical to the in-process evaluation (each closed loop depends on its
 parameter vector and initial state alone).
+
+With an MPC backup and the closed-loop cost task, the loss, its gradient pieces and the line search's loss
+evaluations run closed loops too (:class:`~scpo_ctrl.scpo.mpc_cost.MpcCostLoops`: one per start, with the
+MPC's Jacobian at every step for the gradient). :class:`DistributedCostLoops` runs them in blocks of starts, and
+the driver concatenates the blocks in start order before weighting and averaging them as in this process.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from ..execution import Executor, Progress, Recipe
 
 #: a block of the bank: at most this many closed loops (candidates x states)
 LOOPS_PER_TASK = 256
+#: a block of the closed-loop cost: at most this many starts (with the gradient, each closed loop solves the MPC
+#: 1 + nx times a step)
+STARTS_PER_TASK = 32
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,14 @@ def rollout_recipe(spec: PlantSpec, hidden: tuple, activation: str, jit: bool) -
     return Recipe(f"{__name__}:rollout_worker", json.dumps(content, sort_keys=True).encode())
 
 
-def rollout_worker(content: bytes):
-    """Build the engine a :func:`rollout_recipe` describes; returns ``task -> (G, X)`` of ``metrics_batch``."""
+def cost_recipe(spec: PlantSpec, hidden: tuple, activation: str, jit: bool) -> Recipe:
+    """What a worker needs to rebuild the closed loops of the closed-loop cost (MPC backup): as
+    :func:`rollout_recipe`, built by :func:`cost_worker`."""
+    return Recipe(f"{__name__}:cost_worker", rollout_recipe(spec, hidden, activation, jit).content)
+
+
+def _rebuild(content: bytes):
+    """``(spec, policy, engine, jit)`` from a :func:`rollout_recipe`'s content, the engine on one thread."""
     from ..jit import compiler_available
     from ..problem import build_problem
     from .control import closed_loop_law, residual_policy
@@ -63,11 +77,85 @@ def rollout_worker(content: bytes):
     problem = build_problem(spec)
     policy = residual_policy(problem, tuple(recipe["hidden"]), recipe["activation"])
     engine = problem.engine(closed_loop_law(problem, policy), jit=recipe["jit"], threads=1)
+    return spec, policy, engine, recipe["jit"]
+
+
+def rollout_worker(content: bytes):
+    """Build the engine a :func:`rollout_recipe` describes; returns ``task -> (G, X)`` of ``metrics_batch``."""
+    engine = _rebuild(content)[2]
 
     def run(task: BankTask):
         return engine.metrics_batch(task.x0, task.thetas)
 
     return run
+
+
+@dataclass(frozen=True)
+class CostTask:
+    """One block of starts of the closed-loop cost.
+
+    Attributes
+    ----------
+    theta : ndarray, shape (d,)
+    starts : ndarray, shape (S, nx)
+    gradient : bool
+        Per-start ``(J_s (S,), grad J_s (d, S))``; else the trajectories ``(X (S, H+1, nx), U (S, H+1, nu))``.
+    """
+
+    theta: np.ndarray
+    starts: np.ndarray
+    gradient: bool
+
+
+def cost_worker(content: bytes):
+    """Build the cost's closed loops a :func:`cost_recipe` describes; returns ``task -> results`` of
+    :class:`CostTask`."""
+    from .mpc_cost import MpcCostLoops
+
+    spec, policy, engine, jit = _rebuild(content)
+    task_spec = spec.task
+    loops = MpcCostLoops(engine, policy, np.array(task_spec.Q), np.array(task_spec.R), jit)
+
+    def run(task: CostTask):
+        if task.gradient:
+            return loops.per_start(task.theta, task.starts)
+        return loops.trajectories(task.theta, task.starts)
+
+    return run
+
+
+class DistributedCostLoops:
+    """:class:`~scpo_ctrl.scpo.mpc_cost.MpcCostLoops` in blocks of starts on an executor.
+
+    Parameters
+    ----------
+    executor : Executor
+    recipe : Recipe
+        From :func:`cost_recipe`, describing the same engine and policy as the caller's.
+    progress : callable, optional
+        ``progress(done, total)`` while a batch runs.
+    """
+
+    def __init__(self, executor: Executor, recipe: Recipe, progress: Progress | None = None):
+        self.executor = executor
+        self.recipe = recipe
+        self.progress = progress
+
+    def _run(self, theta: np.ndarray, starts: np.ndarray, gradient: bool) -> list:
+        theta = np.asarray(theta, dtype=float)
+        blocks = cost_blocks(starts.shape[0], self.executor.workers)
+        return self.executor.map(self.recipe, [CostTask(theta, starts[j0:j1], gradient) for j0, j1 in blocks],
+                                 self.progress)
+
+    def trajectories(self, theta: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`MpcCostLoops.trajectories`: ``X (S, H+1, nx)``, ``U (S, H+1, nu)``."""
+        results = self._run(theta, starts, gradient=False)
+        return np.concatenate([X for X, _ in results]), np.concatenate([U for _, U in results])
+
+    def per_start(self, theta: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`MpcCostLoops.per_start`: ``J_s (S,)``, ``grad J_s (d, S)``."""
+        results = self._run(theta, starts, gradient=True)
+        return np.concatenate([J for J, _ in results]), np.concatenate([g for _, g in results], axis=1)
 
 
 class DistributedBank:
@@ -121,3 +209,10 @@ def bank_blocks(n: int, N: int, workers: int) -> list:
     thetas_per = max(1, per_task // states_per)
     return [((i, min(n, i + thetas_per)), (j, min(N, j + states_per)))
             for i in range(0, n, thetas_per) for j in range(0, N, states_per)]
+
+
+def cost_blocks(S: int, workers: int) -> list:
+    """Blocks ``(j0, j1)`` of the cost's starts, in order: at most :data:`STARTS_PER_TASK` each, and at least two
+    per worker when there are enough starts."""
+    per_task = max(1, min(STARTS_PER_TASK, S // max(1, 2 * workers)))
+    return [(j, min(S, j + per_task)) for j in range(0, S, per_task)]

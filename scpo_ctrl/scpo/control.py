@@ -40,7 +40,7 @@ from ..policy.residual import DEFAULT_GATE_RATIO, ResidualPolicy
 from ..problem import ControlProblem
 from ..errors import ScpoError
 from ..sim.rollout import REACH_ROW
-from .mpc_cost import MpcClosedLoopCost
+from .mpc_cost import MpcClosedLoopCost, MpcCostLoops
 
 LOSS_STATES = 2048
 TRAINING_STARTS = 256
@@ -128,10 +128,15 @@ class ControlAdaptation:
     rows : RowSettings, optional
     bank : object with ``metrics_batch(x0, thetas)``, optional
         Runs the bank's closed loops (e.g. :class:`~scpo_ctrl.scpo.bank.DistributedBank`); default the engine.
+    cost_loops : object with ``trajectories(theta, starts)`` and ``per_start(theta, starts)``, optional
+        Runs the closed loops of the closed-loop cost task on an MPC backup (the loss, its gradient and the line
+        search), e.g. :class:`~scpo_ctrl.scpo.bank.DistributedCostLoops`; default
+        :class:`~scpo_ctrl.scpo.mpc_cost.MpcCostLoops` on the engine. Unused otherwise (the imitation loss and
+        the closed-form cost run here).
     """
 
     def __init__(self, problem: ControlProblem, policy: ResidualPolicy, jit: bool | None = None,
-                 rows: RowSettings | None = None, bank=None):
+                 rows: RowSettings | None = None, bank=None, cost_loops=None):
         self.problem = problem
         self.policy = policy
         self.rows = RowSettings.from_spec(problem.spec.safety) if rows is None else rows
@@ -154,6 +159,7 @@ class ControlAdaptation:
         self.backup_rate = contraction_rate(linear.A - linear.B @ problem.backup.K, problem.target.P)
         self.set_states(problem.x0)
         self.task = problem.spec.task.type
+        self._cost_loops = cost_loops
         self._weighted_rows: ca.Function | None = None
         self._weighted_maps: dict[int, ca.Function] = {}
         if self.task == "imitation":
@@ -365,7 +371,10 @@ class ControlAdaptation:
         starts = training_starts(self.problem, COST_STARTS)
         self.cost_starts = starts
         if not self.closed_form:
-            self._mpc_cost = MpcClosedLoopCost(self.engine, self.policy, Q, R, starts, self.jit)
+            loops = self._cost_loops
+            if loops is None:
+                loops = MpcCostLoops(self.engine, self.policy, Q, R, self.jit)
+            self._mpc_cost = MpcClosedLoopCost(loops, self.policy, Q, R, starts)
             return
         x0, theta, X, U, _ = self.engine.symbolic()
         dX = X - ca.repmat(ca.DM(self.policy.x_eq), 1, X.shape[1])

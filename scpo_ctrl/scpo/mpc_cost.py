@@ -26,8 +26,12 @@ from ..policy.residual import ResidualPolicy
 from ..sim.mpc_rollout import MpcRolloutEngine
 
 
-class MpcClosedLoopCost:
-    """``L(theta) = mean over starts of (1 / (H+1)) sum_k (dx_k^T Q dx_k + du_k^T R du_k)``.
+class MpcCostLoops:
+    """The closed loops of the cost from any initial states: trajectories, and per-start value and gradient.
+
+    Each start's results depend on that start alone (every MPC closed loop starts from the same cold guess, see
+    :mod:`~scpo_ctrl.sim.mpc_rollout`, and the gradient is one evaluation per start), so the starts can be split
+    into blocks anywhere (:class:`~scpo_ctrl.scpo.bank.DistributedCostLoops`) with bit-identical results.
 
     Parameters
     ----------
@@ -36,18 +40,14 @@ class MpcClosedLoopCost:
     policy : ResidualPolicy
     Q, R : ndarray, shapes (nx, nx), (nu, nu)
         The task's weights.
-    starts : ndarray, shape (S, nx)
-        The initial states the cost is averaged over.
     jit : bool
     """
 
-    def __init__(self, engine: MpcRolloutEngine, policy: ResidualPolicy, Q: np.ndarray, R: np.ndarray,
-                 starts: np.ndarray, jit: bool):
+    def __init__(self, engine: MpcRolloutEngine, policy: ResidualPolicy, Q: np.ndarray, R: np.ndarray, jit: bool):
         self.engine = engine
         self.policy = policy
         self.Q, self.R = np.asarray(Q, dtype=float), np.asarray(R, dtype=float)
-        self.starts = np.asarray(starts, dtype=float)
-        self._weighted: dict[int, ca.Function] = {}
+        self._maps: dict[int, ca.Function] = {}
         self._single = self._build_single(jit)
 
     def _build_single(self, jit: bool) -> ca.Function:
@@ -71,6 +71,47 @@ class MpcClosedLoopCost:
                                        ["x0", "theta", "UB", "JB", "XB"], ["J", "grad"], jit)
         return function
 
+    def trajectories(self, theta: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The C rollouts with ``theta (d,)`` from ``starts (S, nx)``: ``X (S, H+1, nx)``, ``U (S, H+1, nu)``."""
+        rollouts = self.engine.rollout(starts, np.asarray(theta)[None, :]).rollouts
+        return rollouts.x, rollouts.u
+
+    def per_start(self, theta: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each start's ``J_s`` and ``grad J_s`` at ``theta (d,)``: shapes ``(S,)`` and ``(d, S)``."""
+        result = self.engine.rollout(starts, np.asarray(theta)[None, :], jacobian=True)
+        S, H1 = starts.shape[0], self.engine.horizon + 1
+        nx, nu = self.engine.model.nx, self.engine.model.nu
+        # column-major vec of each step's (nu, nx) Jacobian, as ca.reshape reads it
+        JB = result.jacobian.transpose(0, 1, 3, 2).reshape(S, H1, nu * nx)
+        if S not in self._maps:
+            self._maps[S] = self._single.map(S, "thread", self.engine.threads)
+        stacked = [np.concatenate(list(array), axis=1) for array in (
+            result.u_backup.transpose(0, 2, 1), JB.transpose(0, 2, 1), result.rollouts.x.transpose(0, 2, 1))]
+        J, g = self._maps[S](starts.T, theta, *stacked)
+        return np.array(J).ravel(), np.array(g)
+
+
+class MpcClosedLoopCost:
+    """``L(theta) = mean over starts of (1 / (H+1)) sum_k (dx_k^T Q dx_k + du_k^T R du_k)``.
+
+    Parameters
+    ----------
+    loops : MpcCostLoops or DistributedCostLoops
+        Runs the closed loops (``trajectories`` and ``per_start``), in this process or in blocks of starts on an
+        executor: the same numbers either way.
+    policy : ResidualPolicy
+    Q, R : ndarray, shapes (nx, nx), (nu, nu)
+        The task's weights.
+    starts : ndarray, shape (S, nx)
+        The initial states the cost is averaged over.
+    """
+
+    def __init__(self, loops, policy: ResidualPolicy, Q: np.ndarray, R: np.ndarray, starts: np.ndarray):
+        self.loops = loops
+        self.policy = policy
+        self.Q, self.R = np.asarray(Q, dtype=float), np.asarray(R, dtype=float)
+        self.starts = np.asarray(starts, dtype=float)
+
     def _cost(self, X: np.ndarray, U: np.ndarray) -> np.ndarray:
         """Per-start cost from trajectories ``X (S, H+1, nx)``, ``U (S, H+1, nu)``: shape ``(S,)``."""
         dX, dU = X - self.policy.x_eq, U - self.policy.u_eq
@@ -79,21 +120,10 @@ class MpcClosedLoopCost:
 
     def value(self, theta: np.ndarray) -> float:
         """The loss at ``theta`` from the C rollouts."""
-        rollouts = self.engine.rollout(self.starts, np.asarray(theta)[None, :]).rollouts
-        return float(self._cost(rollouts.x, rollouts.u).mean())
+        return float(self._cost(*self.loops.trajectories(theta, self.starts)).mean())
 
     def weighted(self, theta: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(sum_s W[s, p] J_s, sum_s W[s, p] grad J_s)`` for every column p of ``W (S, P)``:
         values ``(P,)`` and gradients ``(d, P)``."""
-        result = self.engine.rollout(self.starts, np.asarray(theta)[None, :], jacobian=True)
-        S, H1 = self.starts.shape[0], self.engine.horizon + 1
-        nx, nu = self.engine.model.nx, self.engine.model.nu
-        # column-major vec of each step's (nu, nx) Jacobian, as ca.reshape reads it
-        JB = result.jacobian.transpose(0, 1, 3, 2).reshape(S, H1, nu * nx)
-        if S not in self._weighted:
-            self._weighted[S] = self._single.map(S, "thread", self.engine.threads)
-        stacked = [np.concatenate(list(array), axis=1) for array in (
-            result.u_backup.transpose(0, 2, 1), JB.transpose(0, 2, 1), result.rollouts.x.transpose(0, 2, 1))]
-        J, g = self._weighted[S](self.starts.T, theta, *stacked)
-        values, gradients = np.array(J).ravel(), np.array(g)  # (S,), (d, S)
+        values, gradients = self.loops.per_start(theta, self.starts)  # (S,), (d, S)
         return W.T @ values, gradients @ W
