@@ -86,38 +86,20 @@ INTERRUPT_ITERATIONS = "24"
 INTERRUPT_SETTINGS = ["--iterations", INTERRUPT_ITERATIONS, "--quiet", "--set", "scpo.patience=0"]
 
 
-def _interrupt_settings(loop: bool) -> list:
-    return INTERRUPT_SETTINGS + ([] if loop else ["--no-verify-loop"])
-
-
 @pytest.fixture(scope="module")
-def uninterrupted_runs(tmp_path_factory) -> dict:
-    """``{settings: run}``: the run every interrupted-and-resumed run with those settings must end at, bit for
-    bit (built once per settings: the reference does not depend on the signal the other run gets)."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-
-    class Runs(dict):
-        def __missing__(self, settings):
-            reference = root / f"reference{len(self)}"
-            done = _run(["adapt", DI, "--out", str(reference), *settings])
-            assert done.wait(timeout=600) == 0, done.stderr.read()
-            self[settings] = reference
-            return reference
-
-    return Runs()
+def uninterrupted_run(tmp_path_factory) -> Path:
+    """The run every interrupted-and-resumed run must end at, bit for bit (one for both signals: the
+    reference does not depend on the signal the other run gets)."""
+    reference = tmp_path_factory.mktemp("uninterrupted") / "reference"
+    done = _run(["adapt", DI, "--out", str(reference), *INTERRUPT_SETTINGS])
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+    return reference
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, loop", [(signal.SIGINT, True), (signal.SIGTERM, False)],
-                         ids=["SIGINT-with-the-verification-loop", "SIGTERM-without"])
-def test_interrupt_leaves_a_safe_policy_and_resume_matches(uninterrupted_runs, tmp_path, signum, loop):
-    """Either signal stops the run after the iteration in progress with a safe policy on disk, and
-    ``--resume`` ends bit for bit where the uninterrupted run ends. With the verification loop (the default),
-    the resumed run's closing round must match too; both signals take the same path after the handler, so
-    the second one runs without the loop, whose closing round (twice: reference and resumed run) was most of
-    this test's time."""
-    iterations, reference = INTERRUPT_ITERATIONS, uninterrupted_runs[tuple(_interrupt_settings(loop))]
-    common = _interrupt_settings(loop)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_a_safe_policy_and_resume_matches(uninterrupted_run, tmp_path, signum):
+    iterations, common, reference = INTERRUPT_ITERATIONS, INTERRUPT_SETTINGS, uninterrupted_run
     run = tmp_path / "interrupted"
     process = _run(["adapt", DI, "--out", str(run), *common])
     deadline = time.time() + 300
@@ -143,7 +125,7 @@ def test_interrupt_leaves_a_safe_policy_and_resume_matches(uninterrupted_runs, t
     assert len(_lines(run)) == int(iterations)
     rounds = [[{k: v for k, v in line["verification_round"].items() if k != "seconds"}
                for line in _lines(directory) if "verification_round" in line] for directory in (run, reference)]
-    assert rounds[0] == rounds[1] and len(rounds[0]) == (1 if loop else 0)  # the closing round, after iteration 24
+    assert rounds[0] == rounds[1] and len(rounds[0]) == 1  # the verification loop's closing round, after iteration 24
 
 
 SHORT_RUN = 8
@@ -161,7 +143,7 @@ def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, no_plots, name
     The SCPO step is what is on trial, so the verification loop (whose closing round after the last
     iteration, a Monte Carlo, falsification and reachability search, took most of this test's time) is
     off, and so are the plots; the loop has its own tests in test_verification_loop.py, and the
-    ``default_runs`` runs and the double integrator's ``adapted_runs`` run have it on.
+    ``default_runs`` runs and some ``adapted_runs`` runs (conftest.py) have it on.
     """
     plant = str(MODELS / f"{name}.yaml")
     runs = {}
