@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 from pathlib import Path
@@ -47,12 +48,48 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def adapt_without_plots():
+    """Inside the block, ``adapt`` draws no ``plots/*.png`` (:func:`scpo_ctrl.plots.plot_run` does nothing).
+
+    For the tests and fixtures that never read a run's plots: drawing the three figures costs several seconds
+    of matplotlib per adapt (more than a short adapt's iterations), and the suite runs some thirty adapts. The
+    plots are tested where they are read: the default double integrator run (test_adapt.py, whose files must be
+    PNGs of some size) and the report built on the ``adapted_runs`` double integrator (test_report.py, every
+    image in headless Chromium). ``adapt`` imports ``plot_run`` when it draws, so the module attribute is what
+    it calls.
+    """
+    import scpo_ctrl.plots
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scpo_ctrl.plots, "plot_run", lambda *args, **kwargs: [])
+        yield
+
+
+@pytest.fixture
+def no_plots():
+    """:func:`adapt_without_plots` for the whole test."""
+    with adapt_without_plots():
+        yield
+
+
 ADAPT_ITERATIONS_FOR_EXPORT = 3
+#: The short runs with the verification loop on and with plots. The report, HIL and API tests read the double
+#: integrator's rounds (adaptation.json, training.jsonl) and plots. The cart-pole's closing round retreats its
+#: residual to one that reachability proves on part of the box (test_verify.py's soundness test needs that; the
+#: run without the loop is proven nowhere). The other runs are read only for their plant.yaml and policy.npz (the
+#: law that export and verify are tested on), and the closing round (a Monte Carlo, falsification and
+#: reachability search after the last iteration) and the plots were most of their adapt's time. The loop has
+#: its own tests (test_verification_loop.py) and runs in every ``default_runs`` run.
+ADAPTED_WITH_VERIFICATION_LOOP = ("double_integrator", "cartpole")
+ADAPTED_WITH_PLOTS = ("double_integrator",)
 
 
 @pytest.fixture(scope="session")
 def adapted_runs(tmp_path_factory) -> dict:
-    """``{plant name: run directory}`` after a short ``adapt`` of every shipped model (built lazily, once)."""
+    """``{plant name: run directory}`` after a short ``adapt`` (3 iterations) of every shipped model (built
+    lazily, once); with the verification loop for the plants in :data:`ADAPTED_WITH_VERIFICATION_LOOP`, with plots
+    for those in :data:`ADAPTED_WITH_PLOTS`."""
     from scpo_ctrl.adapt import AdaptRequest, run_adapt
 
     root = tmp_path_factory.mktemp("adapted")
@@ -61,8 +98,10 @@ def adapted_runs(tmp_path_factory) -> dict:
     class Runs(dict):
         def __missing__(self, name):
             run = root / name
-            run_adapt(AdaptRequest(plant=str(MODELS / f"{name}.yaml"), out=str(run),
-                                   iterations=ADAPT_ITERATIONS_FOR_EXPORT, progress=False))
+            with contextlib.nullcontext() if name in ADAPTED_WITH_PLOTS else adapt_without_plots():
+                run_adapt(AdaptRequest(plant=str(MODELS / f"{name}.yaml"), out=str(run),
+                                       iterations=ADAPT_ITERATIONS_FOR_EXPORT, progress=False,
+                                       verify_loop=name in ADAPTED_WITH_VERIFICATION_LOOP))
             self[name] = run
             return run
 
@@ -108,7 +147,8 @@ def mpc_pendulum_run(tmp_path_factory) -> Path:
     data["safety"]["horizon"] = 60
     plant = write_yaml(directory / "pendulum_mpc.yaml", data)
     run = directory / "run"
-    result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
+    with adapt_without_plots():  # no test reads its plots (the rollouts plot runs three MPC closed loops)
+        result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
     assert result.summary.feasible_every_iteration
     export = run_export(ExportRequest(run_dir=str(run)))
     assert export.equivalent

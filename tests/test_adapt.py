@@ -19,7 +19,7 @@ from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.scpo.control import ControlAdaptation
 
-from .conftest import LQR_MODEL_NAMES, MODELS
+from .conftest import LQR_MODEL_NAMES, MODELS, adapt_without_plots
 
 DI = str(MODELS / "double_integrator.yaml")
 
@@ -49,7 +49,9 @@ def test_default_double_integrator_run_is_safe_and_beats_the_backup(default_doub
 
     # the unconstrained baseline on the same file learns the malicious expert's unsafe behaviour
     baseline = tmp_path / "unconstrained"
-    code = main(["adapt", DI, "--out", str(baseline), "--method", "unconstrained", "--iterations", "40", "--quiet"])
+    with adapt_without_plots():
+        code = main(["adapt", DI, "--out", str(baseline), "--method", "unconstrained", "--iterations", "40",
+                     "--quiet"])
     assert code == 1
     assert any(r["g_max"] > 0 for r in _lines(baseline))
 
@@ -121,6 +123,9 @@ def test_interrupt_leaves_a_safe_policy_and_resume_matches(uninterrupted_run, tm
     _, theta_res, _ = ResidualPolicy.load(run / "policy.npz")
     np.testing.assert_allclose(theta_res, theta_ref, rtol=0, atol=1e-12)
     assert len(_lines(run)) == int(iterations)
+    rounds = [[{k: v for k, v in line["verification_round"].items() if k != "seconds"}
+               for line in _lines(directory) if "verification_round" in line] for directory in (run, reference)]
+    assert rounds[0] == rounds[1] and len(rounds[0]) == 1  # the verification loop's closing round, after iteration 24
 
 
 SHORT_RUN = 8
@@ -128,7 +133,7 @@ SHORT_RUN = 8
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LQR_MODEL_NAMES)
-def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, name):
+def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, no_plots, name):
     """Issue 3, DoD 2 on short runs: on every shipped plant (two of them nonlinear) the task pulls toward a limit.
 
     With the plant file's own settings, plain gradient descent on the task's
@@ -137,8 +142,8 @@ def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, name):
 
     The SCPO step is what is on trial, so the verification loop (whose closing round after the last
     iteration, a Monte Carlo, falsification and reachability search, took most of this test's time) is
-    off; the loop has its own tests in test_verification_loop.py, and every run of the ``adapted_runs``
-    and ``default_runs`` fixtures has it on.
+    off, and so are the plots; the loop has its own tests in test_verification_loop.py, and the
+    ``default_runs`` runs and some ``adapted_runs`` runs (conftest.py) have it on.
     """
     plant = str(MODELS / f"{name}.yaml")
     runs = {}
@@ -157,10 +162,12 @@ def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, name):
     assert summary.violating_iterations >= 1 and any(r["g_max"] > 0 for r in records)
 
 
-def test_resume_refuses_other_settings(tmp_path, capsys):
+def test_resume_refuses_other_settings(tmp_path, no_plots, capsys):
+    # without the verification loop: its closing round after the one iteration was most of this test's time,
+    # and what resume compares is the optimizer's and the policy's settings
     run = tmp_path / "run"
-    assert main(["adapt", DI, "--out", str(run), "--iterations", "1", "--quiet"]) == 0
+    assert main(["adapt", DI, "--out", str(run), "--iterations", "1", "--quiet", "--no-verify-loop"]) == 0
     (run / "adaptation.json").unlink()  # pretend it was interrupted after the checkpoint
-    assert main(["adapt", DI, "--out", str(run), "--resume", "--iterations", "1", "--quiet",
+    assert main(["adapt", DI, "--out", str(run), "--resume", "--iterations", "1", "--quiet", "--no-verify-loop",
                  "--set", "scpo.step_size=0.3"]) == 2
     assert "settings differ" in capsys.readouterr().err

@@ -125,7 +125,7 @@ def _verify(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_path):
+def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_path, no_plots):
     plant = _sparse_plant(tmp_path)
     plain = tmp_path / "plain"
     run_adapt(AdaptRequest(plant=str(plant), out=str(plain), iterations=40, progress=False, verify_loop=False))

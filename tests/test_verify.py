@@ -96,7 +96,7 @@ def test_intact_export_passes_integrity_and_equivalence(adapted_runs, tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_bad_policy_is_falsified_and_the_counterexample_replays_in_c(tmp_path):
+def test_a_bad_policy_is_falsified_and_the_counterexample_replays_in_c(tmp_path, no_plots):
     """DoD 2: the unconstrained baseline's policy, exported, is FALSIFIED with a concrete initial state,
     and that state violates a constraint in the compiled C closed loop."""
     run = tmp_path / "bad"
@@ -308,19 +308,24 @@ NONLINEAR_SETTINGS = {"pendulum": reach.ReachSettings(cells_per_axis=16, max_dep
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NONLINEAR_SETTINGS))
-def test_reachable_sets_of_nonlinear_plants_contain_100000_c_closed_loops(default_runs, adapted_runs, tmp_path,
-                                                                          name):
-    """Soundness of the first-order model with interval remainder: after a default adapt of the pendulum and
-    a short one of the cart-pole (its default adapt takes minutes; the network acts in both), 100,000 random
-    closed loops of the discrete map with the exported float32 C lie in their cell's computed box at every
-    step until the cell entered T, and in T ever after; and a non-zero fraction of the box is proven."""
-    source, code = default_runs[name] if name == "pendulum" else (adapted_runs[name], 0)
-    assert code == 0
-    run = _exported_copy(source, tmp_path / name)
+def test_reachable_sets_of_nonlinear_plants_contain_100000_c_closed_loops(adapted_runs, tmp_path, name):
+    """Soundness of the first-order model with interval remainder: after a short adapt (the session's
+    3-iteration runs, the ones export is tested on; a default adapt takes minutes on the cart-pole and was most
+    of this test's time on the pendulum), where the network acts, 100,000 random closed loops of the discrete
+    map with the exported float32 C lie in their cell's computed box at every step until the cell entered T,
+    and in T ever after; and a non-zero fraction of the box is proven. (The soundness test where a fully
+    trained network acts is the default double integrator run's, above.)"""
+    run = _exported_copy(adapted_runs[name], tmp_path / name)
     spec = load_plant_spec(run / "plant.yaml")
     model, law, host = build_plant(spec), law_from_run(run), _host(run)
     box = np.asarray(spec.safety.initial_states.box)
     H = spec.safety.horizon
+    # the network acts: somewhere in the box the law's input is more than 0.1 % of its range from the backup's
+    # (the backup alone would make this a test of the LQR's sets only). Measured: pendulum 0.31 of 0.9 N m; the
+    # cart-pole 0.069 of 20 N, after its closing round's retreat (without it, reachability proves nothing).
+    X = np.random.default_rng(1).uniform(box[:, 0], box[:, 1], size=(10_000, len(box)))
+    residual = np.abs(evaluate(law, X).u - evaluate(_backup_only(law), X).u)
+    assert residual.max() > 1e-3 * np.max(law.u_max - law.u_min), residual.max()
     result = reach.analyse(law, model, box[:, 0], box[:, 1], H, NONLINEAR_SETTINGS[name])
     assert result.argument == reach.FIRST_ORDER and result.target_invariant
     assert _proven_fraction(result, box) > 0
