@@ -73,6 +73,7 @@ class AdaptRequest:
     progress: bool = True
     verify_loop: bool = True
     ray: str | None = None
+    plots: bool = True
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def _adapt(request: AdaptRequest, spec: PlantSpec, settings: OptimizerSettings, 
     summary = _summary(spec, settings, adaptation, records, loss0, state, reason, time.perf_counter() - start, run_dir,
                        _loop_summary(looping, loop, round_records, adaptation))
     summary.write(run_dir / AdaptationSummary.RELATIVE_PATH)
-    if not interrupted:
+    if not interrupted and request.plots:
         from .plots import plot_run
 
         plot_run(run_dir, problem, policy, state.theta, records, adaptation.group_names)

@@ -78,7 +78,7 @@ def adapt(plant: str | Path | PlantSpec, out: str | Path | None = AdaptRequest.o
           method: str = AdaptRequest.method, overrides: tuple = AdaptRequest.overrides,
           resume: bool = AdaptRequest.resume, force: bool = AdaptRequest.force,
           progress: bool = AdaptRequest.progress, verify_loop: bool = AdaptRequest.verify_loop,
-          ray: str | None = AdaptRequest.ray) -> AdaptResult:
+          ray: str | None = AdaptRequest.ray, plots: bool = AdaptRequest.plots) -> AdaptResult:
     """``scpo-ctrl adapt``: adapt the residual policy with SCPO (or a baseline); writes the run directory.
 
     Parameters
@@ -100,8 +100,11 @@ def adapt(plant: str | Path | PlantSpec, out: str | Path | None = AdaptRequest.o
     verify_loop : bool
         Grow the validation set with the verifier's counterexamples.
     ray : str, optional
-        Run SCPO's closed-loop bank on Ray: ``"auto"`` joins the Ray on this machine or starts one, else a
-        cluster address. None (default): in this process. Results are bit-identical either way.
+        Run SCPO's closed-loop bank (and, on an MPC backup, the closed-loop cost's loops) on Ray: ``"auto"``
+        joins the Ray on this machine or starts one, else a cluster address. None (default): in this process.
+        Results are bit-identical either way.
+    plots : bool
+        Draw ``plots/*.png`` at the end (the report leaves out the figures a run does not have).
 
     Returns
     -------
@@ -111,7 +114,7 @@ def adapt(plant: str | Path | PlantSpec, out: str | Path | None = AdaptRequest.o
     """
     return run_adapt(AdaptRequest(plant=_plant(plant), out=None if out is None else str(out), iterations=iterations,
                                   seed=seed, method=method, overrides=tuple(overrides), resume=resume, force=force,
-                                  progress=progress, verify_loop=verify_loop, ray=ray))
+                                  progress=progress, verify_loop=verify_loop, ray=ray, plots=plots))
 
 
 def export(run_dir: str | Path, *, precision: str | None = None, target: str | None = None,

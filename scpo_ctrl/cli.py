@@ -93,9 +93,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="do not grow the validation set with the verifier's counterexamples")
     adapt.add_argument("--json", action="store_true", help="print adaptation.json on stdout")
     adapt.add_argument("--quiet", action="store_true", help="no progress bar")
+    adapt.add_argument("--no-plots", dest="plots", action="store_false",
+                       help="do not draw plots/*.png (matplotlib takes seconds per run; the report leaves them out)")
     adapt.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                       help="run the closed-loop bank on Ray: 'auto' (the default when given without a value) joins "
-                            "the Ray on this machine or starts one; ADDRESS joins that cluster (needs scpo-ctrl[ray])")
+                       help="run the closed-loop bank (and, on an MPC backup, the closed-loop cost's loops) on Ray: "
+                            "'auto' (the default when given without a value) joins the Ray on this machine or starts "
+                            "one; ADDRESS joins that cluster (needs scpo-ctrl[ray])")
     adapt.set_defaults(handler=_adapt)
 
     export = verb("export", help="write the certified law as ONNX and C99 (RUN_DIR/export/)")
@@ -194,7 +197,7 @@ def _adapt(args: argparse.Namespace) -> int:
 
     result = api.adapt(args.plant, args.out, iterations=args.iterations, seed=args.seed,
                        overrides=tuple(args.overrides), resume=args.resume, force=args.force,
-                       progress=not args.quiet, verify_loop=args.verify_loop, ray=args.ray,
+                       progress=not args.quiet, verify_loop=args.verify_loop, ray=args.ray, plots=args.plots,
                        **_given(args, "method"))
     summary = result.summary
     if args.json:

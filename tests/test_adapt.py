@@ -162,11 +162,13 @@ def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, no_plots, name
     assert summary.violating_iterations >= 1 and any(r["g_max"] > 0 for r in records)
 
 
-def test_resume_refuses_other_settings(tmp_path, no_plots, capsys):
+def test_resume_refuses_other_settings(tmp_path, capsys):
     # without the verification loop: its closing round after the one iteration was most of this test's time,
-    # and what resume compares is the optimizer's and the policy's settings
+    # and what resume compares is the optimizer's and the policy's settings; --no-plots draws nothing
     run = tmp_path / "run"
-    assert main(["adapt", DI, "--out", str(run), "--iterations", "1", "--quiet", "--no-verify-loop"]) == 0
+    assert main(["adapt", DI, "--out", str(run), "--iterations", "1", "--quiet", "--no-verify-loop",
+                 "--no-plots"]) == 0
+    assert (run / "adaptation.json").exists() and not list(run.glob("plots/*.png"))
     (run / "adaptation.json").unlink()  # pretend it was interrupted after the checkpoint
     assert main(["adapt", DI, "--out", str(run), "--resume", "--iterations", "1", "--quiet", "--no-verify-loop",
                  "--set", "scpo.step_size=0.3"]) == 2
