@@ -50,7 +50,8 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 @contextlib.contextmanager
 def adapt_without_plots():
-    """Inside the block, ``adapt`` draws no ``plots/*.png`` (:func:`scpo_ctrl.plots.plot_run` does nothing).
+    """Inside the block, ``adapt`` draws no ``plots/*.png`` (:func:`scpo_ctrl.plots.plot_run` does nothing), for
+    tests whose adapts run through helpers that do not pass ``plots=False`` (``adapt --no-plots``).
 
     For the tests and fixtures that never read a run's plots: drawing the three figures costs several seconds
     of matplotlib per adapt (more than a short adapt's iterations), and the suite runs some thirty adapts. The
@@ -98,10 +99,10 @@ def adapted_runs(tmp_path_factory) -> dict:
     class Runs(dict):
         def __missing__(self, name):
             run = root / name
-            with contextlib.nullcontext() if name in ADAPTED_WITH_PLOTS else adapt_without_plots():
-                run_adapt(AdaptRequest(plant=str(MODELS / f"{name}.yaml"), out=str(run),
-                                       iterations=ADAPT_ITERATIONS_FOR_EXPORT, progress=False,
-                                       verify_loop=name in ADAPTED_WITH_VERIFICATION_LOOP))
+            run_adapt(AdaptRequest(plant=str(MODELS / f"{name}.yaml"), out=str(run),
+                                   iterations=ADAPT_ITERATIONS_FOR_EXPORT, progress=False,
+                                   verify_loop=name in ADAPTED_WITH_VERIFICATION_LOOP,
+                                   plots=name in ADAPTED_WITH_PLOTS))
             self[name] = run
             return run
 
@@ -147,8 +148,8 @@ def mpc_pendulum_run(tmp_path_factory) -> Path:
     data["safety"]["horizon"] = 60
     plant = write_yaml(directory / "pendulum_mpc.yaml", data)
     run = directory / "run"
-    with adapt_without_plots():  # no test reads its plots (the rollouts plot runs three MPC closed loops)
-        result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
+    # no test reads its plots (the rollouts plot runs three MPC closed loops)
+    result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False, plots=False))
     assert result.summary.feasible_every_iteration
     export = run_export(ExportRequest(run_dir=str(run)))
     assert export.equivalent

@@ -19,7 +19,7 @@ from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.scpo.control import ControlAdaptation
 
-from .conftest import LQR_MODEL_NAMES, MODELS, adapt_without_plots
+from .conftest import LQR_MODEL_NAMES, MODELS
 
 DI = str(MODELS / "double_integrator.yaml")
 
@@ -49,9 +49,8 @@ def test_default_double_integrator_run_is_safe_and_beats_the_backup(default_doub
 
     # the unconstrained baseline on the same file learns the malicious expert's unsafe behaviour
     baseline = tmp_path / "unconstrained"
-    with adapt_without_plots():
-        code = main(["adapt", DI, "--out", str(baseline), "--method", "unconstrained", "--iterations", "40",
-                     "--quiet"])
+    code = main(["adapt", DI, "--out", str(baseline), "--method", "unconstrained", "--iterations", "40",
+                 "--quiet", "--no-plots"])
     assert code == 1
     assert any(r["g_max"] > 0 for r in _lines(baseline))
 

@@ -21,7 +21,7 @@ from scpo_ctrl.policy.residual import ResidualPolicy
 from scpo_ctrl.problem import build_problem
 from scpo_ctrl.scpo.control import ControlAdaptation, residual_policy
 
-from .conftest import adapt_without_plots, model_dict, problem_for, write_yaml
+from .conftest import model_dict, problem_for, write_yaml
 
 PLANTS = ["pendulum_empc"]
 #: the stated accuracy of the shipped embedded MPCs: |u_C - u_exact| <= TOLERANCE x each input's half-range, on
@@ -110,8 +110,8 @@ def empc_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("empc_run")
     plant = _reduced(tmp_path, "pendulum_empc", count=16, horizon=100)
     run = tmp_path / "run"
-    with adapt_without_plots():  # no test reads them
-        result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False))
+    result = run_adapt(AdaptRequest(plant=str(plant), out=str(run), iterations=2, progress=False,
+                                    plots=False))  # no test reads them
     return run, result.summary.to_json()
 
 

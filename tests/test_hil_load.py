@@ -18,7 +18,6 @@ import yaml
 from scpo_ctrl.cli import main
 from scpo_ctrl.hil.run import HilRequest, run_hil
 
-from .conftest import adapt_without_plots
 
 #: a 3-state plant at dt = 10 ms (a cart with a first-order actuator lag), as a user measured it
 LAGGED_CART = {
@@ -70,8 +69,7 @@ def fast_run(tmp_path_factory):
     plant = root / "lagged_cart.yaml"
     plant.write_text(yaml.safe_dump(LAGGED_CART, sort_keys=False))
     run = root / "run"
-    with adapt_without_plots():  # no test reads them
-        assert main(["adapt", str(plant), "--out", str(run), "--quiet", "--no-verify-loop"]) == 0
+    assert main(["adapt", str(plant), "--out", str(run), "--quiet", "--no-verify-loop", "--no-plots"]) == 0
     assert main(["export", str(run)]) == 0
     return run
 
