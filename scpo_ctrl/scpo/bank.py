@@ -124,6 +124,7 @@ def cost_worker(content: bytes):
     return run
 
 
+@dataclass(frozen=True)
 class DistributedCostLoops:
     """:class:`~scpo_ctrl.scpo.mpc_cost.MpcCostLoops` in blocks of starts on an executor.
 
@@ -136,10 +137,9 @@ class DistributedCostLoops:
         ``progress(done, total)`` while a batch runs.
     """
 
-    def __init__(self, executor: Executor, recipe: Recipe, progress: Progress | None = None):
-        self.executor = executor
-        self.recipe = recipe
-        self.progress = progress
+    executor: Executor
+    recipe: Recipe
+    progress: Progress | None = None
 
     def _run(self, theta: np.ndarray, starts: np.ndarray, gradient: bool) -> list:
         theta = np.asarray(theta, dtype=float)
@@ -158,6 +158,7 @@ class DistributedCostLoops:
         return np.concatenate([J for J, _ in results]), np.concatenate([g for _, g in results], axis=1)
 
 
+@dataclass(frozen=True)
 class DistributedBank:
     """``metrics_batch`` of an engine, in blocks on an executor.
 
@@ -170,10 +171,9 @@ class DistributedBank:
         ``progress(done, total)`` while a batch runs.
     """
 
-    def __init__(self, executor: Executor, recipe: Recipe, progress: Progress | None = None):
-        self.executor = executor
-        self.recipe = recipe
-        self.progress = progress
+    executor: Executor
+    recipe: Recipe
+    progress: Progress | None = None
 
     def metrics_batch(self, x0: np.ndarray, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`RolloutEngine.metrics_batch`: ``G (n, N, H+1, ng)``, ``X (n, N, H+1, nx)``."""
