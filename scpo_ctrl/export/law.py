@@ -292,9 +292,20 @@ def network(law: DeployedLaw, Z: np.ndarray) -> np.ndarray:
     return H
 
 
+#: rows of X per block in :func:`_dot_rows`: a block's (rows, m) products stay in cache (measured twice as fast
+#: as whole-array passes for 100,000 states and 32 units; the same operations, so the same bits)
+DOT_ROWS_BLOCK = 2048
+
+
 def _dot_rows(X: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """``X @ M.T`` summed term by term in index order (as the C loops do)."""
-    out = np.zeros((X.shape[0], M.shape[0]))
-    for j in range(M.shape[1]):
-        out = out + X[:, j:j + 1] * M[:, j]
+    """``X (N, k) @ M.T (k, m)`` summed term by term in index order (as the C loops do): ``(N, m)``."""
+    out = np.empty((X.shape[0], M.shape[0]))
+    for r in range(0, X.shape[0], DOT_ROWS_BLOCK):
+        rows = X[r:r + DOT_ROWS_BLOCK]
+        block = np.zeros((rows.shape[0], M.shape[0]))
+        term = np.empty_like(block)
+        for j in range(M.shape[1]):
+            np.multiply(rows[:, j:j + 1], M[:, j], out=term)
+            block += term
+        out[r:r + DOT_ROWS_BLOCK] = block
     return out
