@@ -52,12 +52,22 @@ class LoopTask:
 def monte_carlo_recipe(run_dir: Path, library: Path, library_sha256: str, precision: str, horizon: int) -> Recipe:
     """What a worker needs to run the run's closed loops: plant, policy, the exported host library (bytes and
     the manifest's sha256 of them), precision and horizon."""
-    run_dir = Path(run_dir)
-    spec = load_plant_spec(run_dir / "plant.yaml")
-    content = {"plant": plant_files(spec), "policy": base64.b64encode((run_dir / "policy.npz").read_bytes()).decode(),
-               "library": base64.b64encode(Path(library).read_bytes()).decode(), "library_sha256": library_sha256,
-               "precision": precision, "horizon": int(horizon)}
+    content = {**_run_content(Path(run_dir)), "library": base64.b64encode(Path(library).read_bytes()).decode(),
+               "library_sha256": library_sha256, "precision": precision, "horizon": int(horizon)}
     return Recipe(f"{__name__}:closed_loop_worker", json.dumps(content, sort_keys=True).encode())
+
+
+def _run_content(run_dir: Path) -> dict:
+    """The run's plant file (and the data files it names) and ``policy.npz``, as recipe content."""
+    spec = load_plant_spec(run_dir / "plant.yaml")
+    return {"plant": plant_files(spec), "policy": base64.b64encode((run_dir / "policy.npz").read_bytes()).decode()}
+
+
+def _law_and_model(recipe: dict, work: Path) -> tuple:
+    """``(law, model)`` rebuilt in the directory ``work`` from :func:`_run_content`'s part of ``recipe``."""
+    plant_path = write_plant_files(recipe["plant"], work)
+    (plant_path.parent / "policy.npz").write_bytes(base64.b64decode(recipe["policy"]))
+    return law_from_run(plant_path.parent), build_plant(load_plant_spec(plant_path))
 
 
 def closed_loop_worker(content: bytes):
@@ -67,10 +77,7 @@ def closed_loop_worker(content: bytes):
     if hashlib.sha256(library_bytes).hexdigest() != recipe["library_sha256"]:
         raise ValueError("the host library sent to this worker is not the exported one (sha256 differs)")
     work = Path(tempfile.mkdtemp(prefix="scpo-verify-worker-"))  # holds the loaded library while ``run`` lives
-    plant_path = write_plant_files(recipe["plant"], work)
-    (plant_path.parent / "policy.npz").write_bytes(base64.b64decode(recipe["policy"]))
-    law = law_from_run(plant_path.parent)
-    model = build_plant(load_plant_spec(plant_path))
+    law, model = _law_and_model(recipe, work)
     library = work / "policy.so"
     library.write_bytes(library_bytes)
     host = HostLaw(library, law.name, law.nx, law.nu, recipe["precision"])
@@ -115,10 +122,8 @@ class CellTask:
 def reach_recipe(run_dir: Path, law, horizon: int, settings: ReachSettings) -> Recipe:
     """What a worker needs to run reachability cells: the run's plant file (and data files), ``policy.npz``, the
     digest of the driver's law (the worker checks it rebuilt the same one), the horizon and the settings."""
-    run_dir = Path(run_dir)
-    spec = load_plant_spec(run_dir / "plant.yaml")
-    content = {"plant": plant_files(spec), "policy": base64.b64encode((run_dir / "policy.npz").read_bytes()).decode(),
-               "law_sha256": law_digest(law), "horizon": int(horizon), "settings": asdict(settings)}
+    content = {**_run_content(Path(run_dir)), "law_sha256": law_digest(law), "horizon": int(horizon),
+               "settings": asdict(settings)}
     return Recipe(f"{__name__}:reach_worker", json.dumps(content, sort_keys=True).encode())
 
 
@@ -128,10 +133,7 @@ def reach_worker(content: bytes):
     recipe = json.loads(content)
     work = Path(tempfile.mkdtemp(prefix="scpo-reach-worker-"))
     try:
-        plant_path = write_plant_files(recipe["plant"], work)
-        (plant_path.parent / "policy.npz").write_bytes(base64.b64decode(recipe["policy"]))
-        law = law_from_run(plant_path.parent)
-        model = build_plant(load_plant_spec(plant_path))
+        law, model = _law_and_model(recipe, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if law_digest(law) != recipe["law_sha256"]:
