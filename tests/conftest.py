@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import shutil
 from pathlib import Path
@@ -48,32 +47,6 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def adapt_without_plots():
-    """Inside the block, ``adapt`` draws no ``plots/*.png`` (:func:`scpo_ctrl.plots.plot_run` does nothing), for
-    tests whose adapts run through helpers that do not pass ``plots=False`` (``adapt --no-plots``).
-
-    For the tests and fixtures that never read a run's plots: drawing the three figures costs several seconds
-    of matplotlib per adapt (more than a short adapt's iterations), and the suite runs some thirty adapts. The
-    plots are tested where they are read: the default double integrator run (test_adapt.py, whose files must be
-    PNGs of some size) and the report built on the ``adapted_runs`` double integrator (test_report.py, every
-    image in headless Chromium). ``adapt`` imports ``plot_run`` when it draws, so the module attribute is what
-    it calls.
-    """
-    import scpo_ctrl.plots
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(scpo_ctrl.plots, "plot_run", lambda *args, **kwargs: [])
-        yield
-
-
-@pytest.fixture
-def no_plots():
-    """:func:`adapt_without_plots` for the whole test."""
-    with adapt_without_plots():
-        yield
-
-
 ADAPT_ITERATIONS_FOR_EXPORT = 3
 #: The short runs with the verification loop on and with plots. The report, HIL and API tests read the double
 #: integrator's rounds (adaptation.json, training.jsonl) and plots. The cart-pole's closing round retreats its
@@ -83,6 +56,9 @@ ADAPT_ITERATIONS_FOR_EXPORT = 3
 #: reachability search after the last iteration) and the plots were most of their adapt's time. The loop has
 #: its own tests (test_verification_loop.py) and runs in every ``default_runs`` run.
 ADAPTED_WITH_VERIFICATION_LOOP = ("double_integrator", "cartpole")
+#: Tests and fixtures that never read a run's plots pass ``plots=False`` (``--no-plots``): matplotlib costs
+#: seconds per adapt and the suite runs some thirty. The plots are tested where they are read: the default
+#: double integrator run (test_adapt.py) and the report on the ``adapted_runs`` double integrator (test_report.py).
 ADAPTED_WITH_PLOTS = ("double_integrator",)
 
 

@@ -132,7 +132,7 @@ SHORT_RUN = 8
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LQR_MODEL_NAMES)
-def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, no_plots, name):
+def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, name):
     """Issue 3, DoD 2 on short runs: on every shipped plant (two of them nonlinear) the task pulls toward a limit.
 
     With the plant file's own settings, plain gradient descent on the task's
@@ -148,7 +148,7 @@ def test_every_plant_is_adversarial_and_scpo_stays_safe(tmp_path, no_plots, name
     runs = {}
     for method in ("scpo", "unconstrained"):
         result = run_adapt(AdaptRequest(plant=plant, out=str(tmp_path / method), iterations=SHORT_RUN,
-                                        method=method, progress=False, verify_loop=False))
+                                        method=method, progress=False, verify_loop=False, plots=False))
         runs[method] = (result.summary, _lines(result.run_dir))
 
     summary, records = runs["scpo"]

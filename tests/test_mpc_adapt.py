@@ -68,13 +68,13 @@ def test_adapt_on_the_pendulum_with_mpc_is_safe_and_improves(mpc_pendulum_run):
 
 
 @pytest.mark.slow
-def test_adapt_on_the_cartpole_with_mpc_lowers_the_closed_loop_cost_safely(tmp_path, no_plots):
+def test_adapt_on_the_cartpole_with_mpc_lowers_the_closed_loop_cost_safely(tmp_path):
     """One SCPO step on the MPC-backed cart-pole: safe and better. The verification loop is off here (its
     closing round adds a Monte Carlo of 2,048 MPC closed loops to the one step); the MPC run of the session
     fixture ``mpc_pendulum_run`` has it on."""
     plant = _reduced(tmp_path, "cartpole_mpc", count=8, horizon=60)
     result = run_adapt(AdaptRequest(plant=str(plant), out=str(tmp_path / "run"), iterations=1, progress=False,
-                                    verify_loop=False))
+                                    verify_loop=False, plots=False))
     summary = result.summary
     assert summary.feasible_every_iteration and summary.final_safe
     assert summary.final_loss < summary.initial_loss

@@ -125,15 +125,17 @@ def _verify(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_path, no_plots):
+def test_the_loop_turns_a_falsified_run_into_one_without_counterexamples(tmp_path):
     plant = _sparse_plant(tmp_path)
     plain = tmp_path / "plain"
-    run_adapt(AdaptRequest(plant=str(plant), out=str(plain), iterations=40, progress=False, verify_loop=False))
+    run_adapt(AdaptRequest(plant=str(plant), out=str(plain), iterations=40, progress=False, verify_loop=False,
+                           plots=False))
     certificate = _verify(plain)
     assert certificate["summary"]["falsified"], "the sparse validation set should miss a violation"
 
     looped = tmp_path / "looped"
-    summary = run_adapt(AdaptRequest(plant=str(plant), out=str(looped), iterations=40, progress=False)).summary
+    summary = run_adapt(AdaptRequest(plant=str(plant), out=str(looped), iterations=40, progress=False,
+                                     plots=False)).summary
     loop = summary.verification_loop
     assert loop.enabled and loop.rounds >= 1 and loop.validation_states_added > 0
     # the file records every budget the loop used, the reachability grid by the plant's state count included

@@ -96,12 +96,12 @@ def test_intact_export_passes_integrity_and_equivalence(adapted_runs, tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_bad_policy_is_falsified_and_the_counterexample_replays_in_c(tmp_path, no_plots):
+def test_a_bad_policy_is_falsified_and_the_counterexample_replays_in_c(tmp_path):
     """DoD 2: the unconstrained baseline's policy, exported, is FALSIFIED with a concrete initial state,
     and that state violates a constraint in the compiled C closed loop."""
     run = tmp_path / "bad"
     run_adapt(AdaptRequest(plant=str(MODELS / "double_integrator.yaml"), out=str(run), iterations=30,
-                           method="unconstrained", progress=False))
+                           method="unconstrained", progress=False, plots=False))
     run_export(ExportRequest(run_dir=str(run)))
     result = run_verify(VerifyRequest(run_dir=str(run), samples=2000, halton=512, cells_per_axis=4, max_depth=0))
     assert result.exit_code == 1
